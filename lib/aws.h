@@ -1,0 +1,92 @@
+/* AWS requests without an SDK: SigV4 through CURLOPT_AWS_SIGV4 (with the Debian 12 workarounds of
+ * aws-wire.md §4), the Query and JSON protocols, errors, retries with full jitter, endpoints. */
+#ifndef RUNNERD_AWS_H
+#define RUNNERD_AWS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "buf.h"
+#include "http.h"
+
+enum aws_service {
+	AWS_AUTOSCALING,
+	AWS_SECRETSMANAGER,
+	AWS_SSM,
+	AWS_DYNAMODB,
+};
+
+struct aws_creds {
+	char akid[128];
+	char secret[128];
+	char token[2048];     /* session token, "" for long-term keys */
+	time_t expiration;    /* 0 = never */
+	bool from_imds;
+};
+
+/* What went wrong, for the caller to log: code is the AWS error code ("Throttling",
+ * "ConditionalCheckFailedException"), or a transport word ("timeout", "refused", "too-large",
+ * "malformed", "http-NNN"). call names the operation ("autoscaling:SetDesiredCapacity"). */
+struct aws_error {
+	long http_status;     /* 0 when no response */
+	char code[96];
+	char message[512];
+	char request_id[96];
+	char call[64];
+	long retry_after_s;   /* -1 when absent */
+};
+
+struct imds;
+
+/* Refreshes credentials when they are near expiry; returns 0 or -errno. */
+typedef int (*aws_creds_refresh_fn)(void *user, struct aws_creds *creds);
+
+struct aws_ctx {
+	struct http_client *http;
+	struct aws_creds creds;
+	aws_creds_refresh_fn refresh; /* NULL = static credentials */
+	void *refresh_user;
+	long timeout_ms;              /* per attempt; 0 = 10000 */
+	unsigned max_attempts;        /* 0 = 3 */
+	uint64_t backoff_base_ms;     /* 0 = 1000; tests may set 1 */
+	uint64_t backoff_cap_ms;      /* 0 = 20000 */
+	uint64_t deadline_mono_ms;    /* 0 = none: no retry sleeps past it */
+};
+
+/* Endpoint for a service: AWS_ENDPOINT_URL_<SERVICE> (AUTO_SCALING, SECRETS_MANAGER, SSM,
+ * DYNAMODB), else AWS_ENDPOINT_URL, else https://SERVICE.REGION.amazonaws.com (.com.cn for cn-*).
+ * *explicit_out tells whether it came from a variable. getenv_fn NULL = getenv (injectable for
+ * unit tests). 0, -ENAMETOOLONG, -EINVAL (bad region). */
+int aws_endpoint(enum aws_service svc, const char *region, char *out, size_t n, bool *explicit_out,
+		 const char *(*getenv_fn)(const char *));
+/* Region from AWS_REGION then AWS_DEFAULT_REGION; -ENOENT when neither is set. */
+int aws_region_from_env(char *out, size_t n);
+/* Signing name and X-Amz-Target prefix. */
+const char *aws_signing_name(enum aws_service svc);
+
+/* Query protocol (Auto Scaling): POST / with form (already encoded) as body; on 2xx *out holds the
+ * XML. Returns 0; -EREMOTEIO when AWS answered an error (err filled from ErrorResponse); transport
+ * errors as http_perform; -EBADMSG for an unparsable error body (err->code "malformed").
+ * Retries throttling/transient codes per aws_error_retryable() with full-jitter backoff. */
+int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
+	      struct buf *out, struct aws_error *err);
+/* JSON 1.0/1.1 (Secrets Manager, SSM: 1.1 with target prefix; DynamoDB: 1.0). target is the
+ * operation ("GetSecretValue"). Same returns as aws_query; err from {"__type","message"}. */
+int aws_json(struct aws_ctx *ctx, enum aws_service svc, const char *region, const char *operation,
+	     const char *json, struct buf *out, struct aws_error *err);
+
+/* Pure helpers (unit-tested). */
+/* Form-encode: unreserved kept, space -> '+', else %XX uppercase. Appends to out. */
+int aws_form_append(struct buf *out, const char *name, const char *value);
+/* Parse an XML ErrorResponse (also <Response><Errors><Error>) into err. 0 or -EBADMSG. */
+int aws_parse_query_error(const char *body, size_t len, struct aws_error *err);
+/* Parse {"__type","message"|"Message"} with the prefix (#) and suffix (:) rules. 0 or -EBADMSG. */
+int aws_parse_json_error(const char *body, size_t len, struct aws_error *err);
+/* Throttling, transient and 5xx: retry. Other 4xx (and ConditionalCheckFailedException): not. */
+bool aws_error_retryable(const struct aws_error *err);
+/* True when creds should be refreshed: expiring within 5 minutes of now. */
+bool aws_creds_expiring(const struct aws_creds *c, time_t now);
+
+#endif

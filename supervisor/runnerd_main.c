@@ -1,0 +1,17 @@
+/* runnerd: the on-instance supervisor. The full program arrives with its issue; this is the entry point. */
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+		printf("runnerd %s\n", RUNNERD_VERSION);
+		return 0;
+	}
+	if (argc > 1 && strcmp(argv[1], "--help") == 0) {
+		printf("usage: runnerd [-c FILE] | runnerd prepare|check-config [-c FILE]\n");
+		return 0;
+	}
+	fprintf(stderr, "usage: runnerd [-c FILE] | runnerd prepare|check-config [-c FILE]\n");
+	return 64;
+}
