@@ -68,7 +68,8 @@ const char *aws_signing_name(enum aws_service svc);
 
 /* Query protocol (Auto Scaling): POST / with form (already encoded) as body; on 2xx *out holds the
  * XML. Returns 0; -EREMOTEIO when AWS answered an error (err filled from ErrorResponse); transport
- * errors as http_perform; -EBADMSG for an unparsable error body (err->code "malformed").
+ * errors as http_perform. An error body that is not AWS-shaped (a proxy's HTML page, an empty
+ * 503) is still -EREMOTEIO, with err->code "http-NNN" (retried when NNN is 429/500/502/503/504).
  * Retries throttling/transient codes per aws_error_retryable() with full-jitter backoff. */
 int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
 	      struct buf *out, struct aws_error *err);

@@ -30,6 +30,7 @@ struct http_response {
 	long retry_after_s;          /* Retry-After seconds, -1 when absent */
 	char content_type[128];
 	char request_id[128];        /* x-amzn-RequestId / x-amz-request-id, if any */
+	int cb_error;                /* internal: write callback failure (-EFBIG, -ENOMEM) */
 };
 
 struct http_client; /* one curl easy handle, reused for connection reuse */

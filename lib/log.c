@@ -1,6 +1,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@ static const char *log_ident = "runnerd";
 static int log_max_priority = LOG_INFO;
 static int log_journal = -1; /* -1: not yet decided */
 static char *log_secrets[LOG_SECRETS_MAX];
+/* runnerd's boot worker registers the token while the main thread may be logging. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void log_init(const char *ident)
 {
@@ -29,26 +32,34 @@ void log_set_level(int max_priority)
 int log_add_secret(const char *secret)
 {
 	size_t i;
+	int r = -ENOSPC;
 
 	if (!secret || strlen(secret) < 4)
 		return 0;
+	pthread_mutex_lock(&log_lock);
 	for (i = 0; i < LOG_SECRETS_MAX; i++) {
-		if (log_secrets[i] && strcmp(log_secrets[i], secret) == 0)
-			return 0;
+		if (log_secrets[i] && strcmp(log_secrets[i], secret) == 0) {
+			r = 0;
+			goto out;
+		}
 	}
 	for (i = 0; i < LOG_SECRETS_MAX; i++) {
 		if (!log_secrets[i]) {
 			log_secrets[i] = strdup(secret);
-			return log_secrets[i] ? 0 : -ENOMEM;
+			r = log_secrets[i] ? 0 : -ENOMEM;
+			goto out;
 		}
 	}
-	return -ENOSPC;
+out:
+	pthread_mutex_unlock(&log_lock);
+	return r;
 }
 
 void log_forget_secrets(void)
 {
 	size_t i;
 
+	pthread_mutex_lock(&log_lock);
 	for (i = 0; i < LOG_SECRETS_MAX; i++) {
 		if (log_secrets[i]) {
 			explicit_bzero(log_secrets[i], strlen(log_secrets[i]));
@@ -56,9 +67,10 @@ void log_forget_secrets(void)
 			log_secrets[i] = NULL;
 		}
 	}
+	pthread_mutex_unlock(&log_lock);
 }
 
-void log_redact(char *s, size_t cap)
+static void log_redact_locked(char *s, size_t cap)
 {
 	static const char mark[] = "<redacted>";
 	size_t i;
@@ -87,6 +99,13 @@ void log_redact(char *s, size_t cap)
 	}
 }
 
+void log_redact(char *s, size_t cap)
+{
+	pthread_mutex_lock(&log_lock);
+	log_redact_locked(s, cap);
+	pthread_mutex_unlock(&log_lock);
+}
+
 void log_msg(int priority, const char *fmt, ...)
 {
 	char line[LOG_LINE_MAX];
@@ -100,10 +119,12 @@ void log_msg(int priority, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	log_redact(line, sizeof(line));
+	pthread_mutex_lock(&log_lock);
+	log_redact_locked(line, sizeof(line));
 	if (log_journal)
 		fprintf(stderr, "<%d>%s\n", priority, line);
 	else
 		fprintf(stderr, "%s: %s\n", log_ident, line);
+	pthread_mutex_unlock(&log_lock);
 	errno = saved;
 }
