@@ -17,21 +17,21 @@ enum agent_flavour {
 
 struct agent_settings {
 	enum agent_flavour flavour;
-	const char *api_url;            /* NULL or "" = leave api.url out */
-	const char *name;               /* already expanded */
-	const char *user;               /* job user for command_prefix */
-	const char *working_directory;  /* as configured; launch-agent gets "/%s" appended */
+	const char *api_url;           /* NULL or "" = leave api.url out */
+	const char *name;              /* already expanded */
+	const char *user;              /* job user for command_prefix */
+	const char *working_directory; /* as configured; launch-agent gets "/%s" appended */
 	bool cleanup_working_directory;
-	const char *mode;               /* "single-task" | "continuous" */
-	uint64_t idle_timeout_ms;       /* 0 = leave out */
+	const char *mode;         /* "single-task" | "continuous" */
+	uint64_t idle_timeout_ms; /* 0 = leave out */
 	uint64_t max_run_time_ms;
 };
 
 /* Expand %H (short hostname: up to the first dot), %i (instance id) and %% in pattern; then
  * characters outside [A-Za-z0-9.()_-] become '-'. 0, -EINVAL (unknown %x), -ENAMETOOLONG.
  * Also -EINVAL for a lone trailing '%', %H/%i with a NULL or empty value, or an empty result. */
-int agent_expand_name(const char *pattern, const char *hostname, const char *instance_id,
-		      char *out, size_t n);
+int agent_expand_name(const char *pattern, const char *hostname, const char *instance_id, char *out,
+                      size_t n);
 
 /* The working directory the flavour gets: launch-agent appends "/%s" unless it holds "%s". */
 int agent_working_directory(const struct agent_settings *s, char *out, size_t n);
@@ -55,14 +55,14 @@ void agent_format_go_duration(uint64_t ms, char *out, size_t n);
 /* argv for the child (static strings plus config_path; NULL-terminated, at most 6 entries).
  * binary is the configured binary path. */
 void agent_argv(enum agent_flavour f, const char *binary, const char *config_path,
-		const char *argv[6]);
+                const char *argv[6]);
 
 /* A clean environment for the agent: PATH, LANG=C.UTF-8, HOME=/root, plus the passthrough
  * variables that are safe (TZ, http_proxy/https_proxy/no_proxy and upper-case forms); never
  * AWS_* credentials, never the token. Entries are written into storage (NUL-separated) and
  * pointers into envp (NULL-terminated, capacity max). 0 or -E2BIG. */
 int agent_child_env(char *const *parent_env, char *storage, size_t storage_len, char **envp,
-		    size_t max);
+                    size_t max);
 
 /* Download url (https, or http on loopback/explicit) into a temp file next to dest, verify its
  * SHA-256 against sha256_hex (64 hex chars, case-insensitive), chmod 0755, rename to dest.
@@ -71,7 +71,7 @@ int agent_child_env(char *const *parent_env, char *storage, size_t storage_len, 
  * A status other than 200: -ENOENT (404, 410), -EACCES (401, 403), -EPROTO (others). */
 struct http_client;
 int agent_download(struct http_client *http, const char *url, bool explicit_url,
-		   const char *sha256_hex, const char *dest, uint64_t max_bytes, long timeout_ms);
+                   const char *sha256_hex, const char *dest, uint64_t max_bytes, long timeout_ms);
 
 /* Pure: compare a computed digest against hex. */
 bool agent_sha256_matches(const unsigned char digest[32], const char *hex);

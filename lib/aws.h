@@ -21,8 +21,8 @@ enum aws_service {
 struct aws_creds {
 	char akid[128];
 	char secret[128];
-	char token[2048];     /* session token, "" for long-term keys */
-	time_t expiration;    /* 0 = never */
+	char token[2048];  /* session token, "" for long-term keys */
+	time_t expiration; /* 0 = never */
 	bool from_imds;
 };
 
@@ -30,12 +30,12 @@ struct aws_creds {
  * "ConditionalCheckFailedException"), or a transport word ("timeout", "refused", "too-large",
  * "malformed", "http-NNN"). call names the operation ("autoscaling:SetDesiredCapacity"). */
 struct aws_error {
-	long http_status;     /* 0 when no response */
+	long http_status; /* 0 when no response */
 	char code[96];
 	char message[512];
 	char request_id[96];
 	char call[64];
-	long retry_after_s;   /* -1 when absent */
+	long retry_after_s; /* -1 when absent */
 };
 
 struct imds;
@@ -48,11 +48,11 @@ struct aws_ctx {
 	struct aws_creds creds;
 	aws_creds_refresh_fn refresh; /* NULL = static credentials */
 	void *refresh_user;
-	long timeout_ms;              /* per attempt; 0 = 10000 */
-	unsigned max_attempts;        /* 0 = 3 */
-	uint64_t backoff_base_ms;     /* 0 = 1000; tests may set 1 */
-	uint64_t backoff_cap_ms;      /* 0 = 20000 */
-	uint64_t deadline_mono_ms;    /* 0 = none: no retry sleeps past it */
+	long timeout_ms;           /* per attempt; 0 = 10000 */
+	unsigned max_attempts;     /* 0 = 3 */
+	uint64_t backoff_base_ms;  /* 0 = 1000; tests may set 1 */
+	uint64_t backoff_cap_ms;   /* 0 = 20000 */
+	uint64_t deadline_mono_ms; /* 0 = none: no retry sleeps past it */
 };
 
 /* Endpoint for a service: AWS_ENDPOINT_URL_<SERVICE> (AUTO_SCALING, SECRETS_MANAGER, SSM,
@@ -60,7 +60,7 @@ struct aws_ctx {
  * *explicit_out tells whether it came from a variable. getenv_fn NULL = getenv (injectable for
  * unit tests). 0, -ENAMETOOLONG, -EINVAL (bad region). */
 int aws_endpoint(enum aws_service svc, const char *region, char *out, size_t n, bool *explicit_out,
-		 const char *(*getenv_fn)(const char *));
+                 const char *(*getenv_fn)(const char *));
 /* Region from AWS_REGION then AWS_DEFAULT_REGION; -ENOENT when neither is set. */
 int aws_region_from_env(char *out, size_t n);
 /* Signing name and X-Amz-Target prefix. */
@@ -72,11 +72,11 @@ const char *aws_signing_name(enum aws_service svc);
  * 503) is still -EREMOTEIO, with err->code "http-NNN" (retried when NNN is 429/500/502/503/504).
  * Retries throttling/transient codes per aws_error_retryable() with full-jitter backoff. */
 int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
-	      struct buf *out, struct aws_error *err);
+              struct buf *out, struct aws_error *err);
 /* JSON 1.0/1.1 (Secrets Manager, SSM: 1.1 with target prefix; DynamoDB: 1.0). target is the
  * operation ("GetSecretValue"). Same returns as aws_query; err from {"__type","message"}. */
 int aws_json(struct aws_ctx *ctx, enum aws_service svc, const char *region, const char *operation,
-	     const char *json, struct buf *out, struct aws_error *err);
+             const char *json, struct buf *out, struct aws_error *err);
 
 /* Pure helpers (unit-tested). */
 /* Form-encode: unreserved kept, space -> '+', else %XX uppercase. Appends to out. */

@@ -16,12 +16,12 @@
  * out receives the value (caller wipes with buf_wipe). -ENOENT: key missing or no SecretString
  * (binary); -EBADMSG: malformed; -EREMOTEIO with err (ResourceNotFoundException ...). */
 int sm_get_secret(struct aws_ctx *ctx, const char *region, const char *id, const char *key,
-		  struct buf *out, struct aws_error *err);
+                  struct buf *out, struct aws_error *err);
 int sm_parse_secret(const char *json, size_t len, const char *key, struct buf *out);
 
 /* GetParameter(Name, WithDecryption=true): Parameter.Value, whitespace stripped. */
 int ssm_get_parameter(struct aws_ctx *ctx, const char *region, const char *name, struct buf *out,
-		      struct aws_error *err);
+                      struct aws_error *err);
 int ssm_parse_parameter(const char *json, size_t len, struct buf *out);
 
 /* ---- Auto Scaling ------------------------------------------------------------------------- */
@@ -43,30 +43,30 @@ struct asg_group {
 /* DescribeAutoScalingGroups for up to 50 names (-E2BIG above), following NextToken.
  * *groups (caller frees with asg_groups_free) holds the groups found, in response order. */
 int asg_describe(struct aws_ctx *ctx, const char *region, const char *const *names, size_t nnames,
-		 struct asg_group **groups, size_t *ngroups, struct aws_error *err);
+                 struct asg_group **groups, size_t *ngroups, struct aws_error *err);
 int asg_parse_describe(const char *xml, size_t len, struct asg_group **groups, size_t *ngroups,
-		       char *next_token, size_t next_token_len);
+                       char *next_token, size_t next_token_len);
 void asg_groups_free(struct asg_group *groups, size_t n);
 
 int asg_set_desired(struct aws_ctx *ctx, const char *region, const char *name, int64_t desired,
-		    bool honor_cooldown, struct aws_error *err);
+                    bool honor_cooldown, struct aws_error *err);
 /* UpdateAutoScalingGroup: any of min/max/desired < 0 is left out. */
 int asg_update(struct aws_ctx *ctx, const char *region, const char *name, int64_t min_size,
-	       int64_t max_size, int64_t desired, struct aws_error *err);
+               int64_t max_size, int64_t desired, struct aws_error *err);
 /* TerminateInstanceInAutoScalingGroup. Never retried automatically (not idempotent): the
  * caller decides. Returns like aws_query. */
 int asg_terminate_instance(struct aws_ctx *ctx, const char *region, const char *instance_id,
-			   bool decrement, struct aws_error *err);
+                           bool decrement, struct aws_error *err);
 /* Pure: classify a Terminate error. */
-bool asg_error_is_not_found(const struct aws_error *err);  /* "Instance Id not found" */
-bool asg_error_is_min_size(const struct aws_error *err);   /* ValidationError at MinSize */
+bool asg_error_is_not_found(const struct aws_error *err); /* "Instance Id not found" */
+bool asg_error_is_min_size(const struct aws_error *err);  /* ValidationError at MinSize */
 
 /* ---- DynamoDB lease ----------------------------------------------------------------------- */
 
 struct ddb_lease {
 	char owner[256];
-	int64_t expiry_ms;   /* epoch milliseconds */
-	int64_t version;     /* fencing token; grows by one on every acquire and renew */
+	int64_t expiry_ms; /* epoch milliseconds */
+	int64_t version;   /* fencing token; grows by one on every acquire and renew */
 	bool exists;
 };
 
@@ -77,17 +77,17 @@ struct ddb_lease {
  * Both: 0 when won (*lease updated to the new state), 1 when the condition failed (lost: not an
  * error, never retried), negative on errors (-EREMOTEIO with err, transport). */
 int ddb_lease_get(struct aws_ctx *ctx, const char *region, const char *table, const char *lease_id,
-		  struct ddb_lease *out, struct aws_error *err);
+                  struct ddb_lease *out, struct aws_error *err);
 int ddb_lease_acquire(struct aws_ctx *ctx, const char *region, const char *table,
-		      const char *lease_id, const char *owner, int64_t now_ms, int64_t duration_ms,
-		      struct ddb_lease *lease, struct aws_error *err);
+                      const char *lease_id, const char *owner, int64_t now_ms, int64_t duration_ms,
+                      struct ddb_lease *lease, struct aws_error *err);
 int ddb_lease_renew(struct aws_ctx *ctx, const char *region, const char *table,
-		    const char *lease_id, const char *owner, int64_t now_ms, int64_t duration_ms,
-		    struct ddb_lease *lease, struct aws_error *err);
+                    const char *lease_id, const char *owner, int64_t now_ms, int64_t duration_ms,
+                    struct ddb_lease *lease, struct aws_error *err);
 /* Release: delete-by-expiry (set expiry 0) when still ours; 0 or 1 as above. */
 int ddb_lease_release(struct aws_ctx *ctx, const char *region, const char *table,
-		      const char *lease_id, const char *owner, struct ddb_lease *lease,
-		      struct aws_error *err);
+                      const char *lease_id, const char *owner, struct ddb_lease *lease,
+                      struct aws_error *err);
 int ddb_parse_lease_item(const char *json, size_t len, struct ddb_lease *out);
 
 #endif

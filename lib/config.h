@@ -13,14 +13,16 @@ enum cfg_type {
 	CFG_STRING,   /* char * (NULL when unset and no default; "" allowed) */
 	CFG_BOOL,     /* bool: true/false/yes/no/on/off/1/0 */
 	CFG_INT,      /* int64_t */
-	CFG_DURATION, /* uint64_t milliseconds: "250ms", "10s", "1m", "5h15m", "2d"; bare number = seconds */
+	CFG_DURATION, /* uint64_t milliseconds: "250ms", "10s", "1m", "5h15m", "2d"; bare number =
+	                 seconds */
 	CFG_SIZE,     /* uint64_t bytes: "512", "64K", "1M", "1MiB", "2G" (binary multiples) */
 	CFG_LIST,     /* struct cfg_list: whitespace- or comma-separated words */
 	CFG_ENUM,     /* int: index into choices */
 };
 
-#define CFG_SECRET 0x1u   /* printed as <redacted> */
-#define CFG_REQUIRED 0x2u /* missing after defaults and env: error "FILE: [section] key: required" */
+#define CFG_SECRET 0x1u /* printed as <redacted> */
+#define CFG_REQUIRED                                                                               \
+	0x2u /* missing after defaults and env: error "FILE: [section] key: required" */
 
 struct cfg_list {
 	char **items;
@@ -33,19 +35,19 @@ struct cfg_key {
 	size_t offset;              /* offsetof(section struct, field) */
 	const char *def;            /* default, parsed like a file value; NULL = unset */
 	const char *const *choices; /* CFG_ENUM: NULL-terminated */
-	int64_t min, max;           /* CFG_INT, CFG_DURATION (ms), CFG_SIZE bounds; min == max == 0: none */
+	int64_t min, max; /* CFG_INT, CFG_DURATION (ms), CFG_SIZE bounds; min == max == 0: none */
 	unsigned flags;
 	const char *env; /* environment variable that overrides the value, or NULL */
 };
 
 struct cfg_section {
-	const char *name;       /* "agent"; for named sections the type word, "pool" in [pool NAME] */
-	bool named;             /* many instances, each [TYPE NAME] */
+	const char *name; /* "agent"; for named sections the type word, "pool" in [pool NAME] */
+	bool named;       /* many instances, each [TYPE NAME] */
 	const struct cfg_key *keys;
 	size_t nkeys;
-	size_t size;            /* sizeof the section struct */
-	size_t name_offset;     /* named: offsetof the char * that receives NAME */
-	size_t max_instances;   /* named: at most this many (0 = 1024) */
+	size_t size;          /* sizeof the section struct */
+	size_t name_offset;   /* named: offsetof the char * that receives NAME */
+	size_t max_instances; /* named: at most this many (0 = 1024) */
 };
 
 struct cfg; /* opaque: owns every string, list and struct it hands out */
@@ -54,9 +56,9 @@ struct cfg; /* opaque: owns every string, list and struct it hands out */
  * *errors (caller frees) with one "FILE:LINE: key: reason" line per problem, newline-separated;
  * other failures return -errno (-ENOENT when the file is missing). *out is set only on success. */
 int cfg_load_file(const struct cfg_section *schema, size_t nsections, const char *path,
-		  struct cfg **out, char **errors);
+                  struct cfg **out, char **errors);
 int cfg_load_string(const struct cfg_section *schema, size_t nsections, const char *text,
-		    const char *display_name, struct cfg **out, char **errors);
+                    const char *display_name, struct cfg **out, char **errors);
 
 /* Singleton section data (defaults filled even when the section was absent); NULL if unknown. */
 void *cfg_get(const struct cfg *c, const char *section);

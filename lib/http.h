@@ -11,26 +11,26 @@
 #include "buf.h"
 
 struct http_request {
-	const char *method;          /* "GET", "PUT", "POST" */
+	const char *method; /* "GET", "PUT", "POST" */
 	const char *url;
-	const char *const *headers;  /* NULL-terminated "Name: value" lines, or NULL */
-	const char *body;            /* POST/PUT body or NULL */
+	const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
+	const char *body;           /* POST/PUT body or NULL */
 	size_t body_len;
-	long connect_timeout_ms;     /* 0 = 2000 */
-	long timeout_ms;             /* total; 0 = 10000 */
-	size_t max_body;             /* 0 = BUF_MAX_DEFAULT */
-	const char *sigv4;           /* "aws:amz:REGION:SERVICE" to sign, or NULL */
-	const char *userpwd;         /* "AKID:SECRET" with sigv4 (never logged) */
-	bool explicit_endpoint;      /* URL came from an endpoint variable: plain http allowed */
+	long connect_timeout_ms; /* 0 = 2000 */
+	long timeout_ms;         /* total; 0 = 10000 */
+	size_t max_body;         /* 0 = BUF_MAX_DEFAULT */
+	const char *sigv4;       /* "aws:amz:REGION:SERVICE" to sign, or NULL */
+	const char *userpwd;     /* "AKID:SECRET" with sigv4 (never logged) */
+	bool explicit_endpoint;  /* URL came from an endpoint variable: plain http allowed */
 };
 
 struct http_response {
-	long status;                 /* 0 when no response arrived */
+	long status; /* 0 when no response arrived */
 	struct buf body;
-	long retry_after_s;          /* Retry-After seconds, -1 when absent */
+	long retry_after_s; /* Retry-After seconds, -1 when absent */
 	char content_type[128];
-	char request_id[128];        /* x-amzn-RequestId / x-amz-request-id, if any */
-	int cb_error;                /* internal: write callback failure (-EFBIG, -ENOMEM) */
+	char request_id[128]; /* x-amzn-RequestId / x-amz-request-id, if any */
+	int cb_error;         /* internal: write callback failure (-EFBIG, -ENOMEM) */
 };
 
 struct http_client; /* one curl easy handle, reused for connection reuse */
@@ -48,7 +48,7 @@ void http_response_free(struct http_response *resp);
 /* For curl multi users (the scaler): configure easy handle h for req, writing into resp.
  * *headers_out receives the slist to free after the transfer. Same checks as http_perform. */
 int http_prepare(CURL *h, const struct http_request *req, struct http_response *resp,
-		 struct curl_slist **headers_out);
+                 struct curl_slist **headers_out);
 /* Map a finished transfer's CURLcode to the return values of http_perform and fill status. */
 int http_finish(CURL *h, CURLcode rc, struct http_response *resp);
 

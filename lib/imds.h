@@ -13,13 +13,13 @@
 
 struct imds {
 	struct http_client *http;
-	char base[256];      /* "http://169.254.169.254" or AWS_EC2_METADATA_SERVICE_ENDPOINT */
+	char base[256]; /* "http://169.254.169.254" or AWS_EC2_METADATA_SERVICE_ENDPOINT */
 	bool explicit_base;
-	bool disabled;       /* AWS_EC2_METADATA_DISABLED=true */
+	bool disabled; /* AWS_EC2_METADATA_DISABLED=true */
 	char token[256];
 	time_t token_expiry;
-	long timeout_ms;     /* per request; default 2000 */
-	unsigned token_ttl_s;/* default 21600 */
+	long timeout_ms;      /* per request; default 2000 */
+	unsigned token_ttl_s; /* default 21600 */
 };
 
 /* Reads the environment; never fails except -ENOMEM-free: returns 0. */
@@ -37,7 +37,7 @@ int imds_region(struct imds *m, char *out, size_t n);
 int imds_target_lifecycle_state(struct imds *m, char *out, size_t n);
 
 struct spot_action {
-	char action[16];     /* terminate | stop | hibernate */
+	char action[16]; /* terminate | stop | hibernate */
 	time_t time;
 };
 /* spot/instance-action: 0 with a notice, -ENOENT when none (404), -EBADMSG malformed. */

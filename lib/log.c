@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LOG_LINE_MAX 4096
+#define LOG_LINE_MAX    4096
 #define LOG_SECRETS_MAX 8
 
 static const char *log_ident = "runnerd";

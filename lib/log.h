@@ -18,13 +18,14 @@ void log_forget_secrets(void);
 
 void log_msg(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
-#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)  log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...)   log_msg(LOG_INFO, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_NOTICE, __VA_ARGS__)
-#define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
-#define log_err(...) log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warn(...)   log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_err(...)    log_msg(LOG_ERR, __VA_ARGS__)
 
-/* Replace every registered secret in s (in place, NUL-terminated, cap bytes) — exposed for tests. */
+/* Replace every registered secret in s (in place, NUL-terminated, cap bytes) — exposed for tests.
+ */
 void log_redact(char *s, size_t cap);
 
 #endif

@@ -9,8 +9,8 @@
 #define XML_MAX_NODES 200000
 
 struct xml_node {
-	char *name;           /* local name, prefix stripped */
-	char *text;           /* concatenated text content of this element (entities decoded), "" if none */
+	char *name; /* local name, prefix stripped */
+	char *text; /* concatenated text content of this element (entities decoded), "" if none */
 	struct xml_node *child;
 	struct xml_node *next;
 };

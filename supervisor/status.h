@@ -33,20 +33,20 @@ const char *phase_name(enum phase p);
 
 struct runnerd_status {
 	enum phase phase;
-	uint64_t phase_since_ms;            /* wall clock, epoch ms */
-	uint64_t phase_ms[PHASE_COUNT];     /* time spent in each finished phase (0 = not visited) */
+	uint64_t phase_since_ms;        /* wall clock, epoch ms */
+	uint64_t phase_ms[PHASE_COUNT]; /* time spent in each finished phase (0 = not visited) */
 	bool phase_visited[PHASE_COUNT];
-	uint64_t started_ms;                /* runnerd start, epoch ms */
+	uint64_t started_ms; /* runnerd start, epoch ms */
 	char instance_id[32];
 	char region[32];
-	char flavour[32];                   /* "circleci-runner" | "launch-agent" */
-	char lifecycle_state[40];           /* last target-lifecycle-state seen */
-	pid_t agent_pid;                    /* 0 when not started */
-	uint64_t agent_started_ms;          /* epoch ms, 0 when not started */
-	int agent_exit_status;              /* -1 while running or never run; else 0..255 or 128+sig */
-	char notice[128];                   /* "spot: terminate at ...", "target-lifecycle-state: Terminated",
-					       "drain requested", "" */
-	char last_error[256];               /* "" = none */
+	char flavour[32];          /* "circleci-runner" | "launch-agent" */
+	char lifecycle_state[40];  /* last target-lifecycle-state seen */
+	pid_t agent_pid;           /* 0 when not started */
+	uint64_t agent_started_ms; /* epoch ms, 0 when not started */
+	int agent_exit_status;     /* -1 while running or never run; else 0..255 or 128+sig */
+	char notice[128];     /* "spot: terminate at ...", "target-lifecycle-state: Terminated",
+	                         "drain requested", "" */
+	char last_error[256]; /* "" = none */
 };
 
 /* Enter a phase: account time of the previous one. now_ms = wall clock epoch ms. */

@@ -18,18 +18,18 @@
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: cloudtool CMD ARGS\n"
-		"  secret ID [KEY] | ssm NAME | describe ASG... | set-desired ASG N\n"
-		"  update ASG MIN MAX DESIRED | terminate INSTANCE true|false\n"
-		"  lease-get TABLE ID | lease-acquire TABLE ID OWNER MS\n"
-		"  lease-renew TABLE ID OWNER MS VERSION | imds instance-id|region|lifecycle|spot\n"
-		"  creds-source | runner-counts RESOURCE_CLASS (token from CIRCLE_TOKEN)\n");
+	        "usage: cloudtool CMD ARGS\n"
+	        "  secret ID [KEY] | ssm NAME | describe ASG... | set-desired ASG N\n"
+	        "  update ASG MIN MAX DESIRED | terminate INSTANCE true|false\n"
+	        "  lease-get TABLE ID | lease-acquire TABLE ID OWNER MS\n"
+	        "  lease-renew TABLE ID OWNER MS VERSION | imds instance-id|region|lifecycle|spot\n"
+	        "  creds-source | runner-counts RESOURCE_CLASS (token from CIRCLE_TOKEN)\n");
 }
 
 static int fail_aws(const char *what, int r, const struct aws_error *err)
 {
 	fprintf(stderr, "cloudtool: %s: %s: %s (%d): %s: %s (http %ld)\n", what, err->call,
-		strerror(-r), r, err->code, err->message, err->http_status);
+	        strerror(-r), r, err->code, err->message, err->http_status);
 	return 2;
 }
 
@@ -107,11 +107,13 @@ int main(int argc, char **argv)
 		if ((r = runner_api_unclaimed(&api, argv[2], &u, &aerr)) < 0 ||
 		    (r = runner_api_running(&api, argv[2], &run, &aerr)) < 0 ||
 		    (r = runner_api_list_runners(&api, argv[2], &n, &aerr)) < 0) {
-			fprintf(stderr, "cloudtool: runner api: %s: http %ld: %s (retry-after %ld)\n",
-				strerror(-r), aerr.http_status, aerr.message, aerr.retry_after_s);
+			fprintf(stderr,
+			        "cloudtool: runner api: %s: http %ld: %s (retry-after %ld)\n",
+			        strerror(-r), aerr.http_status, aerr.message, aerr.retry_after_s);
 			goto out;
 		}
-		printf("unclaimed=%" PRId64 " running=%" PRId64 " runners=%" PRId64 "\n", u, run, n);
+		printf("unclaimed=%" PRId64 " running=%" PRId64 " runners=%" PRId64 "\n", u, run,
+		       n);
 		rc = 0;
 		goto out;
 	}
@@ -152,7 +154,7 @@ int main(int argc, char **argv)
 		size_t ng = 0, i, j;
 
 		r = asg_describe(&ctx, region, (const char *const *)argv + 2, (size_t)argc - 2, &g,
-				 &ng, &err);
+		                 &ng, &err);
 		if (r < 0)
 			rc = fail_aws("describe", r, &err);
 		else {
@@ -163,7 +165,8 @@ int main(int argc, char **argv)
 				       g[i].ninstances);
 				for (j = 0; j < g[i].ninstances; j++)
 					printf("instance %s %s %s protected=%d\n",
-					       g[i].instances[j].id, g[i].instances[j].lifecycle_state,
+					       g[i].instances[j].id,
+					       g[i].instances[j].lifecycle_state,
 					       g[i].instances[j].health_status,
 					       g[i].instances[j].protected_from_scale_in);
 			}
@@ -175,11 +178,11 @@ int main(int argc, char **argv)
 		rc = r < 0 ? fail_aws("set-desired", r, &err) : 0;
 	} else if (strcmp(cmd, "update") == 0 && argc == 6) {
 		r = asg_update(&ctx, region, argv[2], strtoll(argv[3], NULL, 10),
-			       strtoll(argv[4], NULL, 10), strtoll(argv[5], NULL, 10), &err);
+		               strtoll(argv[4], NULL, 10), strtoll(argv[5], NULL, 10), &err);
 		rc = r < 0 ? fail_aws("update", r, &err) : 0;
 	} else if (strcmp(cmd, "terminate") == 0 && argc == 4) {
 		r = asg_terminate_instance(&ctx, region, argv[2], strcmp(argv[3], "true") == 0,
-					   &err);
+		                           &err);
 		if (r < 0) {
 			rc = fail_aws("terminate", r, &err);
 			if (asg_error_is_not_found(&err))
@@ -197,15 +200,15 @@ int main(int argc, char **argv)
 			r = ddb_lease_get(&ctx, region, argv[2], argv[3], &l, &err);
 		else if (strcmp(cmd, "lease-acquire") == 0 && argc == 6)
 			r = ddb_lease_acquire(&ctx, region, argv[2], argv[3], argv[4],
-					      (int64_t)now_wall_ms(), strtoll(argv[5], NULL, 10), &l,
-					      &err);
+			                      (int64_t)now_wall_ms(), strtoll(argv[5], NULL, 10),
+			                      &l, &err);
 		else if (strcmp(cmd, "lease-renew") == 0 && argc == 7) {
 			l.version = strtoll(argv[6], NULL, 10);
 			l.exists = true;
 			str_copy(l.owner, argv[4], sizeof(l.owner));
 			r = ddb_lease_renew(&ctx, region, argv[2], argv[3], argv[4],
-					    (int64_t)now_wall_ms(), strtoll(argv[5], NULL, 10), &l,
-					    &err);
+			                    (int64_t)now_wall_ms(), strtoll(argv[5], NULL, 10), &l,
+			                    &err);
 		} else {
 			usage();
 			rc = 64;

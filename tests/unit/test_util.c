@@ -58,7 +58,8 @@ static void test_log_redact(void **state)
 	assert_string_equal(line, "token=<redacted> and again <redacted>, abc");
 
 	/* A secret longer than the line's remaining room still disappears. */
-	snprintf(line, sizeof(line), "%.50s s3cr3t-token", "0123456789012345678901234567890123456789012345678");
+	snprintf(line, sizeof(line), "%.50s s3cr3t-token",
+	         "0123456789012345678901234567890123456789012345678");
 	log_redact(line, sizeof(line));
 	assert_null(strstr(line, "s3cr3t"));
 	log_forget_secrets();
@@ -74,16 +75,16 @@ static void test_iso8601(void **state)
 		int r;
 		time_t t;
 	} cases[] = {
-		{ "1970-01-01T00:00:00Z", 0, 0 },
-		{ "2024-01-01T06:00:00Z", 0, 1704088800 },
-		{ "2017-09-18T08:22:00.123Z", 0, 1505722920 },
-		{ "2017-09-18T08:22:00+00:00", 0, 1505722920 },
-		{ "2017-09-18T08:22:00", -EINVAL, 0 },
-		{ "2017-13-18T08:22:00Z", -EINVAL, 0 },
-		{ "2017-09-18 08:22:00Z", -EINVAL, 0 },
-		{ "", -EINVAL, 0 },
-		{ "2017-09-18T08:22:00.Z", -EINVAL, 0 },
-		{ "2017-09-18T08:22:00Zjunk", -EINVAL, 0 },
+	        {"1970-01-01T00:00:00Z", 0, 0},
+	        {"2024-01-01T06:00:00Z", 0, 1704088800},
+	        {"2017-09-18T08:22:00.123Z", 0, 1505722920},
+	        {"2017-09-18T08:22:00+00:00", 0, 1505722920},
+	        {"2017-09-18T08:22:00", -EINVAL, 0},
+	        {"2017-13-18T08:22:00Z", -EINVAL, 0},
+	        {"2017-09-18 08:22:00Z", -EINVAL, 0},
+	        {"", -EINVAL, 0},
+	        {"2017-09-18T08:22:00.Z", -EINVAL, 0},
+	        {"2017-09-18T08:22:00Zjunk", -EINVAL, 0},
 	};
 	size_t i;
 
@@ -99,7 +100,8 @@ static void test_iso8601(void **state)
 
 static void test_backoff(void **state)
 {
-	/* Full jitter: never above min(cap, base * 2^attempt); the top of rnd reaches the ceiling. */
+	/* Full jitter: never above min(cap, base * 2^attempt); the top of rnd reaches the ceiling.
+	 */
 	assert_int_equal(backoff_full_jitter_ms(0, 100, 20000, UINT32_MAX), 100);
 	assert_int_equal(backoff_full_jitter_ms(3, 100, 20000, UINT32_MAX), 800);
 	assert_int_equal(backoff_full_jitter_ms(30, 100, 20000, UINT32_MAX), 20000);
@@ -118,9 +120,9 @@ static void test_str_copy(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_buf_limit),   cmocka_unit_test(test_buf_default_limit),
-		cmocka_unit_test(test_log_redact),  cmocka_unit_test(test_iso8601),
-		cmocka_unit_test(test_backoff),     cmocka_unit_test(test_str_copy),
+	        cmocka_unit_test(test_buf_limit),  cmocka_unit_test(test_buf_default_limit),
+	        cmocka_unit_test(test_log_redact), cmocka_unit_test(test_iso8601),
+	        cmocka_unit_test(test_backoff),    cmocka_unit_test(test_str_copy),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
