@@ -25,6 +25,28 @@ credentials must carry their token as a signed X-Amz-Security-Token. Auto Scalin
 to a region, and a request sees only the groups of the region in its credential scope. Secrets
 and parameters are global.
 
+Defaults, also after a reset:
+  - static key AKIAFAKECLOUD0000001 / fakecloud/Secret+Key/0123456789abcdefghij, always
+    registered;
+  - region us-east-1;
+  - a main identity i-0123456789abcdef0 with role runnerd-test-role.
+
+Auth failures (Query XML / JSON):
+  - no Authorization: MissingAuthenticationToken 403 / MissingAuthenticationTokenException 400;
+  - malformed header, or Host, X-Amz-Date or the token not signed: IncompleteSignature 400 /
+    IncompleteSignatureException 400;
+  - wrong signature, wrong scope service or date, or skew over 5 min: SignatureDoesNotMatch 403 /
+    InvalidSignatureException 400;
+  - unknown key, or a missing or wrong token: InvalidClientTokenId 403 /
+    UnrecognizedClientException 400;
+  - expired session credentials: ExpiredToken 403 / ExpiredTokenException 400.
+
+Other behaviour:
+  - TerminateInstanceInAutoScalingGroup on an instance that is already Terminating answers
+    "Instance Id not found", which is what a retried call sees.
+  - Each request is logged before its response goes out, so a client that asks for the log
+    right after a call finds that call in it.
+
 Instance model. Each ASG holds instances: Pending -> InService -> Terminating -> Terminated.
 Nothing changes between ticks. A tick is POST /_fake/tick, or one every --tick-interval
 seconds. Each tick, in order:
@@ -80,6 +102,9 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
           otherwise         answer normally.
         retry_after adds a Retry-After header, slow_bps trickles the body, and oversize_bytes
         pads the body with spaces to that size (still valid JSON/XML).
+        Defaults: status is 400 when only code is given, else 500. code is Throttling (Query)
+        or ThrottlingException (JSON) below 500; from 500 up it is InternalFailure, or
+        ServiceUnavailable for a 503 on Query.
   DELETE /_fake/faults               remove all faults (also DELETE /_fake/fault)
   GET  /_fake/requests?since=N       {"requests": [...], "last": N}, the log of non-control
                                      requests (service, op, params/body, akid, token_used,
@@ -971,7 +996,8 @@ def op_terminate_instance(cloud, params, region, rid):
         cause = (f"At {iso(t)} instance {iid} was taken out of service in response to a user "
                  f"request, shrinking the capacity from {before} to {asg.desired}.")
     else:
-        cause = f"At {iso(t)} instance {iid} was taken out of service in response to a user request."
+        cause = (f"At {iso(t)} instance {iid} was taken out of service in response to a user "
+                 "request.")
     details = json.dumps({"Subnet ID": "subnet-0fa4e00000000000a", "Availability Zone": inst.az})
     act = [el("ActivityId", str(uuid.uuid4())), el("AutoScalingGroupName", asg.name),
            el("Description", f"Terminating EC2 instance: {iid}"), el("Cause", cause),
@@ -1098,6 +1124,9 @@ class BodyError(Exception):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle plus the
+    # client's delayed ACK adds ~40 ms to every response.
+    disable_nagle_algorithm = True
     server_version = "fakecloud"
     sys_version = ""
     timeout = 60
@@ -1648,15 +1677,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         with cloud.lock:
             # A token limited to some classes sees zeros elsewhere (what CircleCI seems to do).
-            visible = (lambda c: scope is None or c in scope)
+            def visible(c):
+                return scope is None or c in scope
+
+            def count(state):
+                if not visible(rc):
+                    return 0
+                return sum(1 for j in cloud.jobs.values()
+                           if j["resource_class"] == rc and j["state"] == state)
+
             if op == "tasks":
-                n = sum(1 for j in cloud.jobs.values()
-                        if j["resource_class"] == rc and j["state"] == "queued") if visible(rc) else 0
-                out = {"unclaimed_task_count": n}
+                out = {"unclaimed_task_count": count("queued")}
             elif op == "running":
-                n = sum(1 for j in cloud.jobs.values()
-                        if j["resource_class"] == rc and j["state"] == "running") if visible(rc) else 0
-                out = {"running_runner_tasks": n}
+                out = {"running_runner_tasks": count("running")}
             else:
                 items = [dict(x) for x in cloud.runners.values()
                          if visible(x["resource_class"])

@@ -54,8 +54,8 @@ def main():
         report["imds_instance_id"] = imds(base, "meta-data/instance-id", token)
         report["region"] = imds(base, "meta-data/placement/region", token)
         report["availability_zone"] = imds(base, "meta-data/placement/availability-zone", token)
-        report["target_lifecycle_state"] = imds(base, "meta-data/autoscaling/target-lifecycle-state",
-                                                token)
+        report["target_lifecycle_state"] = imds(
+            base, "meta-data/autoscaling/target-lifecycle-state", token)
         if mode == "leave":
             import botocore.session
             session = botocore.session.get_session()  # credentials: the IMDS role, via env

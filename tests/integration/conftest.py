@@ -50,6 +50,15 @@ def clean_environ(base=None):
     return {k: v for k, v in src.items() if not k.startswith(_SCRUB_PREFIXES)}
 
 
+def _die_with_parent():
+    """preexec_fn: SIGTERM this child when pytest dies, even by SIGKILL (no teardown runs
+    then). The fake's SIGTERM handler kills its instance processes. PR_SET_PDEATHSIG follows
+    the forking thread: pytest's main thread, alive for the whole session."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+
 def read_line(proc, deadline_s, what):
     """The first stdout line of proc, without blocking past the deadline (the handshake)."""
     sel = selectors.DefaultSelector()
@@ -135,7 +144,8 @@ class FakeCloud:
                 "--tick-interval", str(self.tick_interval)] + self.extra_args
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=err, env=clean_environ())
+                                         stderr=err, env=clean_environ(),
+                                         preexec_fn=_die_with_parent)
         try:
             line = read_line(self.proc, deadline_s, "fakecloud")
             if not line.startswith("READY port="):
@@ -428,7 +438,8 @@ def dynalite(tmp_path_factory):
                                      "--createTableMs", "0", "--deleteTableMs", "0",
                                      "--updateTableMs", "0"],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=log, start_new_session=True, env=clean_environ())
+                                    stderr=log, start_new_session=True, env=clean_environ(),
+                                    preexec_fn=_die_with_parent)
         try:
             # Handshake: dynalite prints "Dynalite listening at: http://HOST:PORT" once bound;
             # then one connect proves the port is really its.
