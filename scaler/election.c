@@ -1,0 +1,188 @@
+/* DynamoDB lease election; see election.h for the rules. */
+#include "election.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#define SKEW_MIN_MS  500
+#define RETRY_MIN_MS 100
+
+uint64_t election_skew_ms(uint64_t lease_ms)
+{
+	uint64_t s = lease_ms / 5;
+
+	return s < SKEW_MIN_MS ? SKEW_MIN_MS : s;
+}
+
+void election_init_disabled(struct election *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->last_error.retry_after_s = -1;
+}
+
+int election_init(struct election *e, const char *table, const char *lease_id, const char *owner,
+                  const char *region, uint64_t lease_ms, long request_timeout_ms)
+{
+	long t;
+
+	election_init_disabled(e);
+	if (!table || !lease_id || !owner || !region || !table[0] || !lease_id[0] || !owner[0] ||
+	    lease_ms < 2 * SKEW_MIN_MS)
+		return -EINVAL;
+	if (str_copy(e->table, table, sizeof(e->table)) >= sizeof(e->table) ||
+	    str_copy(e->lease_id, lease_id, sizeof(e->lease_id)) >= sizeof(e->lease_id) ||
+	    str_copy(e->owner, owner, sizeof(e->owner)) >= sizeof(e->owner) ||
+	    str_copy(e->region, region, sizeof(e->region)) >= sizeof(e->region))
+		return -ENAMETOOLONG;
+	e->enabled = true;
+	e->lease_ms = lease_ms;
+	e->skew_ms = election_skew_ms(lease_ms);
+	/* A call may not outlast the renew period: a renew that hangs longer would eat the margin
+	 * the next one needs. */
+	t = (long)(lease_ms / 3);
+	e->call_timeout_ms =
+	        request_timeout_ms > 0 && request_timeout_ms < t ? request_timeout_ms : t;
+	e->next_due = 0;
+	return 0;
+}
+
+bool election_may_act(const struct election *e, uint64_t now_mono)
+{
+	if (!e->enabled)
+		return true;
+	return e->leader && now_mono < e->valid_until;
+}
+
+enum election_event election_expire(struct election *e, uint64_t now_mono)
+{
+	if (!e->enabled || !e->leader || now_mono < e->valid_until)
+		return ELECTION_NONE;
+	e->leader = false;
+	e->valid_until = 0;
+	e->next_due = now_mono; /* try to get it back (or learn who has it) at once */
+	return ELECTION_LOST;
+}
+
+enum election_event election_apply(struct election *e, int rc, uint64_t sent_mono,
+                                   uint64_t now_mono)
+{
+	bool was = e->leader;
+	uint64_t retry;
+
+	if (!e->enabled)
+		return ELECTION_NONE;
+	if (rc == 0) {
+		e->failures = 0;
+		e->leader = true;
+		e->valid_until = sent_mono + e->lease_ms - e->skew_ms;
+		e->next_due = sent_mono + e->lease_ms / 3;
+		if (now_mono >= e->valid_until) {
+			/* The answer came too late to be of use: act on nothing, ask again. */
+			e->leader = false;
+			e->valid_until = 0;
+			e->next_due = now_mono;
+			return was ? ELECTION_LOST : ELECTION_NONE;
+		}
+		return was ? ELECTION_NONE : ELECTION_GAINED;
+	}
+	if (rc == 1) {
+		e->failures = 0;
+		e->leader = false;
+		e->valid_until = 0;
+		e->next_due = now_mono + e->lease_ms / 3;
+		return was ? ELECTION_LOST : ELECTION_NONE;
+	}
+	/* An error: a leader retries soon, so one lost packet does not cost the lease. */
+	e->failures++;
+	retry = e->leader ? e->lease_ms / 10 : e->lease_ms / 3;
+	if (retry < RETRY_MIN_MS)
+		retry = RETRY_MIN_MS;
+	e->next_due = now_mono + retry;
+	return election_expire(e, now_mono);
+}
+
+enum election_event election_tick(struct election *e, struct aws_ctx *ctx, uint64_t now_mono)
+{
+	enum election_event ev, ev2;
+	long saved_timeout;
+	unsigned saved_attempts;
+	uint64_t saved_deadline, sent;
+	int rc;
+
+	ev = election_expire(e, now_mono);
+	if (!e->enabled || now_mono < e->next_due)
+		return ev;
+	saved_timeout = ctx->timeout_ms;
+	saved_attempts = ctx->max_attempts;
+	saved_deadline = ctx->deadline_mono_ms;
+	ctx->timeout_ms = e->call_timeout_ms;
+	ctx->max_attempts = 1; /* the next tick is the retry */
+	if (!saved_deadline || saved_deadline > now_mono + (uint64_t)e->call_timeout_ms * 2)
+		ctx->deadline_mono_ms = now_mono + (uint64_t)e->call_timeout_ms * 2;
+
+	sent = now_mono_ms();
+	if (e->leader) {
+		rc = ddb_lease_renew(ctx, e->region, e->table, e->lease_id, e->owner,
+		                     (int64_t)now_wall_ms(), (int64_t)e->lease_ms, &e->lease,
+		                     &e->last_error);
+		if (rc == 1) {
+			/* Lost the renew race: maybe our own earlier renew landed and only its
+			 * answer was lost (the version moved on). Acquire knows whether it is
+			 * still ours. */
+			sent = now_mono_ms();
+			rc = ddb_lease_acquire(ctx, e->region, e->table, e->lease_id, e->owner,
+			                       (int64_t)now_wall_ms(), (int64_t)e->lease_ms,
+			                       &e->lease, &e->last_error);
+		}
+	} else {
+		rc = ddb_lease_acquire(ctx, e->region, e->table, e->lease_id, e->owner,
+		                       (int64_t)now_wall_ms(), (int64_t)e->lease_ms, &e->lease,
+		                       &e->last_error);
+	}
+	ctx->timeout_ms = saved_timeout;
+	ctx->max_attempts = saved_attempts;
+	ctx->deadline_mono_ms = saved_deadline;
+	e->last_rc = rc;
+	ev2 = election_apply(e, rc, sent, now_mono_ms());
+	return ev2 != ELECTION_NONE ? ev2 : ev;
+}
+
+void election_release(struct election *e, struct aws_ctx *ctx)
+{
+	long saved_timeout;
+	unsigned saved_attempts;
+
+	if (!e->enabled || !e->lease.exists || !e->leader)
+		return;
+	saved_timeout = ctx->timeout_ms;
+	saved_attempts = ctx->max_attempts;
+	ctx->timeout_ms = e->call_timeout_ms;
+	ctx->max_attempts = 1;
+	/* Stop acting first: from here on nothing may write, whatever the call says. */
+	e->leader = false;
+	e->valid_until = 0;
+	(void)ddb_lease_release(ctx, e->region, e->table, e->lease_id, e->owner, &e->lease,
+	                        &e->last_error);
+	ctx->timeout_ms = saved_timeout;
+	ctx->max_attempts = saved_attempts;
+}
+
+int election_owner_id(const char *instance_id, char *out, size_t n)
+{
+	char host[256];
+	int w;
+
+	if (instance_id && instance_id[0]) {
+		w = snprintf(out, n, "%s:%ld", instance_id, (long)getpid());
+	} else {
+		if (gethostname(host, sizeof(host)) < 0 || !host[0])
+			str_copy(host, "localhost", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		w = snprintf(out, n, "%s:%ld", host, (long)getpid());
+	}
+	return w < 0 || (size_t)w >= n ? -ENAMETOOLONG : 0;
+}

@@ -1,0 +1,118 @@
+/* The scaling policy (see policy.h). Pure: no clock, no I/O, tested from a table. */
+#include "policy.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#define POLICY_SANE_MAX ((int64_t)1 << 40) /* counts beyond this are not data, they are bugs */
+
+const char *policy_action_name(enum policy_action a)
+{
+	switch (a) {
+	case POLICY_NOOP:
+		return "noop";
+	case POLICY_SET:
+		return "set";
+	case POLICY_HOLD:
+		return "hold";
+	}
+	return "?";
+}
+
+static void hold(struct policy_output *out, int64_t current, const char *why)
+{
+	out->action = POLICY_HOLD;
+	out->desired = current;
+	snprintf(out->reason, sizeof(out->reason), "%s", why);
+}
+
+static bool sane(int64_t v)
+{
+	return v >= 0 && v <= POLICY_SANE_MAX;
+}
+
+void policy_decide(const struct policy_input *in, struct policy_output *out)
+{
+	int64_t demand, lower, upper, target, cur = in->asg_desired;
+	const char *why, *lower_why;
+
+	memset(out, 0, sizeof(*out));
+	if (!in->asg_ok) {
+		hold(out, -1, "ASG not read");
+		return;
+	}
+	if (!sane(in->asg_min) || !sane(in->asg_max) || !sane(cur) || in->asg_min > in->asg_max ||
+	    cur < in->asg_min || cur > in->asg_max) {
+		hold(out, -1, "ASG sizes inconsistent");
+		return;
+	}
+	if (!in->counts_ok) {
+		hold(out, cur, "task counts not read");
+		return;
+	}
+	if (!sane(in->unclaimed) || !sane(in->running)) {
+		hold(out, cur, "task counts implausible");
+		return;
+	}
+	if (!sane(in->pool_min) || !sane(in->pool_max) || !sane(in->headroom) ||
+	    !sane(in->max_step) || in->pool_min > in->pool_max) {
+		hold(out, cur, "pool config inconsistent");
+		return;
+	}
+
+	upper = in->pool_max < in->asg_max ? in->pool_max : in->asg_max;
+	lower = in->pool_min > in->asg_min ? in->pool_min : in->asg_min;
+	/* Nothing satisfies both "never below MinSize" and "never above pool max": AWS would
+	 * refuse the write anyway; say so instead of writing. */
+	if (in->asg_min > upper) {
+		hold(out, cur, "ASG MinSize above pool max");
+		return;
+	}
+	lower_why = in->pool_min >= in->asg_min ? "raised to pool min" : "raised to ASG MinSize";
+	if (lower > upper) {
+		lower = upper; /* pool min above ASG MaxSize: MaxSize wins */
+		lower_why = "pool min above ASG MaxSize: held at MaxSize";
+	}
+
+	demand = in->unclaimed + in->running;
+	if (demand > 0)
+		demand += in->headroom; /* headroom only while work exists: idle pools go to min */
+
+	target = demand;
+	why = "demand";
+	if (target > upper) {
+		target = upper;
+		why = upper == in->asg_max && in->asg_max < in->pool_max ? "capped at ASG MaxSize"
+		                                                         : "capped at pool max";
+	} else if (target < lower) {
+		target = lower;
+		why = lower_why;
+	}
+
+	if (in->max_step > 0 && target != cur) {
+		int64_t step = target > cur ? target - cur : cur - target;
+
+		if (step > in->max_step) {
+			target = target > cur ? cur + in->max_step : cur - in->max_step;
+			why = "limited by max_step";
+			/* cur may sit outside the pool's bounds (set by hand): the bounds win. */
+			if (target > upper) {
+				target = upper;
+				why = "capped at max";
+			} else if (target < lower) {
+				target = lower;
+				why = "raised to min";
+			}
+		}
+	}
+
+	out->desired = target;
+	if (target == cur) {
+		out->action = POLICY_NOOP;
+		snprintf(out->reason, sizeof(out->reason), "unchanged (%s)", why);
+	} else {
+		out->action = POLICY_SET;
+		snprintf(out->reason, sizeof(out->reason), "%s", why);
+	}
+}

@@ -1,0 +1,37 @@
+/* The scaling policy: a pure function from what one cycle read to what it should write.
+ *
+ *   desired = clamp(unclaimed + running (+ headroom while any task exists),
+ *                   max(pool min, ASG MinSize), min(pool max, ASG MaxSize))
+ *   max_step > 0 limits the move from the ASG's current desired per cycle (the bounds win);
+ *   anything missing or implausible -> hold: never scale in on data it could not read;
+ *   set only when the result differs from the ASG's current DesiredCapacity. */
+#ifndef RUNNERD_POLICY_H
+#define RUNNERD_POLICY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum policy_action {
+	POLICY_NOOP,
+	POLICY_SET,
+	POLICY_HOLD,
+};
+
+struct policy_input {
+	bool counts_ok; /* both counts were read and parsed this cycle */
+	int64_t unclaimed, running;
+	bool asg_ok; /* the group was described this cycle */
+	int64_t asg_desired, asg_min, asg_max;
+	int64_t pool_min, pool_max, headroom, max_step;
+};
+
+struct policy_output {
+	enum policy_action action;
+	int64_t desired; /* the value to hold at: for hold and noop the current value */
+	char reason[128];
+};
+
+void policy_decide(const struct policy_input *in, struct policy_output *out);
+const char *policy_action_name(enum policy_action a);
+
+#endif

@@ -1,0 +1,158 @@
+/* The election's state machine without DynamoDB: the local deadline, renew timing, losses,
+ * errors, answers that arrive too late, and a leader that was stopped past its lease. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "election.h"
+
+static struct election fresh(uint64_t lease_ms)
+{
+	struct election e;
+
+	assert_int_equal(
+	        election_init(&e, "t", "runner-scaler", "host:1", "us-east-1", lease_ms, 10000), 0);
+	return e;
+}
+
+static void test_skew(void **state)
+{
+	assert_int_equal(election_skew_ms(3000), 600);
+	assert_int_equal(election_skew_ms(15000), 3000);
+	assert_int_equal(election_skew_ms(2000), 500);
+	assert_int_equal(election_skew_ms(1000), 500);
+}
+
+static void test_disabled(void **state)
+{
+	struct election e;
+
+	election_init_disabled(&e);
+	assert_true(election_may_act(&e, 0));
+	assert_true(election_may_act(&e, UINT64_MAX));
+	assert_int_equal(election_apply(&e, 0, 1, 2), ELECTION_NONE);
+}
+
+static void test_init(void **state)
+{
+	struct election e;
+	char long_owner[400];
+
+	assert_int_equal(election_init(&e, "", "x", "o", "r", 3000, 0), -EINVAL);
+	assert_int_equal(election_init(&e, "t", "x", "o", "r", 900, 0), -EINVAL);
+	memset(long_owner, 'o', sizeof(long_owner) - 1);
+	long_owner[sizeof(long_owner) - 1] = '\0';
+	assert_int_equal(election_init(&e, "t", "x", long_owner, "r", 3000, 0), -ENAMETOOLONG);
+	e = fresh(3000);
+	assert_int_equal(e.call_timeout_ms, 1000); /* lease/3 beats a longer request_timeout */
+	assert_false(election_may_act(&e, 0));
+	assert_int_equal(e.next_due, 0); /* contend at once */
+}
+
+static void test_win_renew_deadline(void **state)
+{
+	struct election e = fresh(3000);
+
+	/* Won with a request sent at t=1000 and answered at 1010. */
+	assert_int_equal(election_apply(&e, 0, 1000, 1010), ELECTION_GAINED);
+	assert_int_equal(e.valid_until, 1000 + 3000 - 600);
+	assert_int_equal(e.next_due, 2000); /* renew every lease/3 */
+	assert_true(election_may_act(&e, 1010));
+	assert_true(election_may_act(&e, 3399));
+	assert_false(election_may_act(&e, 3400)); /* before the lease ends, by the margin */
+	/* A renew sent at 2000 extends from its send time. */
+	assert_int_equal(election_apply(&e, 0, 2000, 2005), ELECTION_NONE);
+	assert_int_equal(e.valid_until, 4400);
+	assert_true(election_may_act(&e, 4399));
+}
+
+static void test_lost(void **state)
+{
+	struct election e = fresh(3000);
+
+	assert_int_equal(election_apply(&e, 1, 0, 5), ELECTION_NONE); /* held by another */
+	assert_false(e.leader);
+	assert_int_equal(e.next_due, 1005);
+	assert_int_equal(election_apply(&e, 0, 1005, 1006), ELECTION_GAINED);
+	assert_int_equal(election_apply(&e, 1, 2005, 2010), ELECTION_LOST);
+	assert_false(election_may_act(&e, 2010));
+}
+
+static void test_errors_keep_until_deadline(void **state)
+{
+	struct election e = fresh(3000);
+
+	assert_int_equal(election_apply(&e, 0, 0, 1), ELECTION_GAINED);
+	/* Renew fails: still leader until the local deadline, retried sooner than lease/3. */
+	assert_int_equal(election_apply(&e, -ETIMEDOUT, 1000, 2000), ELECTION_NONE);
+	assert_true(e.leader);
+	assert_int_equal(e.next_due, 2300);
+	assert_true(election_may_act(&e, 2300));
+	assert_int_equal(election_apply(&e, -ECONNREFUSED, 2300, 2400), ELECTION_LOST);
+	assert_false(election_may_act(&e, 2400)); /* 2400 == valid_until */
+	assert_int_equal(e.failures, 2);
+	/* A follower's errors retry at the contention pace. */
+	assert_int_equal(election_apply(&e, -EIO, 2400, 2500), ELECTION_NONE);
+	assert_int_equal(e.next_due, 3500);
+}
+
+static void test_answer_too_late(void **state)
+{
+	struct election e = fresh(3000);
+
+	/* The win came back after the margin: useless, act on nothing, ask again now. */
+	assert_int_equal(election_apply(&e, 0, 0, 2500), ELECTION_NONE);
+	assert_false(election_may_act(&e, 2500));
+	assert_int_equal(e.next_due, 2500);
+}
+
+static void test_stopped_leader(void **state)
+{
+	struct election e = fresh(3000);
+
+	assert_int_equal(election_apply(&e, 0, 10000, 10001), ELECTION_GAINED);
+	/* SIGSTOP at 10500, SIGCONT at 60000: whatever it was doing, it may not write. */
+	assert_true(election_may_act(&e, 10500));
+	assert_false(election_may_act(&e, 60000));
+	assert_int_equal(election_expire(&e, 60000), ELECTION_LOST);
+	assert_false(e.leader);
+	assert_int_equal(e.next_due, 60000);
+	assert_int_equal(election_expire(&e, 60001), ELECTION_NONE);
+}
+
+static void test_owner_id(void **state)
+{
+	char out[64], want[64];
+
+	assert_int_equal(election_owner_id("i-0123456789abcdef0", out, sizeof(out)), 0);
+	snprintf(want, sizeof(want), "i-0123456789abcdef0:%ld", (long)getpid());
+	assert_string_equal(out, want);
+	assert_int_equal(election_owner_id(NULL, out, sizeof(out)), 0);
+	snprintf(want, sizeof(want), ":%ld", (long)getpid());
+	assert_non_null(strstr(out, want));
+	assert_int_equal(election_owner_id("i-0123456789abcdef0", out, 8), -ENAMETOOLONG);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_skew),
+	        cmocka_unit_test(test_disabled),
+	        cmocka_unit_test(test_init),
+	        cmocka_unit_test(test_win_renew_deadline),
+	        cmocka_unit_test(test_lost),
+	        cmocka_unit_test(test_errors_keep_until_deadline),
+	        cmocka_unit_test(test_answer_too_late),
+	        cmocka_unit_test(test_stopped_leader),
+	        cmocka_unit_test(test_owner_id),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

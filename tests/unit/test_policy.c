@@ -1,0 +1,169 @@
+/* The scaling policy, from a table: every row is one cycle's inputs and the decision. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "policy.h"
+#include "util.h"
+
+#define BIG ((int64_t)1 << 50)
+
+struct row {
+	const char *name;
+	struct policy_input in;
+	enum policy_action action;
+	int64_t desired;
+	const char *reason; /* substring */
+};
+
+/* in: counts_ok, unclaimed, running, asg_ok, asg_desired, asg_min, asg_max,
+ *     pool_min, pool_max, headroom, max_step */
+#define IN(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step)                                     \
+	{                                                                                          \
+		cok, u, r, aok, d, amin, amax, pmin, pmax, h, step                                 \
+	}
+
+static const struct row rows[] = {
+        /* the formula */
+        {"demand", IN(1, 3, 2, 1, 1, 0, 20, 0, 10, 0, 0), POLICY_SET, 5, "demand"},
+        {"idle goes to pool min", IN(1, 0, 0, 1, 4, 0, 20, 1, 10, 0, 0), POLICY_SET, 1, "pool min"},
+        {"idle at zero", IN(1, 0, 0, 1, 3, 0, 20, 0, 10, 0, 0), POLICY_SET, 0, "demand"},
+        {"running counts", IN(1, 0, 4, 1, 4, 0, 20, 0, 10, 0, 0), POLICY_NOOP, 4, "unchanged"},
+        {"headroom while work", IN(1, 1, 1, 1, 0, 0, 20, 0, 10, 2, 0), POLICY_SET, 4, "demand"},
+        {"no headroom when idle", IN(1, 0, 0, 1, 0, 0, 20, 0, 10, 2, 0), POLICY_NOOP, 0,
+         "unchanged"},
+        {"headroom only running", IN(1, 0, 3, 1, 3, 0, 20, 0, 10, 1, 0), POLICY_SET, 4, "demand"},
+        /* caps */
+        {"cap at pool max", IN(1, 50, 0, 1, 2, 0, 100, 0, 10, 0, 0), POLICY_SET, 10, "pool max"},
+        {"cap at ASG MaxSize", IN(1, 50, 0, 1, 2, 0, 6, 0, 10, 0, 0), POLICY_SET, 6, "ASG MaxSize"},
+        {"headroom capped", IN(1, 9, 0, 1, 2, 0, 20, 0, 10, 5, 0), POLICY_SET, 10, "pool max"},
+        {"equal caps", IN(1, 50, 0, 1, 8, 0, 8, 0, 8, 0, 0), POLICY_NOOP, 8, "unchanged"},
+        {"already at cap", IN(1, 50, 0, 1, 10, 0, 20, 0, 10, 0, 0), POLICY_NOOP, 10, "unchanged"},
+        /* floors */
+        {"ASG MinSize floor", IN(1, 0, 0, 1, 3, 2, 20, 0, 10, 0, 0), POLICY_SET, 2, "MinSize"},
+        {"pool min above ASG MaxSize", IN(1, 0, 0, 1, 3, 0, 3, 5, 10, 0, 0), POLICY_NOOP, 3,
+         "held at MaxSize"},
+        {"pool min above ASG MaxSize, set", IN(1, 0, 0, 1, 1, 0, 3, 5, 10, 0, 0), POLICY_SET, 3,
+         "held at MaxSize"},
+        {"ASG MinSize above pool max", IN(1, 9, 0, 1, 5, 5, 20, 0, 3, 0, 0), POLICY_HOLD, 5,
+         "MinSize above pool max"},
+        /* no write when equal */
+        {"equal: noop", IN(1, 2, 1, 1, 3, 0, 20, 0, 10, 0, 0), POLICY_NOOP, 3, "unchanged"},
+        /* max_step */
+        {"step up", IN(1, 10, 0, 1, 1, 0, 20, 0, 20, 0, 2), POLICY_SET, 3, "max_step"},
+        {"step down", IN(1, 0, 0, 1, 10, 0, 20, 0, 20, 0, 3), POLICY_SET, 7, "max_step"},
+        {"within step", IN(1, 3, 0, 1, 1, 0, 20, 0, 20, 0, 2), POLICY_SET, 3, "demand"},
+        {"step 0 unlimited", IN(1, 15, 0, 1, 0, 0, 20, 0, 20, 0, 0), POLICY_SET, 15, "demand"},
+        {"bounds beat step", IN(1, 0, 0, 1, 15, 0, 20, 0, 10, 0, 2), POLICY_SET, 10, "max"},
+        {"step never under MinSize", IN(1, 0, 0, 1, 9, 8, 20, 0, 20, 0, 5), POLICY_SET, 8,
+         "MinSize"},
+        /* hold on anything missing or bad */
+        {"counts missing", IN(0, 0, 0, 1, 4, 0, 20, 0, 10, 0, 0), POLICY_HOLD, 4, "counts"},
+        {"counts missing, data says 0", IN(0, 0, 0, 1, 4, 0, 20, 0, 10, 0, 0), POLICY_HOLD, 4,
+         "not read"},
+        {"ASG missing", IN(1, 5, 0, 0, 0, 0, 0, 0, 10, 0, 0), POLICY_HOLD, -1, "ASG not read"},
+        {"negative unclaimed", IN(1, -1, 0, 1, 4, 0, 20, 0, 10, 0, 0), POLICY_HOLD, 4,
+         "implausible"},
+        {"negative running", IN(1, 0, -3, 1, 4, 0, 20, 0, 10, 0, 0), POLICY_HOLD, 4, "implausible"},
+        {"absurd count", IN(1, BIG, 0, 1, 4, 0, 20, 0, 10, 0, 0), POLICY_HOLD, 4, "implausible"},
+        {"ASG min > max", IN(1, 1, 0, 1, 4, 5, 3, 0, 10, 0, 0), POLICY_HOLD, -1, "inconsistent"},
+        {"ASG desired > max", IN(1, 1, 0, 1, 9, 0, 3, 0, 10, 0, 0), POLICY_HOLD, -1,
+         "inconsistent"},
+        {"ASG desired < min", IN(1, 1, 0, 1, 1, 2, 3, 0, 10, 0, 0), POLICY_HOLD, -1,
+         "inconsistent"},
+        {"ASG negative", IN(1, 1, 0, 1, -1, 0, 3, 0, 10, 0, 0), POLICY_HOLD, -1, "inconsistent"},
+        {"pool min > max", IN(1, 1, 0, 1, 1, 0, 3, 5, 2, 0, 0), POLICY_HOLD, 1, "pool config"},
+        {"negative headroom", IN(1, 1, 0, 1, 1, 0, 3, 0, 2, -1, 0), POLICY_HOLD, 1, "pool config"},
+};
+
+static void test_table(void **state)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		const struct row *r = &rows[i];
+		struct policy_output out;
+
+		policy_decide(&r->in, &out);
+		if (out.action != r->action || out.desired != r->desired ||
+		    !strstr(out.reason, r->reason)) {
+			print_error("row '%s': got %s %lld '%s', want %s %lld '%s'\n", r->name,
+			            policy_action_name(out.action), (long long)out.desired,
+			            out.reason, policy_action_name(r->action),
+			            (long long)r->desired, r->reason);
+			fail();
+		}
+	}
+}
+
+static void check_invariants(const struct policy_input *in)
+{
+	struct policy_output o;
+
+	policy_decide(in, &o);
+	if (!in->counts_ok) {
+		assert_int_equal(o.action, POLICY_HOLD);
+		assert_int_equal(o.desired, in->asg_desired);
+		return;
+	}
+	if (o.action == POLICY_HOLD)
+		return;
+	assert_true(o.desired <= in->pool_max);
+	assert_true(o.desired <= in->asg_max);
+	assert_true(o.desired >= in->asg_min);
+	assert_int_equal(o.action == POLICY_SET, o.desired != in->asg_desired);
+}
+
+/* Invariants over a grid: never above pool max or ASG MaxSize, never below ASG MinSize, a set
+ * only when the value changes, and no scale-in without data. */
+static void test_invariants(void **state)
+{
+	/* unclaimed 0..5, current 0..7, MinSize 0..2, MaxSize 3/5/7, pool max 0/3/6, step 0..2,
+	 * counts read or not: one index walks the whole grid. */
+	for (int i = 0; i < 6 * 8 * 3 * 3 * 3 * 3 * 2; i++) {
+		int k = i;
+		struct policy_input in;
+
+		memset(&in, 0, sizeof(in));
+		in.unclaimed = k % 6;
+		k /= 6;
+		in.asg_desired = k % 8;
+		k /= 8;
+		in.asg_min = k % 3;
+		k /= 3;
+		in.asg_max = 3 + 2 * (k % 3);
+		k /= 3;
+		in.pool_max = 3 * (k % 3);
+		k /= 3;
+		in.max_step = k % 3;
+		k /= 3;
+		in.counts_ok = k % 2;
+		in.running = 1;
+		in.asg_ok = true;
+		in.headroom = 1;
+		if (in.asg_desired < in.asg_min || in.asg_desired > in.asg_max)
+			continue;
+		check_invariants(&in);
+	}
+}
+
+static void test_action_names(void **state)
+{
+	assert_string_equal(policy_action_name(POLICY_SET), "set");
+	assert_string_equal(policy_action_name(POLICY_HOLD), "hold");
+	assert_string_equal(policy_action_name(POLICY_NOOP), "noop");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_table),
+	        cmocka_unit_test(test_invariants),
+	        cmocka_unit_test(test_action_names),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
