@@ -11,6 +11,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "json.h"
 #include "util.h"
 #include "xml.h"
 
@@ -39,26 +40,6 @@ static void error_note(struct aws_error *err, const char *call, const char *code
 static void error_malformed(struct aws_error *err, const char *call, const char *what)
 {
 	error_note(err, call, "malformed", what);
-}
-
-/* Parse exactly [json, json+len): cJSON alone would accept trailing garbage. */
-static cJSON *json_parse_exact(const char *json, size_t len)
-{
-	const char *end = NULL;
-	cJSON *root;
-
-	if (!json || len == 0)
-		return NULL;
-	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
-	if (!root)
-		return NULL;
-	for (; end && end < json + len; end++) {
-		if (!isspace((unsigned char)*end)) {
-			cJSON_Delete(root);
-			return NULL;
-		}
-	}
-	return root;
 }
 
 /* Zero every string value before freeing: the tree may hold a secret. */

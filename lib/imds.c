@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "json.h"
 #include "util.h"
 
 #define IMDS_DEFAULT_BASE        "http://169.254.169.254"
@@ -319,7 +320,7 @@ int imds_parse_spot_action(const char *json, size_t len, struct spot_action *out
 
 	if (!json)
 		return -EBADMSG;
-	root = cJSON_ParseWithLength(json, len);
+	root = json_parse_exact(json, len);
 	if (!root)
 		return -EBADMSG;
 	if (!cJSON_IsObject(root))
@@ -363,7 +364,7 @@ static int parse_rebalance(const char *json, size_t len, time_t *notice)
 
 	if (!json)
 		return -EBADMSG;
-	root = cJSON_ParseWithLength(json, len);
+	root = json_parse_exact(json, len);
 	if (!root)
 		return -EBADMSG;
 	t = cJSON_GetObjectItemCaseSensitive(root, "noticeTime");
@@ -417,7 +418,7 @@ int imds_parse_credentials(const char *json, size_t len, struct aws_creds *out)
 	memset(&c, 0, sizeof(c));
 	if (!json)
 		return -EBADMSG;
-	root = cJSON_ParseWithLength(json, len);
+	root = json_parse_exact(json, len);
 	if (!root)
 		return -EBADMSG;
 	if (!cJSON_IsObject(root))

@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "json.h"
 #include "util.h"
 
 #define RUNNER_API_TIMEOUT_MS 10000
@@ -20,26 +21,6 @@ static void error_clear(struct runner_api_error *err)
 {
 	memset(err, 0, sizeof(*err));
 	err->retry_after_s = -1;
-}
-
-/* Parse exactly [json, json+len): cJSON alone would accept trailing garbage. */
-static cJSON *json_parse_exact(const char *json, size_t len)
-{
-	const char *end = NULL;
-	cJSON *root;
-
-	if (!json || len == 0)
-		return NULL;
-	root = cJSON_ParseWithLengthOpts(json, len, &end, false);
-	if (!root)
-		return NULL;
-	for (; end && end < json + len; end++) {
-		if (!isspace((unsigned char)*end)) {
-			cJSON_Delete(root);
-			return NULL;
-		}
-	}
-	return root;
 }
 
 int runner_api_init(struct runner_api *api, struct http_client *http, const char *base_url,
