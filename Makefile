@@ -69,13 +69,19 @@ deps:
 # The README's test command: installs what is missing, builds, runs every suite.
 check: deps
 	$(MAKE) all tools $(UNIT_BINS)
-	$(MAKE) unit integration
+	$(MAKE) unit integration e2e fuzz-replay asan memcheck
 
 unit: $(UNIT_BINS)
 	@scripts/run-unit $(UNIT_BINS)
 
 integration: all tools
 	RUNNERD_BUILD=$(abspath $(B)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+# The real boot (tests/e2e): the runnerd .deb installed by cloud-init user-data in qemu guests
+# against the fake cloud. Needs root (skipped otherwise); the base image is cached outside the tree.
+.PHONY: e2e
+e2e: deb
+	RUNNERD_BUILD=$(abspath $(B)) $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests/e2e
 
 demo: deps
 	$(MAKE) all tools
@@ -89,6 +95,19 @@ install: all
 		for f in man/*.[0-9]; do s=$${f##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; \
 		install -m 0644 $$f $(DESTDIR)$(MANDIR)/man$$s/; done; fi
 
+# Debian packages from the working tree (packaging/README.md): $(B)/runnerd_*.deb and
+# $(B)/runner-scaler_*.deb.
+.PHONY: deb verify-packaging
+deb:
+	packaging/build-deb $(B)
+
+# The packaging checks alone: lintian, systemd-analyze verify, installs into a Debian chroot
+# (root), the AWS and Packer files. `make check` runs the same tests in its integration suite.
+verify-packaging: all deb
+	RUNNERD_BUILD=$(abspath $(B)) RUNNERD_DEBS=$(abspath $(B)) $(PYTHON) -m pytest -q \
+		-p no:cacheprovider tests/integration/test_packaging.py \
+		tests/integration/test_packaging_files.py
+
 C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
 format:
 	clang-format -i $(C_FILES)
@@ -101,3 +120,57 @@ clean:
 	rm -rf $(B)
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
+
+# ---- Fuzzing (tests/fuzz): libFuzzer harnesses built by clang with ASan and UBSan, linked
+# against a copy of the library instrumented for coverage ($(B)/fuzz/lib). `make fuzz` fuzzes
+# each harness for FUZZ_SECONDS and prints execs per harness; `make fuzz-replay` (in check)
+# runs every corpus input once. tests/fuzz/seed_corpus.py writes the seeds.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FZ := $(B)/fuzz
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS := $(addprefix $(FZ)/,$(FUZZ_NAMES))
+
+.PHONY: fuzz fuzz-build fuzz-replay FORCE
+FORCE:
+$(FZ)/lib/librunnerd.a: FORCE
+	@$(MAKE) --no-print-directory B=$(FZ)/lib CC=$(FUZZ_CC) \
+		CFLAGS="-O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link" $@
+$(FZ)/%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FZ)/lib/librunnerd.a
+	$(FUZZ_CC) $(ALL_CPPFLAGS) $(WARN) $(DEP_CFLAGS) -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer \
+		-o $@ $< $(FZ)/lib/librunnerd.a $(DEP_LIBS)
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	@scripts/run-fuzz fuzz $(FZ) tests/fuzz/corpus $(FUZZ_SECONDS) $(FUZZ_NAMES)
+fuzz-replay: fuzz-build
+	@scripts/run-fuzz replay $(FZ) tests/fuzz/corpus $(FUZZ_NAMES)
+
+# ---- Sanitizers: the unit and integration suites again on a separate ASan+UBSan tree
+# (ASAN_B, default $(B)-asan), and the runnerd integration suite with runnerd under valgrind
+# memcheck. scripts/run-sanitized sends every report to a log directory and fails on any.
+# Left out under ASan: the fake's contract tests (Python against boto3, no C) and the packaging
+# tests (they check the .debs built from $(B)).
+ASAN_B ?= $(B)-asan
+SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+ASAN_MAKE = $(MAKE) --no-print-directory B=$(ASAN_B) CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)"
+ASAN_UNIT_BINS = $(patsubst $(B)/%,$(ASAN_B)/%,$(UNIT_BINS))
+ASAN_SKIP := --ignore=tests/integration/test_fake_contract.py \
+	--ignore-glob='tests/integration/test_packaging*'
+
+.PHONY: asan memcheck
+asan:
+	$(ASAN_MAKE) all tools $(ASAN_UNIT_BINS)
+	@scripts/run-sanitized asan $(ASAN_B)/sanitizer-logs/unit $(ASAN_B) -- \
+		scripts/run-unit $(ASAN_UNIT_BINS)
+	@scripts/run-sanitized asan $(ASAN_B)/sanitizer-logs/integration $(ASAN_B) -- \
+		env RUNNERD_BUILD=$(abspath $(ASAN_B)) $(PYTHON) -m pytest -q -p no:cacheprovider \
+		$(ASAN_SKIP) tests/integration
+memcheck: all tools
+	@scripts/run-sanitized memcheck $(B)/memcheck-logs $(B) -- \
+		env RUNNERD_BUILD=$(abspath $(B)) $(PYTHON) -m pytest -q -p no:cacheprovider \
+		tests/integration/test_runnerd.py
+clean: clean-asan
+.PHONY: clean-asan
+clean-asan:
+	rm -rf $(ASAN_B)

@@ -31,9 +31,17 @@ static int buf_reserve(struct buf *b, size_t need)
 		cap *= 2;
 	if (cap > b->max + 1)
 		cap = b->max + 1;
-	p = realloc(b->data, cap);
+	/* Not realloc: it would free the old block unwiped, and a buffer may hold a secret (a
+	 * token, credentials) that must not linger in freed memory. */
+	p = malloc(cap);
 	if (!p)
 		return -ENOMEM;
+	p[b->len] = '\0';
+	if (b->data) {
+		memcpy(p, b->data, b->len);
+		explicit_bzero(b->data, b->cap);
+		free(b->data);
+	}
 	b->data = p;
 	b->cap = cap;
 	return 0;

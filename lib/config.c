@@ -1172,9 +1172,12 @@ static int format_value(const struct cfg_key *k, const void *p, struct buf *b)
 			r = buf_append_str(b, *(char *const *)p);
 		break;
 	case CFG_LIST:
-		for (i = 0; r == 0 && i < ((const struct cfg_list *)p)->n; i++)
-			r = buf_printf(b, "%s%s", i ? " " : "",
-			               ((const struct cfg_list *)p)->items[i]);
+		for (i = 0; r == 0 && i < ((const struct cfg_list *)p)->n; i++) {
+			const char *item = ((const struct cfg_list *)p)->items[i];
+
+			/* " ;x" would start a comment: a comma separates such an item. */
+			r = buf_printf(b, "%s%s", i ? (item[0] == ';' ? "," : " ") : "", item);
+		}
 		break;
 	case CFG_BOOL:
 		r = buf_append_str(b, *(const bool *)p ? "true" : "false");
@@ -1225,8 +1228,9 @@ int cfg_print(const struct cfg *c, FILE *out)
 				r = format_value(key_at(in, k), slot(in, k), &b);
 				if (r < 0)
 					goto out;
-				fprintf(out, "%s =%s%s\n", key_at(in, k)->name, b.len ? " " : "",
-				        b.len ? b.data : "");
+				/* "key =;x" holds ";x"; "key = ;x" would be a comment. */
+				fprintf(out, "%s =%s%s\n", key_at(in, k)->name,
+				        b.len && b.data[0] != ';' ? " " : "", b.len ? b.data : "");
 			}
 		}
 	}

@@ -111,6 +111,7 @@ static int fetch_token(struct imds *m)
 	snprintf(ttl_hdr, sizeof(ttl_hdr), "X-aws-ec2-metadata-token-ttl-seconds: %u", ttl);
 	headers[0] = ttl_hdr;
 	headers[1] = NULL;
+	str_copy(m->last_call, "imds:token", sizeof(m->last_call));
 
 	memset(&req, 0, sizeof(req));
 	req.method = "PUT";
@@ -122,6 +123,7 @@ static int fetch_token(struct imds *m)
 	req.explicit_endpoint = m->explicit_base;
 
 	r = http_perform(m->http, &req, &resp);
+	m->last_status = resp.status;
 	if (r < 0)
 		goto out;
 	if (resp.status != 200) {
@@ -158,6 +160,8 @@ static int get_once(struct imds *m, const char *path, struct http_response *resp
 
 	buf_init(&url, 0);
 	buf_init(&hdr, 0);
+	snprintf(m->last_call, sizeof(m->last_call), "imds:%s", path);
+	m->last_status = 0;
 	r = buf_printf(&url, "%s/latest/%s", m->base, path);
 	if (r == 0)
 		r = buf_printf(&hdr, "X-aws-ec2-metadata-token: %s", m->token);
@@ -177,6 +181,7 @@ static int get_once(struct imds *m, const char *path, struct http_response *resp
 	req.max_body = IMDS_MAX_BODY;
 	req.explicit_endpoint = m->explicit_base;
 	r = http_perform(m->http, &req, resp);
+	m->last_status = resp->status;
 out:
 	buf_wipe(&hdr);
 	buf_free(&url);

@@ -20,6 +20,10 @@ struct imds {
 	time_t token_expiry;
 	long timeout_ms;      /* per request; default 2000 */
 	unsigned token_ttl_s; /* default 21600 */
+	/* The request made last, for the caller's error message: "imds:token" or "imds:PATH"
+	 * ("imds:meta-data/instance-id"); after a failure, the one that failed. */
+	char last_call[224];
+	long last_status; /* its HTTP status; 0 when it got no answer */
 };
 
 /* Reads the environment; never fails except -ENOMEM-free: returns 0. */

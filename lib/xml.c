@@ -257,17 +257,19 @@ static int open_element(struct xml_parser *p, struct xml_node **root)
 	r = skip_attributes(p);
 	if (r < 0)
 		return r;
-
-	n = calloc(1, sizeof(*n));
-	if (!n)
-		return -ENOMEM;
-	p->nodes++;
 	local = name;
 	colon = memchr(name, ':', nlen);
 	while (colon) {
 		local = colon + 1;
 		colon = memchr(local, ':', nlen - (size_t)(local - name));
 	}
+	if (local == name + nlen)
+		return -EBADMSG; /* "<p:>": a prefix without a local name */
+
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	p->nodes++;
 	n->name = strndup(local, nlen - (size_t)(local - name));
 	if (!n->name) {
 		free(n);

@@ -48,19 +48,6 @@ static void report(struct scaler *s, int priority, const char *fmt, ...)
 	s->report(priority, line);
 }
 
-/* snprintf that may truncate, on purpose: texts for log lines. */
-static void fmt_text(char *dst, size_t n, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static void fmt_text(char *dst, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(dst, n, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- pure helpers ------------------------------------------------------------------------- */
 
 static bool in_list(const char *code, const char *const *list, size_t n)
@@ -741,20 +728,21 @@ static void aws_failure(struct slot *sl, int rc, const char *call, char *text, s
 	memset(&err, 0, sizeof(err));
 	if (rc < 0) {
 		*kind = cycle_classify(rc, 0, NULL);
-		fmt_text(text, n, "%s: %s", call, transport_word(rc));
+		str_printf(text, n, "%s: %s", call, transport_word(rc));
 		return;
 	}
 	if (aws_parse_query_error(sl->resp.body.data ? sl->resp.body.data : "", sl->resp.body.len,
 	                          &err) == 0 &&
 	    err.code[0]) {
 		*kind = cycle_classify(0, status, err.code);
-		fmt_text(text, n, "%s: %s: %.120s (HTTP %ld)", call, err.code, err.message, status);
+		str_printf(text, n, "%s: %s: %.120s (HTTP %ld)", call, err.code, err.message,
+		           status);
 		return;
 	}
 	*kind = status >= 200 && status <= 299 ? API_ERR_MALFORMED
 	                                       : cycle_classify(0, status, NULL);
-	fmt_text(text, n, "%s: %s (HTTP %ld)", call,
-	         *kind == API_ERR_MALFORMED ? "malformed response" : "unparsable error", status);
+	str_printf(text, n, "%s: %s (HTTP %ld)", call,
+	           *kind == API_ERR_MALFORMED ? "malformed response" : "unparsable error", status);
 }
 
 static void on_describe(struct scaler *s, struct slot *sl, int rc)
@@ -799,7 +787,7 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 		rc = -EBADMSG;
 		status = 0;
 	}
-	aws_failure(sl, rc, "DescribeAutoScalingGroups", text, sizeof(text), &kind);
+	aws_failure(sl, rc, "autoscaling:DescribeAutoScalingGroups", text, sizeof(text), &kind);
 	for (size_t i = 0; i < c->n; i++)
 		pool_fail(&s->pools[c->pools[i]], kind, sl->resp.retry_after_s, "%s", text);
 }
@@ -820,7 +808,7 @@ static void on_set(struct scaler *s, struct slot *sl, int rc)
 		return;
 	}
 	p->write = WRITE_FAILED;
-	aws_failure(sl, rc, "SetDesiredCapacity", text, sizeof(text), &kind);
+	aws_failure(sl, rc, "autoscaling:SetDesiredCapacity", text, sizeof(text), &kind);
 	pool_fail(p, kind, sl->resp.retry_after_s, "%s", text);
 }
 
@@ -841,13 +829,13 @@ static void job_failed(struct scaler *s, struct job job, int rc)
 	case XFER_DESCRIBE:
 		for (size_t i = 0; i < s->chunks[job.index].n; i++)
 			pool_fail(&s->pools[s->chunks[job.index].pools[i]],
-			          cycle_classify(rc, 0, NULL), -1, "DescribeAutoScalingGroups: %s",
-			          transport_word(rc));
+			          cycle_classify(rc, 0, NULL), -1,
+			          "autoscaling:DescribeAutoScalingGroups: %s", transport_word(rc));
 		break;
 	case XFER_SET:
 		p = &s->pools[job.index];
 		p->write = WRITE_FAILED;
-		pool_fail(p, cycle_classify(rc, 0, NULL), -1, "SetDesiredCapacity: %s",
+		pool_fail(p, cycle_classify(rc, 0, NULL), -1, "autoscaling:SetDesiredCapacity: %s",
 		          transport_word(rc));
 		break;
 	}
@@ -968,27 +956,28 @@ static void finalize(struct scaler *s)
 		memset(&d, 0, sizeof(d));
 		if (!p->due) {
 			act = POLICY_HOLD;
-			fmt_text(p->final_reason, sizeof(p->final_reason),
-			         "backing off after %u failed cycles (next try in %" PRIu64 " ms)",
-			         p->failures, p->next_try > now ? p->next_try - now : 0);
+			str_printf(p->final_reason, sizeof(p->final_reason),
+			           "backing off after %u failed cycles (next try in %" PRIu64
+			           " ms)",
+			           p->failures, p->next_try > now ? p->next_try - now : 0);
 		} else {
 			act = p->decision.action;
 			if (act == POLICY_SET && p->write == WRITE_FAILED) {
 				act = POLICY_HOLD;
-				fmt_text(p->final_reason, sizeof(p->final_reason), "%s",
-				         p->err[0] ? p->err : "write failed");
+				str_printf(p->final_reason, sizeof(p->final_reason), "%s",
+				           p->err[0] ? p->err : "write failed");
 			} else if (act == POLICY_SET && p->write == WRITE_FENCED) {
 				act = POLICY_HOLD;
-				fmt_text(p->final_reason, sizeof(p->final_reason),
-				         "not the leader any more: %s not written", why);
+				str_printf(p->final_reason, sizeof(p->final_reason),
+				           "not the leader any more: %s not written", why);
 			} else if (act == POLICY_SET && p->write == WRITE_DRY) {
-				fmt_text(p->final_reason, sizeof(p->final_reason),
-				         "%s (dry run: not written)", why);
+				str_printf(p->final_reason, sizeof(p->final_reason),
+				           "%s (dry run: not written)", why);
 			} else if (act == POLICY_HOLD && p->err[0]) {
-				fmt_text(p->final_reason, sizeof(p->final_reason), "%s: %s", why,
-				         p->err);
+				str_printf(p->final_reason, sizeof(p->final_reason), "%s: %s", why,
+				           p->err);
 			} else {
-				fmt_text(p->final_reason, sizeof(p->final_reason), "%s", why);
+				str_printf(p->final_reason, sizeof(p->final_reason), "%s", why);
 			}
 		}
 		held = act == POLICY_HOLD;

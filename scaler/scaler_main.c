@@ -38,6 +38,7 @@
 #include "metrics_http.h"
 #include "runner_api.h"
 #include "scaler_config.h"
+#include "simulate.h"
 #include "util.h"
 
 #define ONCE_BUDGET_MS 27000 /* --once ends within 30 s: the cycle's hard deadline */
@@ -95,19 +96,6 @@ static void once_alarm(int sig)
 
 	(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	_exit(EX_UNAVAILABLE);
-}
-
-/* snprintf that may truncate, on purpose: texts for log lines. */
-static void fmt_text(char *dst, size_t n, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static void fmt_text(char *dst, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(dst, n, fmt, ap);
-	va_end(ap);
 }
 
 /* ---- set-up helpers ----------------------------------------------------------------------- */
@@ -180,7 +168,7 @@ static void ensure_creds(void)
 		return;
 	r = creds_resolve(&app.aws, &app.imds);
 	if (r < 0) {
-		fmt_text(
+		str_printf(
 		        app.s.creds_problem, sizeof(app.s.creds_problem),
 		        "neither AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY nor an instance role (%s)",
 		        strerror(-r));
@@ -198,7 +186,7 @@ static int read_token_file(const char *path, struct buf *out, char *why, size_t 
 	int r = 0;
 
 	if (fd < 0) {
-		fmt_text(why, n, "cannot open %s: %s", path, strerror(errno));
+		str_printf(why, n, "cannot open %s: %s", path, strerror(errno));
 		return -errno;
 	}
 	for (;;) {
@@ -208,14 +196,14 @@ static int read_token_file(const char *path, struct buf *out, char *why, size_t 
 			continue;
 		if (got < 0) {
 			r = -errno;
-			fmt_text(why, n, "cannot read %s: %s", path, strerror(errno));
+			str_printf(why, n, "cannot read %s: %s", path, strerror(errno));
 			break;
 		}
 		if (got == 0)
 			break;
 		r = buf_append(out, chunk, (size_t)got);
 		if (r < 0) {
-			fmt_text(why, n, "%s is larger than %zu bytes", path, TOKEN_MAX);
+			str_printf(why, n, "%s is larger than %zu bytes", path, TOKEN_MAX);
 			break;
 		}
 	}
@@ -240,12 +228,12 @@ static int token_clean(struct buf *t, char *why, size_t n)
 	t->len = b - a;
 	t->data[t->len] = '\0';
 	if (t->len == 0) {
-		fmt_text(why, n, "the token is empty");
+		str_printf(why, n, "the token is empty");
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < t->len; i++) {
 		if ((unsigned char)t->data[i] < 0x20 || (unsigned char)t->data[i] == 0x7f) {
-			fmt_text(why, n, "the token contains control characters");
+			str_printf(why, n, "the token contains control characters");
 			return -EINVAL;
 		}
 	}
@@ -268,8 +256,8 @@ static void fetch_token(void)
 	case TOKEN_ENV:
 		v = getenv(scaler_token_env_name(cc));
 		if (!v || !v[0]) {
-			fmt_text(why, sizeof(why), "environment variable %s is not set",
-			         scaler_token_env_name(cc));
+			str_printf(why, sizeof(why), "environment variable %s is not set",
+			           scaler_token_env_name(cc));
 			r = -ENOENT;
 		} else {
 			r = buf_append_str(&tok, v);
@@ -282,7 +270,7 @@ static void fetch_token(void)
 	case TOKEN_SSM:
 		ensure_creds();
 		if (!app.creds_ok) {
-			fmt_text(why, sizeof(why), "no AWS credentials to read it with");
+			str_printf(why, sizeof(why), "no AWS credentials to read it with");
 			r = -ENOKEY;
 			break;
 		}
@@ -294,10 +282,10 @@ static void fetch_token(void)
 			r = ssm_get_parameter(&app.aws, app.default_region, cc->token_id, &tok,
 			                      &err);
 		if (r < 0)
-			fmt_text(why, sizeof(why), "%s %s: %s%s%s",
-			         cc->token_source == TOKEN_SSM ? "SSM parameter" : "secret",
-			         cc->token_id, err.code[0] ? err.code : strerror(-r),
-			         err.message[0] ? ": " : "", err.message);
+			str_printf(why, sizeof(why), "%s %s: %s%s%s",
+			           cc->token_source == TOKEN_SSM ? "SSM parameter" : "secret",
+			           cc->token_id, err.code[0] ? err.code : strerror(-r),
+			           err.message[0] ? ": " : "", err.message);
 		break;
 	}
 	if (r == 0)
@@ -311,7 +299,7 @@ static void fetch_token(void)
 			log_warn("keeping the previous token for now");
 			return;
 		}
-		fmt_text(app.s.token_problem, sizeof(app.s.token_problem), "%s", why);
+		str_printf(app.s.token_problem, sizeof(app.s.token_problem), "%s", why);
 		return;
 	}
 	if (log_add_secret(tok.data) == -ENOSPC) {
@@ -615,6 +603,17 @@ static void on_tick(struct ev_source *src, uint32_t events)
 	start_cycle();
 }
 
+/* Names the DynamoDB call, also when it got no AWS error back (no answer, or an unreadable
+ * one). */
+static void log_lease_failure(int priority)
+{
+	const struct aws_error *e = &app.el.last_error;
+
+	log_msg(priority, "election: lease call %s failed: %s: %s",
+	        e->call[0] ? e->call : "dynamodb", e->code[0] ? e->code : strerror(-app.el.last_rc),
+	        e->message[0] ? e->message : strerror(-app.el.last_rc));
+}
+
 static void on_election(struct ev_source *src, uint32_t events)
 {
 	uint64_t n;
@@ -624,8 +623,7 @@ static void on_election(struct ev_source *src, uint32_t events)
 	ensure_creds();
 	ev = election_tick(&app.el, &app.aws, now_mono_ms());
 	if (app.el.last_rc < 0 && app.el.failures == 1)
-		log_warn("election: lease call failed: %s: %s", app.el.last_error.code,
-		         app.el.last_error.message);
+		log_lease_failure(LOG_WARNING);
 	if (ev == ELECTION_GAINED) {
 		log_notice("election: leader now (lease %s, version %" PRId64 ")", app.el.lease_id,
 		           app.el.lease.version);
@@ -711,7 +709,7 @@ static int parse_args(int argc, char **argv, enum command *cmd)
 	int c;
 
 	*cmd = CMD_RUN;
-	/* simulate has options of its own (a later issue); recognise it before getopt does. */
+	/* simulate has options of its own (simulate.c); recognise it before getopt does. */
 	for (int i = 1; i < argc; i++)
 		if (strcmp(argv[i], "simulate") == 0) {
 			*cmd = CMD_SIMULATE;
@@ -818,10 +816,8 @@ int main(int argc, char **argv)
 	r = parse_args(argc, argv, &cmd);
 	if (r >= 0)
 		return r;
-	if (cmd == CMD_SIMULATE) {
-		printf("runner-scaler simulate: not implemented yet\n");
-		return EX_UNAVAILABLE;
-	}
+	if (cmd == CMD_SIMULATE)
+		return simulate_main(argc, argv, stdout, stderr);
 	if (app.once)
 		app.once_deadline = t0 + ONCE_BUDGET_MS;
 
@@ -891,8 +887,7 @@ int main(int argc, char **argv)
 			(void)election_tick(&app.el, &app.aws, now_mono_ms());
 			if (!election_may_act(&app.el, now_mono_ms())) {
 				if (app.el.last_rc < 0) {
-					log_err("election: lease call failed: %s: %s",
-					        app.el.last_error.code, app.el.last_error.message);
+					log_lease_failure(LOG_ERR);
 					rc = EX_UNAVAILABLE;
 				} else {
 					log_info(

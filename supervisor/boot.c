@@ -98,10 +98,22 @@ static bool backoff(struct boot_ctx *b, unsigned attempt, uint64_t base_ms, uint
 	return true;
 }
 
+/* The IMDS request that failed last, for messages: "imds:token (HTTP 500)". */
+static const char *imds_call(const struct imds *m, char *out, size_t n)
+{
+	if (m->last_status)
+		snprintf(out, n, "%s (HTTP %ld)", m->last_call[0] ? m->last_call : "imds",
+		         m->last_status);
+	else
+		snprintf(out, n, "%s", m->last_call[0] ? m->last_call : "imds");
+	return out;
+}
+
 /* IMDS answers at once or not at all early in boot; retry the transport a few times. */
 static int imds_retry(struct boot_ctx *b, int (*fn)(struct imds *, char *, size_t), char *out,
                       size_t n)
 {
+	char call[256];
 	unsigned a;
 	int r = 0;
 
@@ -109,13 +121,15 @@ static int imds_retry(struct boot_ctx *b, int (*fn)(struct imds *, char *, size_
 		r = fn(&b->imds, out, n);
 		if (!transient(r) || a + 1 == IMDS_ATTEMPTS || !backoff(b, a, 200, 2000))
 			break;
-		log_warn("metadata: IMDS: %s, retrying", strerror(-r));
+		log_warn("metadata: %s: %s, retrying", imds_call(&b->imds, call, sizeof(call)),
+		         strerror(-r));
 	}
 	return r;
 }
 
 int boot_metadata(struct boot_ctx *b)
 {
+	char call[256];
 	int r;
 
 	if (b->imds.disabled) {
@@ -130,13 +144,14 @@ int boot_metadata(struct boot_ctx *b)
 	}
 	r = imds_retry(b, imds_instance_id, b->instance_id, sizeof(b->instance_id));
 	if (r < 0)
-		return fail(b, r, "metadata: instance id from IMDS (%s): %s", b->imds.base,
-		            strerror(-r));
+		return fail(b, r, "metadata: instance id from IMDS (%s): %s: %s", b->imds.base,
+		            imds_call(&b->imds, call, sizeof(call)), strerror(-r));
 	/* The SDKs' rule: the environment names the region first. */
 	if (aws_region_from_env(b->region, sizeof(b->region)) < 0) {
 		r = imds_retry(b, imds_region, b->region, sizeof(b->region));
 		if (r < 0)
-			return fail(b, r, "metadata: region from IMDS: %s", strerror(-r));
+			return fail(b, r, "metadata: region from IMDS: %s: %s",
+			            imds_call(&b->imds, call, sizeof(call)), strerror(-r));
 	}
 	r = imds_retry(b, imds_target_lifecycle_state, b->lifecycle_state,
 	               sizeof(b->lifecycle_state));
@@ -146,7 +161,8 @@ int boot_metadata(struct boot_ctx *b)
 		r = 0;
 	}
 	if (r < 0)
-		return fail(b, r, "metadata: target lifecycle state from IMDS: %s", strerror(-r));
+		return fail(b, r, "metadata: target lifecycle state from IMDS: %s: %s",
+		            imds_call(&b->imds, call, sizeof(call)), strerror(-r));
 	log_info("metadata: instance %s, region %s, target lifecycle state %s", b->instance_id,
 	         b->region, b->lifecycle_state[0] ? b->lifecycle_state : "(none)");
 	return 0;
@@ -154,14 +170,17 @@ int boot_metadata(struct boot_ctx *b)
 
 int boot_credentials(struct boot_ctx *b)
 {
+	char call[256];
 	unsigned a;
 	int r = 0;
 
 	for (a = 0; a < IMDS_ATTEMPTS; a++) {
+		b->imds.last_call[0] = '\0';
 		r = creds_resolve(&b->aws, b->imds.disabled ? NULL : &b->imds);
 		if (!transient(r) || a + 1 == IMDS_ATTEMPTS || !backoff(b, a, 200, 2000))
 			break;
-		log_warn("credentials: %s, retrying", strerror(-r));
+		log_warn("credentials: instance role from IMDS: %s: %s, retrying",
+		         imds_call(&b->imds, call, sizeof(call)), strerror(-r));
 	}
 	if (r == -ENOENT)
 		return fail(b, r,
@@ -170,6 +189,9 @@ int boot_credentials(struct boot_ctx *b)
 	if (r == -EINVAL)
 		return fail(b, r,
 		            "credentials: only half of an access key pair in the environment");
+	if (r < 0 && b->imds.last_call[0])
+		return fail(b, r, "credentials: instance role from IMDS: %s: %s",
+		            imds_call(&b->imds, call, sizeof(call)), strerror(-r));
 	if (r < 0)
 		return fail(b, r, "credentials: %s", strerror(-r));
 	b->have_creds = true;
@@ -242,6 +264,7 @@ int boot_token(struct boot_ctx *b)
 	const struct rd_token_conf *t = b->conf->token;
 	struct aws_error err;
 	const char *what = rd_token_source_name(t->source);
+	const char *call;
 	int r;
 
 	memset(&err, 0, sizeof(err));
@@ -262,6 +285,10 @@ int boot_token(struct boot_ctx *b)
 			return r;
 		break;
 	}
+	/* Every message names the call, also when it got no AWS error back. */
+	call = err.call[0]                            ? err.call
+	       : t->source == RD_TOKEN_SECRETSMANAGER ? "secretsmanager:GetSecretValue"
+	                                              : "ssm:GetParameter";
 	/* Register first, so that nothing below can print it. */
 	if (r == 0 && b->token.data)
 		(void)log_add_secret(b->token.data);
@@ -273,10 +300,13 @@ int boot_token(struct boot_ctx *b)
 		return fail(b, r, "token: %s %s: %s: %s (%s)", what, t->id, err.call, err.code,
 		            err.message);
 	if (r == -EBADMSG)
-		return fail(b, r, "token: %s %s: malformed answer%s", what, t->id,
-		            t->key[0] ? " (is SecretString a JSON object?)" : "");
+		return fail(b, r, "token: %s %s: %s: malformed answer%s", what, t->id, call,
+		            t->key[0] && t->source == RD_TOKEN_SECRETSMANAGER
+		                    ? " (is SecretString a JSON object?)"
+		                    : "");
 	if (r < 0)
-		return fail(b, r, "token: %s %s: %s (%s)", what, t->id, strerror(-r), err.code);
+		return fail(b, r, "token: %s %s: %s: %s (%s)", what, t->id, call, strerror(-r),
+		            err.code);
 	if (boot_token_trim(&b->token) < 0) {
 		buf_wipe(&b->token);
 		buf_init(&b->token, BOOT_TOKEN_FILE_MAX);

@@ -107,10 +107,15 @@ int exit_leave_asg(struct boot_ctx *b, uint64_t deadline_mono_ms, struct leave_r
 	memset(rep, 0, sizeof(*rep));
 	rep->outcome = LEAVE_SKIPPED;
 	/* Boot may have been cut short before metadata: one quick try now. */
+	r = 0;
 	if (!b->instance_id[0] && !b->imds.disabled)
-		(void)imds_instance_id(&b->imds, b->instance_id, sizeof(b->instance_id));
+		r = imds_instance_id(&b->imds, b->instance_id, sizeof(b->instance_id));
 	if (!b->instance_id[0]) {
-		log_warn("leaving-asg: no instance id, skipping");
+		if (r < 0)
+			log_warn("leaving-asg: no instance id (%s: %s), skipping",
+			         b->imds.last_call, strerror(-r));
+		else
+			log_warn("leaving-asg: no instance id, skipping");
 		return -ENOENT;
 	}
 	if (!b->region[0] && aws_region_from_env(b->region, sizeof(b->region)) < 0 &&
@@ -119,10 +124,12 @@ int exit_leave_asg(struct boot_ctx *b, uint64_t deadline_mono_ms, struct leave_r
 		return -ENOENT;
 	}
 	if (!b->have_creds) {
+		b->imds.last_call[0] = '\0';
 		r = creds_resolve(&b->aws, b->imds.disabled ? NULL : &b->imds);
 		if (r < 0) {
-			log_err("leaving-asg: no AWS credentials (%s), cannot leave the ASG",
-			        strerror(-r));
+			log_err("leaving-asg: no AWS credentials (%s%s%s), cannot leave the ASG",
+			        b->imds.last_call[0] ? b->imds.last_call : "",
+			        b->imds.last_call[0] ? ": " : "", strerror(-r));
 			return r;
 		}
 		b->have_creds = true;
@@ -138,8 +145,10 @@ int exit_leave_asg(struct boot_ctx *b, uint64_t deadline_mono_ms, struct leave_r
 		log_info("leaving-asg: the ASG no longer knows %s: done", b->instance_id);
 		break;
 	default:
-		log_err("leaving-asg: failed after %u call(s): %s: %s %s", rep->calls,
-		        strerror(-rep->last_r), rep->last.code, rep->last.message);
+		log_err("leaving-asg: %s failed after %u call(s): %s: %s %s",
+		        rep->last.call[0] ? rep->last.call
+		                          : "autoscaling:TerminateInstanceInAutoScalingGroup",
+		        rep->calls, strerror(-rep->last_r), rep->last.code, rep->last.message);
 		break;
 	}
 	return r;

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@
 #include "boot.h"
 #include "control.h"
 #include "exit_path.h"
+#include "imds_guard.h"
 #include "log.h"
 #include "machine.h"
 #include "runnerd_config.h"
@@ -73,6 +75,7 @@ struct runnerd {
 	bool quit;
 	uint64_t sd_watchdog_usec;
 	uint64_t boot_deadline_mono; /* 0 = not armed */
+	bool imds_guarded;           /* our nftables table is in place: remove it at exit */
 };
 
 /* ---- small helpers ---- */
@@ -164,9 +167,13 @@ static int ensure_worker(struct runnerd *d)
 
 static int submit(struct runnerd *d, enum job_kind kind, uint64_t deadline)
 {
-	struct job j = {kind, deadline};
+	struct job j;
 	int r;
 
+	/* The struct goes through a pipe whole: no uninitialised padding bytes (valgrind). */
+	memset(&j, 0, sizeof(j));
+	j.kind = kind;
+	j.deadline_mono_ms = deadline;
 	r = ensure_worker(d);
 	if (r == 0)
 		r = worker_submit(&d->worker, &j);
@@ -184,6 +191,59 @@ static uint64_t run_watchdog_ms(const struct runnerd_config *c)
 		return 0;
 	return c->agent->idle_timeout_ms + c->agent->max_run_time_ms +
 	       c->lifecycle->drain_timeout_ms;
+}
+
+/* Before the agent starts: reject the job user's traffic to IMDS (imds_guard.h). Not fatal when
+ * it cannot be done (no nft, no CAP_NET_ADMIN): the job matters more; it is logged as a
+ * warning, and runnerd(8) tells what it means. */
+static void guard_imds(struct runnerd *d)
+{
+	const char *user = d->conf.agent->user;
+	const char *endpoint = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+	struct passwd pw, *res = NULL;
+	char mem[4096];
+	int r, st;
+
+	r = getpwnam_r(user, &pw, mem, sizeof(mem), &res);
+	if (r != 0 || !res) {
+		log_warn("imds-guard: unknown job user %s: its access to the instance metadata "
+		         "service is not restricted",
+		         user);
+		return;
+	}
+	if (pw.pw_uid == 0 || pw.pw_uid == geteuid()) {
+		/* runnerd reads IMDS itself: a rule for its own uid would cut it off too. */
+		log_notice("imds-guard: the job user %s is runnerd's own user (uid %u): no IMDS "
+		           "guard; jobs can reach the instance role's credentials",
+		           user, (unsigned)pw.pw_uid);
+		return;
+	}
+	r = imds_guard_install(pw.pw_uid, endpoint, &st);
+	if (r < 0) {
+		log_warn("imds-guard: nft -f - %s: the job user %s can reach the instance metadata "
+		         "service (install nftables; see runnerd(8), SECURITY)",
+		         r == -EIO ? "failed" : strerror(-r), user);
+		return;
+	}
+	d->imds_guarded = true;
+	log_info("imds-guard: nftables table inet %s rejects uid %u (%s) to %s and %s%s%s",
+	         IMDS_GUARD_TABLE, (unsigned)pw.pw_uid, user, IMDS_GUARD_ADDR4, IMDS_GUARD_ADDR6,
+	         endpoint && *endpoint ? " and " : "", endpoint && *endpoint ? endpoint : "");
+}
+
+static void unguard_imds(struct runnerd *d)
+{
+	int r, st;
+
+	if (!d->imds_guarded)
+		return;
+	r = imds_guard_remove(&st);
+	if (r < 0)
+		log_warn("imds-guard: removing table inet %s: nft %s", IMDS_GUARD_TABLE,
+		         r == -EIO ? "failed" : strerror(-r));
+	else
+		log_info("imds-guard: table inet %s removed", IMDS_GUARD_TABLE);
+	d->imds_guarded = false;
 }
 
 /* fork/exec with a clean slate. Between fork and exec only async-signal-safe calls: the
@@ -206,6 +266,7 @@ static int start_agent(struct runnerd *d)
 		set_error(d, "running: the agent's environment does not fit: %s", strerror(-r));
 		return r;
 	}
+	guard_imds(d);
 	pid = fork();
 	if (pid < 0) {
 		r = -errno;
@@ -224,7 +285,7 @@ static int start_agent(struct runnerd *d)
 		sigemptyset(&none);
 		(void)sigprocmask(SIG_SETMASK, &none, NULL);
 		(void)close_range(3, ~0U, 0);
-		(void)chdir("/");
+		(void)!chdir("/"); /* best effort: the agent uses absolute paths */
 		execve(argv[0], (char *const *)argv, envp);
 		_exit(errno == ENOENT ? 127 : 126);
 	}
@@ -460,8 +521,10 @@ static void handle_result(struct runnerd *d, const struct job_result *res)
 		return;
 	case JOB_LEAVE_ASG:
 		if (res->leave_outcome == LEAVE_FAILED)
-			set_error(d, "leaving-asg: failed after %u call(s): %s", res->leave_calls,
-			          strerror(-res->r));
+			set_error(d,
+			          "leaving-asg: autoscaling:TerminateInstanceInAutoScalingGroup "
+			          "failed after %u call(s): %s",
+			          res->leave_calls, strerror(-res->r));
 		feed(d, EV_LEFT_ASG);
 		return;
 	case JOB_POWEROFF:
@@ -473,7 +536,18 @@ static void handle_result(struct runnerd *d, const struct job_result *res)
 		return;
 	}
 	if (failed) {
-		set_error(d, "%s", res->err[0] ? res->err : strerror(-res->r));
+		const char *why = res->err[0] ? res->err : strerror(-res->r);
+		char dur[32];
+
+		/* A step's calls are cut off at the boot deadline, so its failure can arrive just
+		 * before the deadline timer: name the deadline then, whichever comes first. */
+		if (d->boot_deadline_mono && now_mono_ms() >= d->boot_deadline_mono) {
+			cfg_format_duration(d->conf.lifecycle->boot_deadline_ms, dur, sizeof(dur));
+			set_error(d, "boot deadline (%s) passed in phase %s: %s", dur,
+			          phase_name(d->st.phase), why);
+		} else {
+			set_error(d, "%s", why);
+		}
 		if (d->outcome == OUT_NONE)
 			d->outcome = OUT_FAILED;
 		feed(d, EV_STEP_FAILED);
@@ -559,10 +633,39 @@ static void handle_signals(struct runnerd *d)
 	}
 }
 
+/* What a boot phase blocks on, for the message when the deadline cuts it short: the worker that
+ * knows the exact request is stuck in it. */
+static const char *phase_waits_on(const struct runnerd *d, char *out, size_t n)
+{
+	const struct rd_token_conf *t = d->conf.token;
+	const struct rd_agent_conf *a = d->conf.agent;
+
+	switch (d->st.phase) {
+	case PHASE_METADATA:
+		return "imds (token, instance id, region, target lifecycle state)";
+	case PHASE_CREDENTIALS:
+		return "imds:meta-data/iam/security-credentials (the instance role)";
+	case PHASE_TOKEN:
+		snprintf(out, n, "%s %s",
+		         t->source == RD_TOKEN_SECRETSMANAGER ? "secretsmanager:GetSecretValue"
+		         : t->source == RD_TOKEN_SSM          ? "ssm:GetParameter"
+		                                              : "the token file",
+		         t->id);
+		return out;
+	case PHASE_PACKAGES:
+		return "apt-get";
+	case PHASE_AGENT_INSTALL:
+		snprintf(out, n, "the download of %s", a->download_url);
+		return out;
+	default:
+		return phase_name(d->st.phase);
+	}
+}
+
 static void handle_timer(struct runnerd *d, enum timer_id t)
 {
 	uint64_t ticks;
-	char dur[32];
+	char dur[32], wait[600];
 
 	if (read(d->tfd[t], &ticks, sizeof(ticks)) != (ssize_t)sizeof(ticks))
 		return;
@@ -571,7 +674,8 @@ static void handle_timer(struct runnerd *d, enum timer_id t)
 		if (d->st.phase >= PHASE_RUNNING || d->st.phase == PHASE_WARM_WAIT)
 			return;
 		cfg_format_duration(d->conf.lifecycle->boot_deadline_ms, dur, sizeof(dur));
-		set_error(d, "boot deadline (%s) passed in phase %s", dur, phase_name(d->st.phase));
+		set_error(d, "boot deadline (%s) passed in phase %s, waiting for %s", dur,
+		          phase_name(d->st.phase), phase_waits_on(d, wait, sizeof(wait)));
 		if (d->outcome == OUT_NONE)
 			d->outcome = OUT_FAILED;
 		feed(d, EV_BOOT_DEADLINE);
@@ -805,6 +909,7 @@ static int run_daemon(struct runnerd *d)
 	if (r < 0 && d->outcome == OUT_NONE)
 		d->outcome = OUT_INTERNAL;
 	code = exit_code(d);
+	unguard_imds(d);
 	log_info("exiting with status %d (phase %s)", code, phase_name(d->st.phase));
 out:
 	if (d->ctl)

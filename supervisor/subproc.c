@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -110,18 +111,56 @@ static int wait_child(pid_t pid, int capfd, struct buf *capture, long timeout_ms
 	return r;
 }
 
+/* A pipe that already holds all of input, its write end closed: the child reads it to EOF. Input
+ * of at most PIPE_BUF bytes fits any pipe, so the write never blocks. -errno. */
+static int input_pipe(const char *input, size_t len)
+{
+	int p[2], r;
+	size_t off = 0;
+
+	if (len > PIPE_BUF)
+		return -E2BIG;
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	while (off < len) {
+		ssize_t n = write(p[1], input + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			close(p[0]);
+			close(p[1]);
+			return r;
+		}
+		off += (size_t)n;
+	}
+	close(p[1]);
+	return p[0];
+}
+
 int spawn_run(const char *const argv[], const struct spawn_opts *o, int *status)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none, all;
 	int pfd[2] = {-1, -1};
+	int in = -1;
 	pid_t pid;
 	int r;
 
 	*status = -1;
-	if (o->capture && pipe2(pfd, O_CLOEXEC | O_NONBLOCK) < 0)
-		return -errno;
+	if (o->input) {
+		in = input_pipe(o->input, o->input_len);
+		if (in < 0)
+			return in;
+	}
+	if (o->capture && pipe2(pfd, O_CLOEXEC | O_NONBLOCK) < 0) {
+		r = -errno;
+		if (in >= 0)
+			close(in);
+		return r;
+	}
 	posix_spawn_file_actions_init(&fa);
 	posix_spawnattr_init(&attr);
 	sigemptyset(&none);
@@ -130,7 +169,10 @@ int spawn_run(const char *const argv[], const struct spawn_opts *o, int *status)
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	if (in >= 0)
+		posix_spawn_file_actions_adddup2(&fa, in, 0);
+	else
+		posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	if (o->capture) {
 		/* The write end is O_NONBLOCK too; make it blocking for the child. */
 		(void)fcntl(pfd[1], F_SETFL, 0);
@@ -150,6 +192,8 @@ int spawn_run(const char *const argv[], const struct spawn_opts *o, int *status)
 	posix_spawnattr_destroy(&attr);
 	if (pfd[1] >= 0)
 		close(pfd[1]);
+	if (in >= 0)
+		close(in);
 	if (r != 0) {
 		r = -r;
 		goto out;

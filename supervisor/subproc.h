@@ -14,11 +14,14 @@ struct spawn_opts {
 	bool stdout_to_stderr; /* the child's stdout joins runnerd's stderr (the journal) */
 	struct buf *capture;   /* or: capture stdout here (bounded by the buf's max) */
 	long timeout_ms;       /* <= 0: wait without limit; on expiry the child is SIGKILLed */
+	const char *input;     /* or NULL: the child's stdin instead of /dev/null (nft -f -) */
+	size_t input_len;      /* at most PIPE_BUF: written whole before the child starts */
 };
 
-/* Start argv with signals unblocked and at their defaults, stdin /dev/null, fds >= 3 closed,
- * cwd "/". On return *status is the exit code, or 128 + signal. 0; -ETIMEDOUT (killed, *status
- * set); -errno from posix_spawn (-ENOENT: no such program) or waiting. */
+/* Start argv with signals unblocked and at their defaults, stdin /dev/null (or o->input), fds >=
+ * 3 closed, cwd "/". On return *status is the exit code, or 128 + signal. 0; -ETIMEDOUT (killed,
+ * *status set); -E2BIG (input over PIPE_BUF); -errno from posix_spawn (-ENOENT: no such program)
+ * or waiting. */
 int spawn_run(const char *const argv[], const struct spawn_opts *o, int *status);
 
 /* Pure: a wait status as runnerd reports it: exit code, or 128 + signal number. */

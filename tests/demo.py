@@ -1,12 +1,29 @@
 #!/usr/bin/python3
-"""make demo: the system on one machine, against the bundled fake cloud on 127.0.0.1.
+"""make demo: the whole system on one machine, against the bundled fake cloud on 127.0.0.1.
 
-The fake Auto Scaling group launches each instance as a real local runnerd process with its own
-IMDS identity (its own port), a temporary root, and a fake agent that claims one job, runs it
-and exits; runnerd then leaves the group with a decrement and "powers off" (ends the process).
-This first version sets the group's desired capacity from the queue once, the way the scaler
-will; it prints a live timeline and a summary, and cleans up everything it started.
+What runs:
+- tests/fakes/fakecloud.py: IMDS, Secrets Manager, Auto Scaling and the Runner API;
+- the real runner-scaler as a daemon (interval 1 s), its config in a temporary directory, its
+  Circle-Token in the fake Secrets Manager, scaling two Auto Scaling groups, one per resource
+  class;
+- for every instance a group launches: a real runnerd process with its own temporary root, its
+  own IMDS identity (port) and role credentials. It "boots" for DEMO_BOOT_SECONDS, then runs
+  the boot flow and supervises a fake agent that claims one job, runs it and exits; runnerd then
+  leaves the group with a decrement and "powers off" (poweroff_command ends the process).
+
+The timeline shows per pool the unclaimed jobs, the group's desired capacity and its instances
+by phase (from each instance's `runnerctl status --json` over its control socket, and the job
+it runs from the fake). The summary: jobs, mean and p95 wait (claim - submit),
+instance-seconds and idle instance-seconds. Every process the demo started is stopped at the
+end, also on Ctrl-C (exit 130), and the demo checks that none is left.
+
+Knobs (environment): DEMO_JOBS (total jobs, default 24), DEMO_JOB_SECONDS (mean job length, 5),
+DEMO_BOOT_SECONDS (simulated OS boot, 2), DEMO_WAVE_SECONDS (when the second wave of jobs
+comes, 15), DEMO_DEADLINE (seconds, 110), DEMO_WORKDIR (use this
+directory), DEMO_SUMMARY (write the summary as JSON to this file), DEMO_KEEP=1 (keep the
+temporary files), RUNNERD_BUILD (the build directory).
 """
+import json
 import os
 import signal
 import subprocess
@@ -17,26 +34,45 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from conftest import PYTHON, FakeCloud  # noqa: E402
+from conftest import PYTHON, FakeCloud, _die_with_parent  # noqa: E402
 
-BUILD = Path(os.environ.get("RUNNERD_BUILD") or REPO / "build")
-RC = "demo-org/linux"
-ASG = "demo-linux"
-JOBS = int(os.environ.get("DEMO_JOBS", "6"))
-JOB_S = float(os.environ.get("DEMO_JOB_SECONDS", "3"))
-DEADLINE_S = float(os.environ.get("DEMO_DEADLINE", "100"))
+BUILD = Path(os.environ.get("RUNNERD_BUILD") or REPO / "build").resolve()
+JOBS = max(2, int(os.environ.get("DEMO_JOBS", "24")))
+JOB_S = float(os.environ.get("DEMO_JOB_SECONDS", "5"))
+BOOT_S = float(os.environ.get("DEMO_BOOT_SECONDS", "2"))
+DEADLINE_S = float(os.environ.get("DEMO_DEADLINE", "110"))
+WAVE_S = float(os.environ.get("DEMO_WAVE_SECONDS", "15"))
+SCALER_TOKEN = "demo-circle-token-0123456789"
 
 
-def instance_main(workdir):
-    """Run as the launch command of one fake instance: write its runnerd.conf, exec runnerd."""
+class Pool:
+    def __init__(self, name, rc, asg, mx, share):
+        self.name, self.rc, self.asg, self.max, self.share = name, rc, asg, mx, share
+        self.secret = f"demo-runner-token-{name}"
+        self.agent_token = f"demo-agent-token-{name}"
+
+
+POOLS = [Pool("linux", "demo/linux", "demo-linux", 4, 2 / 3),
+         Pool("arm", "demo/arm", "demo-arm", 3, 1 / 3)]
+
+GLYPHS_UTF8 = {"busy": "█", "idle": "▒", "start": "░", "leave": "×", "free": "·"}
+GLYPHS_ASCII = {"busy": "#", "idle": "=", "start": "+", "leave": "x", "free": "."}
+
+
+# ---- one instance ------------------------------------------------------------------------------
+
+def instance_main(workdir, sockdir, rc, secret, boot_s):
+    """The launch command of one fake instance: boot, write runnerd.conf, exec runnerd."""
     iid = os.environ["FAKE_INSTANCE_ID"]
-    root = Path(workdir) / iid
+    time.sleep(float(boot_s))  # the OS booting; the instance's IMDS is already up
+    root = Path(workdir) / "instances" / iid
     (root / "bin").mkdir(parents=True, exist_ok=True)
+    # runnerd keeps its lock beside the socket: a directory of its own per instance.
+    (Path(sockdir) / iid).mkdir(mode=0o750, exist_ok=True)
     agent = root / "bin" / "agent"
     agent.write_text(f"#!/bin/sh\nexec {PYTHON} {REPO}/tests/fakes/fake_agent.py "
-                     f"--behaviour success --resource-class {RC} -- \"$@\"\n")
+                     f"--behaviour success --resource-class {rc} -- \"$@\"\n")
     agent.chmod(0o755)
-    sock = Path(tempfile.mkdtemp(prefix="demo-", dir="/tmp"))
     conf = root / "runnerd.conf"
     conf.write_text(f"""[agent]
 binary = {agent}
@@ -46,7 +82,7 @@ working_directory = {root}/work
 api_url = {os.environ["FAKE_CLOUD_URL"]}
 [token]
 source = secretsmanager
-id = demo-runner-token
+id = {secret}
 key = runner_token
 [packages]
 install =
@@ -54,71 +90,319 @@ install =
 poweroff_command = echo "{iid}: powered off"
 notice_interval = 1s
 [control]
-socket = {sock}/control.sock
+socket = {sockdir}/{iid}/control.sock
 group = {os.getgid()}
 """)
-    os.execv(str(BUILD / "runnerd"), [str(BUILD / "runnerd"), "-c", str(conf)])
+    runnerd = str(BUILD / "runnerd")
+    os.execv(runnerd, [runnerd, "-c", str(conf)])
+
+
+# ---- watching ----------------------------------------------------------------------------------
+
+def phase_of(sockdir, iid):
+    """runnerd's phase over its control socket; None while nothing answers there."""
+    sock = Path(sockdir) / iid / "control.sock"
+    if not sock.exists():
+        return None
+    try:
+        p = subprocess.run([str(BUILD / "runnerctl"), "-s", str(sock), "status", "--json"],
+                           capture_output=True, text=True, timeout=2)
+        return json.loads(p.stdout)["phase"] if p.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, KeyError):
+        return None
+
+
+def classify(inst, phase, runners):
+    """One of boot/start/idle/busy/leave for the timeline. runners: names of the runners that
+    hold a job now (runnerd names them %H-%i: the instance id ends the name)."""
+    if inst["state"] == "Terminating" or inst["stopped"]:
+        return "leave"
+    if any(n.endswith(inst["id"]) for n in runners):
+        return "busy"
+    if phase is None:
+        return "boot"
+    if phase in ("draining", "leaving-asg", "powering-off", "failed"):
+        return "leave"
+    if phase == "running":
+        return "idle"
+    return "start"  # metadata .. agent-config, warm-wait
+
+
+def pool_view(state, pool, sockdir, phases):
+    jobs = state["jobs"].get(pool.rc, {"queued": [], "running": [], "done": []})
+    runners = [j["runner_name"] or "" for j in jobs["running"]]
+    asg = state["asgs"][pool.asg]
+    counts = dict.fromkeys(("boot", "start", "idle", "busy", "leave"), 0)
+    for inst in asg["instances"]:
+        ph = phases.get(inst["id"])
+        counts[classify(inst, ph, runners)] += 1
+    total = sum(len(v) for v in jobs.values())
+    return {"queue": len(jobs["queued"]), "desired": asg["desired"], "done": len(jobs["done"]),
+            "total": total, **counts}
+
+
+def fleet_strip(v, mx, g):
+    cells = (g["busy"] * v["busy"] + g["idle"] * v["idle"] + g["start"] * (v["boot"] + v["start"])
+             + g["leave"] * v["leave"])
+    return cells + g["free"] * max(0, mx - len(cells))
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+def procs_mentioning(*paths):
+    """pids (not ours) whose command line mentions one of paths: what the demo started."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if any(p in cmd for p in paths):
+            out.append(int(d))
+    return out
+
+
+def stop_process(proc, timeout=10):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+# ---- summary -----------------------------------------------------------------------------------
+
+def p95(values):
+    """Nearest rank, like runner-scaler simulate."""
+    v = sorted(values)
+    return v[max(0, -(-len(v) * 95 // 100) - 1)] if v else 0.0
+
+
+def summarize(state, requests, now_wall, t0_wall):
+    waits, busy = [], 0.0
+    done = 0
+    for rc in state["jobs"].values():
+        for j in rc["done"]:
+            done += 1
+            waits.append(j["claimed_at"] - j["created"])
+            busy += j["completed_at"] - j["claimed_at"]
+        for j in rc["running"]:
+            waits.append(j["claimed_at"] - j["created"])
+            busy += now_wall - j["claimed_at"]
+    insts = list(state["terminated"])
+    for a in state["asgs"].values():
+        insts += a["instances"]
+    inst_s = sum((i["ended_at"] or now_wall) - i["launched_at"] for i in insts)
+    terms = [r for r in requests if r.get("op") == "TerminateInstanceInAutoScalingGroup"
+             and r.get("status") == 200]
+    left = {(r.get("params") or {}).get("InstanceId") for r in terms}
+    dec = [r for r in terms
+           if (r.get("params") or {}).get("ShouldDecrementDesiredCapacity") == "true"]
+    sets = [r for r in requests if r.get("op") == "SetDesiredCapacity" and r.get("status") == 200]
+    total = sum(len(v) for rc in state["jobs"].values() for v in rc.values())
+    return {"jobs": total, "jobs_done": done,
+            "wait_mean_s": round(sum(waits) / len(waits), 3) if waits else 0.0,
+            "wait_p95_s": round(p95(waits), 3),
+            "instance_seconds": round(inst_s, 3), "busy_seconds": round(busy, 3),
+            "idle_instance_seconds": round(max(0.0, inst_s - busy), 3),
+            "instances_launched": len(insts), "left_group": len(left),
+            "left_with_decrement": len(dec),
+            "capacity_writes": len(sets), "wall_s": round(now_wall - t0_wall, 3)}
+
+
+# ---- main --------------------------------------------------------------------------------------
+
+def job_plan():
+    """(at_s, pool, duration_s): two waves, 60 % at once and the rest WAVE_S later, durations
+    spread from 0.6x to 1.4x the mean so the fleet does not move in lockstep."""
+    plan = []
+    wave2 = int(JOBS * 0.4)
+    for k in range(JOBS):
+        at = 0.0 if k < JOBS - wave2 else WAVE_S
+        pool = POOLS[0] if (k % 3) != 2 else POOLS[1]
+        dur = JOB_S * (0.6 + 0.8 * ((k * 7) % JOBS) / max(1, JOBS - 1))
+        plan.append((at, pool, round(dur, 2)))
+    return plan
+
+
+def scaler_conf(path):
+    lines = ["[scaler]", "interval = 1s", "request_timeout = 3s", "",
+             "[circleci]", "token_source = secretsmanager", "token_id = demo-scaler-token",
+             "token_key = circle_token"]
+    for p in POOLS:
+        lines += ["", f"[pool {p.name}]", f"resource_class = {p.rc}", f"asg = {p.asg}",
+                  "min = 0", f"max = {p.max}"]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "--instance":
-        instance_main(sys.argv[2])
+    if len(sys.argv) == 7 and sys.argv[1] == "--instance":
+        instance_main(*sys.argv[2:])
         return 0
-    work = Path(tempfile.mkdtemp(prefix="runnerd-demo-"))
-    fake = FakeCloud(work, tick_interval=0.5).start()
-    stopped = False
+    for exe in ("runnerd", "runnerctl", "runner-scaler"):
+        if not os.access(BUILD / exe, os.X_OK):
+            print(f"demo: {BUILD / exe} is missing; run make first", file=sys.stderr)
+            return 69
+    own_work = not os.environ.get("DEMO_WORKDIR")
+    work = Path(os.environ.get("DEMO_WORKDIR") or tempfile.mkdtemp(prefix="runnerd-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    # Unix socket paths are short (108 bytes): their own short directory.
+    sockdir = tempfile.mkdtemp(prefix="rdemo-", dir="/tmp")
+    glyphs = GLYPHS_UTF8 if (sys.stdout.encoding or "").lower().startswith("utf") else \
+        GLYPHS_ASCII
+    interrupted = []
+    failed = []
 
-    def stop(*_):
-        nonlocal stopped
-        stopped = True
+    def on_signal(signum, _frame):
+        interrupted.append(signum)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    fake = scaler = None
+    seen_pids = set()
+    last_state, requests, summary = None, [], None
+    t0 = time.monotonic()
+    t0_wall = time.time()
     try:
-        fake.set_secret("demo-runner-token", '{"runner_token": "demo-resource-class-token"}')
-        fake.set_agent_token("demo-resource-class-token", RC)
-        fake.set_asg(ASG, 0, 4, 0, protect_new=True, stop_grace_s=5,
-                     launch_command=[PYTHON, str(Path(__file__).resolve()), "--instance",
-                                     str(work)])
-        fake.add_jobs(RC, count=JOBS, duration_s=JOB_S)
-        print(f"fake cloud on {fake.url}; {JOBS} jobs of {JOB_S:.0f} s queued on {RC}; "
-              f"group {ASG} max 4")
-        t0 = time.monotonic()
-        subprocess.run([str(BUILD / "tests" / "cloudtool"), "set-desired", ASG,
-                        str(min(JOBS, 4))], env=fake.env(imds=False), check=True)
-        last = None
-        shown = None
-        while not stopped and time.monotonic() - t0 < DEADLINE_S:
-            s = fake.state(wait=last["generation"] if last else None, timeout=1.0)
-            last = s
-            jobs = {k: len(v) for k, v in s["jobs"].get(RC, {}).items()}
-            g = s["asgs"][ASG]
-            states = {}
-            for i in g["instances"]:
-                states[i["state"]] = states.get(i["state"], 0) + 1
-            line = (f"desired={g['desired']} instances={dict(sorted(states.items()))} "
-                    f"queued={jobs.get('queued')} running={jobs.get('running')} "
-                    f"done={jobs.get('done')}")
-            if line != shown:
-                print(f"t={time.monotonic() - t0:5.1f}s {line}", flush=True)
-                shown = line
-            if jobs.get("done") == JOBS and not g["instances"]:
+        fake = FakeCloud(work, tick_interval=0.25).start()
+        fake.set_secret("demo-scaler-token", json.dumps({"circle_token": SCALER_TOKEN}))
+        fake.set_runner_token(SCALER_TOKEN)
+        for p in POOLS:
+            fake.set_secret(p.secret, json.dumps({"runner_token": p.agent_token}))
+            fake.set_agent_token(p.agent_token, p.rc)
+            fake.set_asg(p.asg, 0, p.max, 0, protect_new=True, stop_grace_s=5,
+                         launch_command=[PYTHON, str(Path(__file__).resolve()), "--instance",
+                                         str(work), sockdir, p.rc, p.secret, str(BOOT_S)])
+        conf = work / "scaler.conf"
+        scaler_conf(conf)
+        env = fake.env(imds=False)
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        with open(work / "runner-scaler.log", "ab") as log:
+            scaler = subprocess.Popen([str(BUILD / "runner-scaler"), "-c", str(conf)], env=env,
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                      preexec_fn=_die_with_parent)
+
+        plan = job_plan()
+        pending = list(plan)
+        print(f"runnerd demo: fake cloud on {fake.url}; runner-scaler (pid {scaler.pid}) "
+              f"polls every 1 s; logs in {work}")
+        for p in POOLS:
+            n1 = sum(1 for at, q, _ in plan if q is p and at == 0)
+            n2 = sum(1 for at, q, _ in plan if q is p and at > 0)
+            print(f"  pool {p.name:5}  {p.rc} -> group {p.asg} (max {p.max}): {n1} jobs now, "
+                  f"{n2} more at {WAVE_S:g} s")
+        print(f"  jobs run {min(d for *_, d in plan):.1f}-{max(d for *_, d in plan):.1f} s; "
+              f"an instance boots for {BOOT_S:g} s, then runnerd starts the agent")
+        print(f"  fleet: {glyphs['busy']} running a job  {glyphs['idle']} agent up, no job  "
+              f"{glyphs['start']} booting  {glyphs['leave']} leaving  {glyphs['free']} free "
+              f"slot\n")
+        print("   time  pool   queue desired  fleet    boot start idle busy leave   done")
+        shown, shown_at = None, -1.0
+        gen = None
+        phases = {}
+        while not interrupted:
+            now = time.monotonic() - t0
+            if now > DEADLINE_S:
+                print(f"demo: deadline of {DEADLINE_S:g} s reached", file=sys.stderr)
                 break
-            # The first wave takes up to 4 jobs; launch again for what is left.
-            if jobs.get("queued") and g["desired"] == 0:
-                subprocess.run([str(BUILD / "tests" / "cloudtool"), "set-desired", ASG,
-                                str(min(jobs["queued"], 4))], env=fake.env(imds=False),
-                               check=True)
-        s = fake.state()
-        jobs = {k: len(v) for k, v in s["jobs"].get(RC, {}).items()}
-        terms = [r for r in fake.requests() if r.get("op") == "TerminateInstanceInAutoScalingGroup"]
-        print(f"summary: jobs done {jobs.get('done')}/{JOBS}, instances launched "
-              f"{len(s['terminated']) + len(s['asgs'][ASG]['instances'])}, left the group with "
-              f"a decrement {sum(1 for r in terms if r['status'] == 200)}, "
-              f"wall {time.monotonic() - t0:.1f} s")
-        return 0 if jobs.get("done") == JOBS else 1
+            while pending and pending[0][0] <= now:
+                _, pool, dur = pending.pop(0)
+                fake.add_jobs(pool.rc, 1, dur)
+            s = fake.state(wait=gen, timeout=0.5)
+            gen = s["generation"]
+            last_state = s
+            for a in s["asgs"].values():
+                for inst in a["instances"]:
+                    if inst["pid"]:
+                        seen_pids.add(inst["pid"])
+                    if inst["state"] != "Terminating" and not inst["stopped"]:
+                        phases[inst["id"]] = phase_of(sockdir, inst["id"])
+            views = [pool_view(s, p, sockdir, phases) for p in POOLS]
+            lines = []
+            for p, v in zip(POOLS, views):
+                lines.append(f"{p.name:6} {v['queue']:5} {v['desired']:7}  "
+                             f"{fleet_strip(v, p.max, glyphs):8} {v['boot']:4} {v['start']:5} "
+                             f"{v['idle']:4} {v['busy']:4} {v['leave']:5} "
+                             f"{v['done']:3}/{v['total']}")
+            finished = all(v["done"] == v["total"] and v["total"] for v in views) and all(
+                not s["asgs"][p.asg]["instances"] for p in POOLS) and not pending
+            # At most a line pair a second, like vmstat: what changed in between is merged.
+            if lines != shown and (now - shown_at >= 1.0 or finished):
+                print(f"{now:6.1f}s {lines[0]}")
+                for extra in lines[1:]:
+                    print(f"        {extra}")
+                sys.stdout.flush()
+                shown, shown_at = lines, now
+            if finished:
+                break
+        requests = fake.requests()
+        last_state = fake.state()
+    except Exception as e:  # still clean up; say what broke
+        if not interrupted:
+            print(f"demo: {type(e).__name__}: {e}", file=sys.stderr)
+            failed.append(e)
     finally:
-        fake.stop()
+        end_wall = time.time()
+        stop_process(scaler)
+        if fake is not None:
+            if last_state is None:
+                try:
+                    last_state = fake.state()
+                except Exception:
+                    pass
+            seen_pids.update(fake.stop())
+        # Belt and braces: any instance process group still alive (checked to be ours).
+        for pid in procs_mentioning(str(work), sockdir):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    left = procs_mentioning(str(work), sockdir)
+    if last_state is not None:
+        summary = summarize(last_state, requests, end_wall, t0_wall)
+    else:
+        summary = {"jobs": 0, "jobs_done": 0}
+    summary["processes_left"] = len(left)
+    summary["interrupted"] = bool(interrupted)
+    print()
+    if interrupted:
+        print("demo: interrupted; everything it started is stopped")
+    if last_state is not None:
+        print(f"summary: {summary['jobs_done']}/{summary['jobs']} jobs done in "
+              f"{summary['wall_s']:.1f} s; wait mean {summary['wait_mean_s']:.1f} s, "
+              f"p95 {summary['wait_p95_s']:.1f} s")
+        rest = summary["left_group"] - summary["left_with_decrement"]
+        print(f"         {summary['instances_launched']} instances; {summary['left_group']} "
+              f"left their group themselves, {summary['left_with_decrement']} with a decrement"
+              + (f", {rest} without (the scaler had lowered desired to MinSize first)"
+                 if rest else ""))
+        print(f"         runner-scaler wrote SetDesiredCapacity {summary['capacity_writes']} "
+              f"times")
+        print(f"         instance-seconds {summary['instance_seconds']:.1f}: running jobs "
+              f"{summary['busy_seconds']:.1f}, idle (booting, starting, waiting, leaving) "
+              f"{summary['idle_instance_seconds']:.1f}")
+    print(f"         processes left: {len(left)}")
+    if os.environ.get("DEMO_SUMMARY"):
+        Path(os.environ["DEMO_SUMMARY"]).write_text(json.dumps(summary) + "\n")
+    ok = (not interrupted and not failed and not left and summary["jobs"] == JOBS
+          and summary["jobs_done"] == JOBS)
+    if os.environ.get("DEMO_KEEP") != "1" and (ok or interrupted):
+        import shutil
+        shutil.rmtree(sockdir, ignore_errors=True)
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+    elif not ok:
+        print(f"demo: logs kept in {work}", file=sys.stderr)
+    if interrupted and interrupted[0] == signal.SIGINT:
+        return 130
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -89,6 +89,10 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   POST /_fake/agent/claim {resource_class, runner_name, token, hostname?, version?}
         -> 200 {"job_id","duration_s"} | 204 when the queue is empty | 401 bad token
   POST /_fake/agent/complete {job_id, exit_code}
+  POST /_fake/note {key, value}      a free-form JSON value (at most 64 KiB encoded) that a
+                                     helper the test cannot reach directly leaves for it: the
+                                     e2e boot test's agent inside the guest posts what it saw
+                                     there. Shown in state()["notes"][key]; at most 100 keys.
   POST /_fake/fault {match, status?, code?, message?, body?, content_type?, delay_s?,
                      retry_after?, slow_bps?, oversize_bytes?, close?, times?, instance_id?}
         match (fnmatch pattern): "autoscaling:SetDesiredCapacity", "secretsmanager:GetSecretValue",
@@ -475,6 +479,7 @@ class Cloud:
         self.jobs = collections.OrderedDict()
         self.job_seq = 0
         self.runners = {}
+        self.notes = {}
         self.faults = []
         self.fault_seq = 0
         self.log = collections.deque(maxlen=LOG_KEEP)
@@ -696,7 +701,8 @@ class Cloud:
                 "main_identity": {"instance_id": self.main_identity.instance_id,
                                   "region": self.main_identity.region,
                                   "role": self.main_identity.role},
-                "clock_offset_s": self.clock_offset}
+                "clock_offset_s": self.clock_offset,
+                "notes": dict(self.notes)}
 
     # -- faults --
     def take_fault(self, keys, instance_id=None):
@@ -1990,6 +1996,19 @@ def c_complete(h, cloud, body):
     return 200, {"ok": True}
 
 
+def c_note(h, cloud, body):
+    b = validate(body, {"key": F(str, True, maxlen=128, pattern=r"^[\w.:/-]+$"),
+                        "value": F((str, int, float, bool, list, dict), True, nullable=True)})
+    if len(json.dumps(b["value"])) > 65536:
+        raise Bad("value: too large (max 64 KiB as JSON)")
+    with cloud.lock:
+        if b["key"] not in cloud.notes and len(cloud.notes) >= 100:
+            raise Bad("too many notes")
+        cloud.notes[b["key"]] = b["value"]
+        cloud.bump()
+    return 200, {"ok": True}
+
+
 def c_fault(h, cloud, body):
     b = validate(body, {"match": F(str, True, maxlen=200),
                         "status": F(int, lo=100, hi=599), "code": F(str, maxlen=128),
@@ -2070,7 +2089,8 @@ CONTROL = {("POST", "reset"): c_reset, ("POST", "credentials"): c_credentials,
            ("POST", "asg"): c_asg, ("POST", "imds"): c_imds,
            ("POST", "runner-token"): c_runner_token, ("POST", "agent-token"): c_agent_token,
            ("POST", "jobs"): c_jobs, ("POST", "agent/claim"): c_claim,
-           ("POST", "agent/complete"): c_complete, ("POST", "fault"): c_fault,
+           ("POST", "agent/complete"): c_complete, ("POST", "note"): c_note,
+           ("POST", "fault"): c_fault,
            ("DELETE", "faults"): c_clear_faults, ("DELETE", "fault"): c_clear_faults,
            ("GET", "requests"): c_requests,
            ("GET", "state"): c_state, ("POST", "tick"): c_tick, ("POST", "clock"): c_clock}

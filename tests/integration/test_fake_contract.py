@@ -895,6 +895,27 @@ def test_control_misc(fake):
     assert fake.state(wait=g, timeout=5)["generation"] > g
 
 
+def test_note_side_door(fake):
+    """POST /_fake/note: what the e2e guest's agent reports; bounded, replaced per key, reset."""
+    g = fake.state()["generation"]
+    assert fake.call("POST", "note", {"key": "agent", "value": {"phase": "running"}})[0] == 200
+    assert fake.call("POST", "note", {"key": "agent", "value": [1, "two"]})[0] == 200
+    assert fake.call("POST", "note", {"key": "other:1", "value": None})[0] == 200
+    s = fake.state(wait=g, timeout=5)
+    assert s["notes"] == {"agent": [1, "two"], "other:1": None}
+    for bad in ({"key": "agent"}, {"value": 1}, {"key": "", "value": 1},
+                {"key": "a b", "value": 1}, {"key": "k" * 129, "value": 1},
+                {"key": "k", "value": "x" * 70000}, {"key": "k", "value": 1, "more": 2}):
+        status, out = fake.call("POST", "note", bad)
+        assert status == 400 and out["error"], bad
+    for i in range(98):
+        assert fake.call("POST", "note", {"key": f"n{i}", "value": i})[0] == 200
+    assert fake.call("POST", "note", {"key": "one-too-many", "value": 1})[0] == 400
+    assert fake.call("POST", "note", {"key": "agent", "value": 2})[0] == 200  # replace: fine
+    fake.reset()
+    assert fake.state()["notes"] == {}
+
+
 # ---- launch hook ---------------------------------------------------------------------------
 
 def probe_cmd(outdir, mode):

@@ -699,9 +699,9 @@ def test_commands(build):
     assert p.returncode == 0 and "check-config" in p.stdout
     p = subprocess.run([rs, "--bogus"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 64
-    p = subprocess.run([rs, "simulate", "--trace", "x"], capture_output=True, text=True,
-                       timeout=10)
-    assert p.returncode == 69 and "not implemented yet" in p.stdout
+    p = subprocess.run([rs, "simulate", "--trace", "/nonexistent/x.csv"], capture_output=True,
+                       text=True, timeout=10)
+    assert p.returncode == 66 and "/nonexistent/x.csv" in p.stderr  # EX_NOINPUT
     p = subprocess.run([rs, "-c", "/nonexistent/scaler.conf", "--once"], capture_output=True,
                        text=True, timeout=10)
     assert p.returncode == 78

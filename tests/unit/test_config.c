@@ -944,6 +944,36 @@ static void test_round_trip(void **state)
 	cfg_free(c2);
 }
 
+/* Found by fuzzing: "key =;x" holds ";x" (only ';' after whitespace starts a comment), and
+ * printing it as "key = ;x" turned it into a comment; so did a list item ";c" printed after a
+ * space. */
+static void test_round_trip_leading_semicolon(void **state)
+{
+	struct cfg *c1, *c2;
+	struct agent *a1, *a2;
+	char *p1, *p2;
+
+	(void)state;
+	c1 = load_ok("[agent]\nname =;n\nnote =;x ;y\ninstall =;a b,;c\n");
+	a1 = cfg_get(c1, "agent");
+	assert_string_equal(a1->note, ";x");
+	p1 = print_str(c1);
+	assert_non_null(strstr(p1, "\nnote =;x\n"));
+	c2 = load_ok(p1);
+	p2 = print_str(c2);
+	assert_string_equal(p1, p2);
+	a2 = cfg_get(c2, "agent");
+	assert_string_equal(a2->name, ";n");
+	assert_string_equal(a2->note, ";x");
+	assert_int_equal(a2->install.n, 3);
+	assert_string_equal(a2->install.items[0], ";a");
+	assert_string_equal(a2->install.items[2], ";c");
+	free(p1);
+	free(p2);
+	cfg_free(c1);
+	cfg_free(c2);
+}
+
 static char *write_tmp(const void *data, size_t n)
 {
 	char *path = strdup("/tmp/test_config.XXXXXX");
@@ -1034,6 +1064,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_env_bad, clear_env, clear_env),
 	        cmocka_unit_test_setup_teardown(test_print, clear_env, clear_env),
 	        cmocka_unit_test_setup_teardown(test_round_trip, clear_env, clear_env),
+	        cmocka_unit_test_setup_teardown(test_round_trip_leading_semicolon, clear_env,
+	                                        clear_env),
 	        cmocka_unit_test_setup_teardown(test_load_file, clear_env, clear_env),
 	};
 

@@ -145,6 +145,8 @@ static void test_broken(void **state)
 	        {"<a></b>", -EBADMSG},
 	        {"<a><b></a></b>", -EBADMSG},
 	        {"<ns:a></other:a>", -EBADMSG},
+	        {"<\x87:/>", -EBADMSG}, /* found by fuzzing: a prefix without a local name */
+	        {"<a><b:></b:></a>", -EBADMSG},
 	        {"<a></a><b></b>", -EBADMSG},
 	        {"<a></a>trailing", -EBADMSG},
 	        {"</a>", -EBADMSG},

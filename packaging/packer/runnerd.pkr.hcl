@@ -1,0 +1,108 @@
+# Bakes a runner AMI: Debian 12 with the runnerd package installed but not started, and the
+# bake-time work of `runnerd prepare` done (packages, agent binary), so instances boot straight
+# into fetching the token and running the job.
+#
+#   packer build -var deb=build/runnerd_VERSION_amd64.deb -var region=us-east-1 \
+#     packaging/packer/runnerd.pkr.hcl
+#
+# The runners' own configuration (runnerd.conf, baked in; no secret in it) is a variable too.
+# Written for Debian's packer 1.6 (builders built in) and newer ones: with packer >= 1.10, run
+# `packer plugins install github.com/hashicorp/amazon` first.
+
+packer {
+  required_version = ">= 1.6.6"
+}
+
+variable "deb" {
+  type        = string
+  description = "Path of the runnerd_*.deb to install (make deb)."
+}
+
+variable "config" {
+  type        = string
+  default     = ""
+  description = "runnerd.conf baked into the image (default: runnerd.conf beside this file)."
+}
+
+locals {
+  config = var.config != "" ? var.config : "${path.root}/runnerd.conf"
+}
+
+variable "region" {
+  type    = string
+  default = "us-east-1"
+}
+
+variable "instance_type" {
+  type    = string
+  default = "t3.small"
+}
+
+variable "ami_name_prefix" {
+  type    = string
+  default = "runnerd-debian-12"
+}
+
+source "amazon-ebs" "debian12" {
+  region        = var.region
+  instance_type = var.instance_type
+  ssh_username  = "admin"
+  ami_name      = "${var.ami_name_prefix}-${formatdate("YYYYMMDD-hhmmss", timestamp())}"
+
+  # Debian's own images (the Debian cloud team's account).
+  source_ami_filter {
+    owners      = ["136693071363"]
+    most_recent = true
+    filters = {
+      name                = "debian-12-amd64-*"
+      architecture        = "x86_64"
+      virtualization-type = "hvm"
+      root-device-type    = "ebs"
+    }
+  }
+
+  # No metadata_options (IMDSv2 only) for the build instance: Debian's packer 1.6 lacks the
+  # block. The runners' launch template enforces IMDSv2 where it matters.
+
+  tags = {
+    Name      = var.ami_name_prefix
+    "runnerd" = "baked"
+  }
+}
+
+build {
+  sources = ["source.amazon-ebs.debian12"]
+
+  provisioner "file" {
+    source      = var.deb
+    destination = "/tmp/runnerd.deb"
+  }
+
+  provisioner "file" {
+    source      = local.config
+    destination = "/tmp/runnerd.conf"
+  }
+
+  provisioner "shell" {
+    inline = [
+      "set -eux",
+      # The configuration first, so the package keeps it (--force-confold).
+      "sudo install -d -m 0755 /etc/runnerd",
+      "sudo install -m 0644 /tmp/runnerd.conf /etc/runnerd/runnerd.conf",
+      "sudo apt-get update -q",
+      # RUNNERD_NO_START=1: enable runnerd.service for the image's boots, but do not start it
+      # here (it would run the boot flow on the build instance and power it off).
+      "sudo env RUNNERD_NO_START=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confold /tmp/runnerd.deb",
+      "sudo runnerd check-config >/dev/null",
+      "sudo runnerd prepare",
+      "systemctl is-enabled runnerd.service",
+      "! systemctl is-active --quiet runnerd.service",
+      # Clean up: nothing of this build in the image but the package and what prepare installed.
+      "rm -f /tmp/runnerd.deb /tmp/runnerd.conf",
+      "sudo apt-get clean",
+      "sudo rm -rf /var/lib/apt/lists/*",
+      # Let cloud-init treat the image's first boot as a first boot.
+      "sudo cloud-init clean --logs",
+    ]
+  }
+}

@@ -1,0 +1,112 @@
+"""make demo, shortened: the fake cloud, the real runner-scaler and real runnerd instances run a
+small burst on two pools; the summary says every job ran and nothing is left running. And the
+same demo interrupted with Ctrl-C (SIGINT to its process group, as a terminal sends it) stops
+everything it started.
+
+Processes are found by what they were started with: everything the demo starts has its work
+directory (DEMO_WORKDIR) on its command line."""
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+
+from conftest import PYTHON, REPO
+
+DEMO = REPO / "tests" / "demo.py"
+
+
+def demo_env(build, tmp_path, **knobs):
+    env = dict(os.environ, RUNNERD_BUILD=str(build), DEMO_WORKDIR=str(tmp_path / "work"),
+               DEMO_SUMMARY=str(tmp_path / "summary.json"), PYTHONIOENCODING="utf-8")
+    env.update({k: str(v) for k, v in knobs.items()})
+    return env
+
+
+def procs_mentioning(path):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if path.encode() in f.read():
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+def test_demo_short_run(build, tmp_path):
+    env = demo_env(build, tmp_path, DEMO_JOBS=6, DEMO_JOB_SECONDS=1, DEMO_BOOT_SECONDS=0.3,
+                   DEMO_WAVE_SECONDS=2, DEMO_DEADLINE=80)
+    t0 = time.monotonic()
+    p = subprocess.run([PYTHON, str(DEMO)], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=110)
+    elapsed = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["jobs"] == 6 and s["jobs_done"] == 6, s
+    assert s["processes_left"] == 0 and not s["interrupted"]
+    # Every instance ran runnerd's exit path: it left its group itself (with a decrement,
+    # unless the scaler had lowered desired to MinSize first).
+    assert s["instances_launched"] >= 2  # two pools
+    assert s["left_group"] == s["instances_launched"], s
+    assert 1 <= s["left_with_decrement"] <= s["left_group"]
+    assert s["capacity_writes"] >= 2  # the real scaler scaled both groups out
+    assert 0 <= s["wait_mean_s"] <= s["wait_p95_s"] < 60
+    assert s["busy_seconds"] >= 6 * 0.6 and s["instance_seconds"] > s["busy_seconds"]
+    out = p.stdout
+    assert "queue desired  fleet" in out and "summary: 6/6 jobs done" in out
+    assert "linux" in out and "arm" in out and "processes left: 0" in out
+    assert procs_mentioning(str(tmp_path / "work")) == []
+    assert elapsed < 100
+
+
+def test_demo_ctrl_c_stops_everything(build, tmp_path):
+    env = demo_env(build, tmp_path, DEMO_JOBS=8, DEMO_JOB_SECONDS=30, DEMO_BOOT_SECONDS=0.3,
+                   DEMO_DEADLINE=100)
+    proc = subprocess.Popen([PYTHON, str(DEMO)], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    lines = queue.Queue()
+
+    def reader():
+        for raw in iter(proc.stdout.readline, b""):
+            lines.put(raw.decode("utf-8", errors="replace"))
+        lines.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    seen = []
+    try:
+        # Wait for a timeline line showing an instance running a job (the fleet glyph).
+        deadline = time.monotonic() + 60
+        while True:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, "demo ended early:\n" + "".join(seen)
+            seen.append(line)
+            if "█" in line:
+                break
+            assert time.monotonic() < deadline, "no busy instance in time:\n" + "".join(seen)
+        assert procs_mentioning(str(tmp_path / "work")), "nothing running before Ctrl-C?"
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+        rc = proc.wait(40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    while True:
+        line = lines.get(timeout=10)
+        if line is None:
+            break
+        seen.append(line)
+    out = "".join(seen)
+    assert rc == 130, out[-4000:]
+    assert "interrupted" in out and "processes left: 0" in out
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["interrupted"] and s["processes_left"] == 0
+    assert s["jobs_done"] < 8  # it really was cut short
+    assert procs_mentioning(str(tmp_path / "work")) == []

@@ -1,0 +1,538 @@
+"""The Debian packages, built and installed for real (packaging/README.md).
+
+- The packages are built by packaging/build-deb (`make deb`) into a temporary directory, or taken
+  from $RUNNERD_DEBS (`make verify-packaging` builds them first and passes its build directory).
+- lintian --fail-on error,warning on both; their contents; the binaries' hardening.
+- Installation with dpkg into a Debian 12 chroot (debootstrap, cached outside the repo, keyed by
+  its recipe): the real maintainer scripts run, systemd-sysusers and systemd-tmpfiles included.
+  The chroot has /run/systemd/system, so the scripts act as on a booted system; systemctl is a
+  stub that records every call and hands the offline verbs (preset, enable, is-enabled, ...) to
+  the real one, so enablement is real and every start/stop/restart is seen. Needs root (chroot,
+  a private mount namespace for /proc): skipped, saying so, when not root.
+- systemd-analyze verify of both units inside that root, the man pages of Documentation= looked
+  up there too: any output on stderr fails (it exits 0 on unknown keys), with a negative control
+  that proves a bad key is reported; systemd-analyze security bounds runner-scaler's exposure.
+"""
+
+import hashlib
+import os
+import re
+import select
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO  # noqa: E402
+
+BUILD_DEB = REPO / "packaging" / "build-deb"
+SUITE = "bookworm"
+# What the chroot needs so that dpkg -i of both packages succeeds without the network: their
+# run-time dependencies, and systemd (sysusers, tmpfiles, systemctl, unit targets).
+ROOTFS_INCLUDE = "systemd,sudo,procps,libcurl4,libcjson1,libinih1,libssl3,libyaml-0-2"
+ROOTFS_RECIPE = f"debootstrap --variant=minbase --include={ROOTFS_INCLUDE} {SUITE}; " \
+                "minus var/cache/apt/archives/*.deb and var/lib/apt/lists/*"
+
+# The stub: offline verbs go to the real systemctl (enablement is done for real; SYSTEMD_OFFLINE
+# because /run/systemd/system would make it look for a manager), the verbs that need a running
+# manager are recorded and succeed (is-active: "inactive").
+SYSTEMCTL_STUB = r"""#!/bin/sh
+echo "$*" >>/var/log/systemctl.calls
+for a; do
+	case "$a" in
+	preset | enable | disable | reenable | mask | unmask | is-enabled | list-unit-files | cat)
+		SYSTEMD_OFFLINE=1 exec /usr/bin/systemctl.real "$@" ;;
+	is-active) exit 3 ;;
+	start | stop | restart | try-restart | reload | reload-or-restart | daemon-reload | kill)
+		exit 0 ;;
+	esac
+done
+exit 0
+"""
+
+
+def run(argv, timeout=120, **kw):
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def out(r):
+    return f"exit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
+
+
+# ---- the packages -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory):
+    """{'runnerd': Path, 'runner-scaler': Path}: $RUNNERD_DEBS, else built now."""
+    given = os.environ.get("RUNNERD_DEBS")
+    if given:
+        d = Path(given)
+    else:
+        d = tmp_path_factory.mktemp("debs")
+        r = run([BUILD_DEB, d], timeout=900)
+        assert r.returncode == 0, "packaging/build-deb failed:\n" + out(r)
+    found = {}
+    for p in ("runnerd", "runner-scaler"):
+        m = sorted(d.glob(f"{p}_*.deb"))
+        assert len(m) == 1, f"want exactly one {p}_*.deb in {d}, got {m}"
+        found[p] = m[0]
+    return found
+
+
+def deb_field(deb, field):
+    r = run(["dpkg-deb", "-f", deb, field])
+    assert r.returncode == 0, out(r)
+    return r.stdout.strip()
+
+
+def deb_files(deb):
+    r = run(["dpkg-deb", "-c", deb])
+    assert r.returncode == 0, out(r)
+    # "drwxr-xr-x root/root 0 2026-01-01 00:00 ./etc/" -> "/etc"
+    return {line.split(None, 5)[5].split(" -> ")[0].lstrip(".").rstrip("/") or "/"
+            for line in r.stdout.splitlines()}
+
+
+def test_lintian_clean(debs):
+    # lintian's --fail-on takes the kinds that fail, not a threshold: error and warning.
+    r = run(["lintian", "--fail-on", "error,warning", "--display-info", "--no-tag-display-limit",
+             debs["runnerd"], debs["runner-scaler"]], timeout=300)
+    assert r.returncode == 0, out(r)
+    bad = [l for l in r.stdout.splitlines()
+           if l.startswith(("E:", "W:")) or "unused-override" in l or "mismatched-override" in l]
+    assert not bad, out(r)
+
+
+def test_package_contents(debs):
+    rd, sc = deb_files(debs["runnerd"]), deb_files(debs["runner-scaler"])
+    for f in ("/usr/sbin/runnerd", "/usr/bin/runnerctl", "/lib/systemd/system/runnerd.service",
+              "/etc/runnerd/runnerd.conf", "/usr/lib/sysusers.d/runnerd.conf",
+              "/usr/lib/tmpfiles.d/runnerd.conf", "/usr/share/man/man8/runnerd.8.gz",
+              "/usr/share/man/man8/runnerctl.8.gz", "/usr/share/man/man5/runnerd.conf.5.gz",
+              "/usr/share/doc/runnerd/copyright", "/usr/share/doc/runnerd/README.Debian"):
+        assert f in rd, f"runnerd lacks {f}"
+    for f in ("/usr/sbin/runner-scaler", "/lib/systemd/system/runner-scaler.service",
+              "/etc/runnerd/scaler.conf", "/usr/share/man/man8/runner-scaler.8.gz",
+              "/usr/share/man/man5/runner-scaler.conf.5.gz"):
+        assert f in sc, f"runner-scaler lacks {f}"
+    # A scaler node must never get the unit that powers the machine off.
+    assert not {"/usr/sbin/runnerd", "/lib/systemd/system/runnerd.service"} & sc, sorted(sc)
+    assert not any("scaler" in f for f in rd), sorted(rd)
+
+    depends = deb_field(debs["runnerd"], "Depends")
+    for dep in ("sudo", "libcurl4", "libsystemd0", "libcjson1", "libinih1"):
+        assert re.search(rf"(^|, ){re.escape(dep)}\b", depends), depends
+    assert re.search(r"(^|, )procps\b", deb_field(debs["runner-scaler"], "Depends"))
+    assert deb_field(debs["runnerd"], "Version") == deb_field(debs["runner-scaler"], "Version")
+
+    for deb, conffile in ((debs["runnerd"], "/etc/runnerd/runnerd.conf"),
+                          (debs["runner-scaler"], "/etc/runnerd/scaler.conf")):
+        ctl = run(["sh", "-c", 'dpkg-deb --ctrl-tarfile "$1" | tar -xOf - ./conffiles', "sh", deb])
+        assert ctl.stdout.split() == [conffile], out(ctl)
+
+
+def test_binaries_hardened(debs, tmp_path):
+    """PIE, full RELRO (BIND_NOW), stack protector and FORTIFY in all three binaries."""
+    for deb in debs.values():
+        r = run(["dpkg-deb", "-x", deb, tmp_path])
+        assert r.returncode == 0, out(r)
+    for b in ("usr/sbin/runnerd", "usr/bin/runnerctl", "usr/sbin/runner-scaler"):
+        path = tmp_path / b
+        hdr = run(["readelf", "-hlW", path]).stdout
+        assert re.search(r"Type:\s+DYN", hdr), f"{b}: not PIE\n{hdr}"
+        assert "GNU_RELRO" in hdr, f"{b}: no RELRO"
+        dyn = run(["readelf", "-dW", path]).stdout
+        assert re.search(r"\(FLAGS\).*\bBIND_NOW\b|\(FLAGS_1\).*\bNOW\b", dyn), \
+            f"{b}: no BIND_NOW\n{dyn}"
+        syms = run(["readelf", "--dyn-syms", "-W", path]).stdout
+        assert "__stack_chk_fail" in syms, f"{b}: no stack protector"
+        assert re.search(r"\b__\w+_chk\b", syms.replace("__stack_chk_fail", "")), \
+            f"{b}: no FORTIFY_SOURCE function"
+
+
+# ---- installing into a chroot -------------------------------------------------------------
+
+def needs_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: dpkg into a chroot, and a private mount namespace for its /proc")
+
+
+def cache_dir():
+    c = os.environ.get("RUNNERD_CACHE")
+    if not c:
+        c = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "runnerd")
+    return Path(c)
+
+
+def debian_mirror():
+    """The mirror this machine's apt uses (never a hard-coded host)."""
+    src = Path("/etc/apt/sources.list.d/debian.sources")
+    if src.exists():
+        for line in src.read_text().splitlines():
+            if line.startswith("URIs:"):
+                return line.split()[1]
+    lst = Path("/etc/apt/sources.list")
+    if lst.exists():
+        for line in lst.read_text().splitlines():
+            f = line.split()
+            if len(f) >= 3 and f[0] == "deb" and not f[1].startswith("["):
+                return f[1]
+    pytest.fail("no Debian mirror found in /etc/apt (debian.sources or sources.list)")
+
+
+@pytest.fixture(scope="session")
+def rootfs_tar():
+    """A tarball of a minimal Debian 12 root with the packages' dependencies, cached."""
+    needs_root()
+    key = hashlib.sha256(ROOTFS_RECIPE.encode()).hexdigest()[:16]
+    cache = cache_dir()
+    tar = cache / f"pkgroot-{key}.tar"
+    if tar.exists():
+        return tar
+    assert shutil.which("debootstrap"), "debootstrap is missing: run scripts/install-deps"
+    cache.mkdir(parents=True, exist_ok=True)
+    work = cache / f"pkgroot-{key}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        root = work / "root"
+        r = run(["debootstrap", "--variant=minbase", f"--include={ROOTFS_INCLUDE}", SUITE, root,
+                 debian_mirror()], timeout=900)
+        assert r.returncode == 0, "debootstrap failed:\n" + out(r)[-4000:]
+        for d in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (root / d).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        r = run(["tar", "-C", root, "-cf", work / "root.tar", "."], timeout=300)
+        assert r.returncode == 0, out(r)
+        os.replace(work / "root.tar", tar)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return tar
+
+
+class Chroot:
+    """A throwaway Debian root: run commands in it, see its systemctl calls."""
+
+    def __init__(self, tar, where):
+        self.root = Path(where) / "root"
+        self.root.mkdir()
+        r = run(["tar", "-C", self.root, "-xf", tar], timeout=300)
+        assert r.returncode == 0, out(r)
+        # What maintainer scripts test to tell a booted systemd.
+        (self.root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
+        real = self.root / "usr/bin/systemctl"
+        real.rename(self.root / "usr/bin/systemctl.real")
+        real.write_text(SYSTEMCTL_STUB)
+        real.chmod(0o755)
+
+    def run(self, argv, env=None, timeout=120):
+        """argv inside the root, with /proc mounted in a private mount namespace (gone when
+        the command ends), no standard input, and a clean environment plus env."""
+        e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8",
+             "DEBIAN_FRONTEND": "noninteractive"}
+        e.update(env or {})
+        script = 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
+        return run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                    self.root, *argv], env=e, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def install(self, *debs, env=None, dpkg_opts=()):
+        paths = []
+        for d in debs:
+            shutil.copy(d, self.root / "tmp" / Path(d).name)
+            paths.append(f"/tmp/{Path(d).name}")
+        return self.run(["dpkg", *dpkg_opts, "-i", *paths], env=env)
+
+    def unstub(self):
+        """The real systemctl back, to boot the root."""
+        (self.root / "usr/bin/systemctl.real").replace(self.root / "usr/bin/systemctl")
+
+    def remove(self):
+        """A root is 160 MiB: do not leave it to pytest's tmp retention."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def calls(self):
+        p = self.root / "var/log/systemctl.calls"
+        return p.read_text().splitlines() if p.exists() else []
+
+    def clear_calls(self):
+        (self.root / "var/log/systemctl.calls").unlink(missing_ok=True)
+
+    def enabled(self, unit):
+        return (self.root / "etc/systemd/system/multi-user.target.wants" / unit).is_symlink()
+
+    def passwd(self, user):
+        for line in (self.root / "etc/passwd").read_text().splitlines():
+            f = line.split(":")
+            if f[0] == user:
+                return f
+        return None
+
+
+def starts(calls, unit):
+    """The calls that would start unit (start, restart, try-restart...)."""
+    return [c for c in calls if unit in c.split() and
+            re.search(r"\b(start|restart|try-restart|reload-or-restart)\b", c)]
+
+
+def stops(calls, unit):
+    return [c for c in calls if unit in c.split() and re.search(r"\bstop\b", c)]
+
+
+@pytest.fixture(scope="module")
+def installed(rootfs_tar, debs, tmp_path_factory):
+    """Both packages installed the plain way, as user-data does on a runner: (Chroot, result)."""
+    ch = Chroot(rootfs_tar, tmp_path_factory.mktemp("chroot"))
+    try:
+        r = ch.install(debs["runnerd"], debs["runner-scaler"])
+        assert r.returncode == 0, "dpkg -i failed:\n" + out(r)
+        yield ch, r
+    finally:
+        ch.remove()
+
+
+def test_install_starts_runnerd_without_blocking(installed):
+    ch, _ = installed
+    calls = ch.calls()
+    assert ch.enabled("runnerd.service"), calls
+    # Exactly one start, queued: a blocking start would wait for READY, which runnerd sends
+    # after its packages phase, which needs the dpkg lock this install holds.
+    assert starts(calls, "runnerd.service") == ["--no-block start runnerd.service"], calls
+    assert "--system daemon-reload" in calls, calls
+
+
+def test_install_creates_job_user(installed):
+    ch, _ = installed
+    pw = ch.passwd("circleci")
+    assert pw is not None, "no circleci user"
+    assert pw[5:7] == ["/home/circleci", "/bin/bash"], pw
+    uid = int(pw[2])
+    for d, mode in (("home/circleci", 0o750), ("var/lib/circleci-runner/workdir", 0o750)):
+        st = (ch.root / d).stat()
+        assert st.st_uid == uid and stat.S_IMODE(st.st_mode) == mode, (d, st)
+    # The example configuration is valid as shipped (every key commented: the defaults).
+    r = ch.run(["runnerd", "check-config"])
+    assert r.returncode == 0, out(r)
+    assert "user = circleci" in r.stdout
+
+
+def test_scaler_installed_disabled_and_stopped(installed):
+    ch, _ = installed
+    calls = ch.calls()
+    assert not ch.enabled("runner-scaler.service")
+    assert not [c for c in starts(calls, "runner-scaler.service") if "is-" not in c], calls
+    r = ch.run(["systemctl", "is-enabled", "runner-scaler.service"])
+    assert r.stdout.strip() == "disabled", out(r)
+    # The shipped example is not a working scaler configuration: it must fail, as EX_CONFIG
+    # (the unit does not restart on 78).
+    r = ch.run(["runner-scaler", "check-config"])
+    assert r.returncode == 78, out(r)
+
+
+def verify(ch, *units):
+    env = dict(os.environ, MANPATH=str(ch.root / "usr/share/man"), SYSTEMD_LOG_COLOR="0",
+               SYSTEMD_PAGER="")
+    return run(["systemd-analyze", "verify", f"--root={ch.root}", *units], env=env)
+
+
+def test_units_verify_clean(installed):
+    ch, _ = installed
+    # ExecStart binaries, targets and the man pages of Documentation= all resolve in the root.
+    r = verify(ch, "runnerd.service", "runner-scaler.service")
+    assert r.returncode == 0 and r.stderr == "" and r.stdout == "", out(r)
+
+
+def test_units_verify_reports_a_bad_key(installed):
+    """The negative control: the check above would see a mistake (verify still exits 0)."""
+    ch, _ = installed
+    probe = ch.root / "etc/systemd/system/verify-probe.service"
+    text = (ch.root / "lib/systemd/system/runnerd.service").read_text()
+    probe.write_text(text.replace("[Service]\n", "[Service]\nKillMod=mixed\n", 1))
+    try:
+        r = verify(ch, "verify-probe.service")
+    finally:
+        probe.unlink()
+    assert "Unknown key" in r.stderr and "KillMod" in r.stderr, out(r)
+
+
+def test_scaler_unit_exposure(installed):
+    ch, _ = installed
+    r = run(["systemd-analyze", "security", "--offline=yes", f"--root={ch.root}",
+             "--threshold=15", "--no-pager", "runner-scaler.service"],
+            env=dict(os.environ, SYSTEMD_COLORS="0"))
+    m = re.search(r"Overall exposure level for runner-scaler.service: ([0-9.]+)", r.stdout)
+    assert m and r.returncode == 0, out(r)
+    assert float(m.group(1)) <= 1.5, out(r)
+
+
+@pytest.fixture
+def fresh(rootfs_tar, tmp_path):
+    ch = Chroot(rootfs_tar, tmp_path)
+    try:
+        yield ch
+    finally:
+        ch.remove()
+
+
+def test_no_start_switch(fresh, debs):
+    r = fresh.install(debs["runnerd"], env={"RUNNERD_NO_START": "1"})
+    assert r.returncode == 0, out(r)
+    calls = fresh.calls()
+    assert fresh.enabled("runnerd.service"), calls
+    assert starts(calls, "runnerd.service") == [], calls
+    assert "RUNNERD_NO_START=1" in r.stderr, out(r)
+
+
+@pytest.mark.parametrize("policy_status,started", [(101, False), (0, True)])
+def test_policy_rc_d(fresh, debs, policy_status, started):
+    policy = fresh.root / "usr/sbin/policy-rc.d"
+    policy.write_text(f"#!/bin/sh\necho \"$*\" >>/var/log/policy-rc.d.calls\n"
+                      f"exit {policy_status}\n")
+    policy.chmod(0o755)
+    r = fresh.install(debs["runnerd"])
+    assert r.returncode == 0, out(r)
+    asked = (fresh.root / "var/log/policy-rc.d.calls").read_text().splitlines()
+    assert "runnerd.service start" in asked, asked
+    assert bool(starts(fresh.calls(), "runnerd.service")) == started, fresh.calls()
+    assert fresh.enabled("runnerd.service")
+
+
+def test_upgrade_and_purge_leave_runnerd_alone(fresh, debs):
+    r = fresh.install(debs["runnerd"])
+    assert r.returncode == 0, out(r)
+    fresh.clear_calls()
+    # A reinstall runs the upgrade paths (postinst configure with the old version).
+    r = fresh.install(debs["runnerd"])
+    assert r.returncode == 0, out(r)
+    calls = fresh.calls()
+    assert starts(calls, "runnerd.service") == [] and stops(calls, "runnerd.service") == [], calls
+    r = fresh.run(["dpkg", "--purge", "runnerd"])
+    assert r.returncode == 0, out(r)
+    calls = fresh.calls()
+    assert stops(calls, "runnerd.service") == [], calls
+    assert not fresh.enabled("runnerd.service")
+    assert not (fresh.root / "etc/runnerd/runnerd.conf").exists()
+
+
+def test_config_written_first_is_kept(fresh, debs):
+    """The user-data order: configuration first, then the install, which must keep it."""
+    conf = fresh.root / "etc/runnerd/runnerd.conf"
+    conf.parent.mkdir(parents=True)
+    mine = "[token]\nid = my-secret\n"
+    conf.write_text(mine)
+    # Without --force-confold dpkg asks, and with no terminal it fails: why user-data passes it.
+    r = fresh.install(debs["runnerd"], env={"RUNNERD_NO_START": "1"})
+    assert r.returncode != 0 and "conffile prompt" in r.stderr, out(r)
+    r = fresh.install(debs["runnerd"], env={"RUNNERD_NO_START": "1"},
+                      dpkg_opts=("--force-confdef", "--force-confold"))
+    assert r.returncode == 0, out(r)
+    assert conf.read_text() == mine
+    r = fresh.run(["runnerd", "check-config"])
+    assert r.returncode == 0 and "id = my-secret" in r.stdout, out(r)
+
+
+# ---- runner-scaler under systemd, in its sandbox ----------------------------------------
+
+SCALER_TOKEN = "cci-token-packaging-0123"
+RC = "acme/linux"
+
+
+def test_scaler_runs_in_its_sandbox(rootfs_tar, debs, fake, tmp_path):
+    """The installed unit, hardening and all, really runs the scaler: booted with
+    systemd-nspawn (the host's network, so the fake cloud on 127.0.0.1 is reachable), the
+    scaler reads its configuration and /etc/default/runner-scaler, signals READY, reads the
+    queue and the group and sets the desired capacity, and writes its metrics into
+    node-exporter's directory as the README's drop-in (User=prometheus) says. A system call the
+    filter forbids, a path ProtectSystem hides or a missing address family would show here."""
+    assert shutil.which("systemd-nspawn"), "systemd-nspawn is missing: run scripts/install-deps"
+    fake.set_runner_token(SCALER_TOKEN)
+    fake.set_asg("asg-a", 0, 10, 0)
+    fake.add_jobs(RC, 3)
+
+    ch = Chroot(rootfs_tar, tmp_path)
+    try:
+        r = ch.install(debs["runnerd"], debs["runner-scaler"])
+        assert r.returncode == 0, out(r)
+        ch.unstub()
+        # Only the scaler: runnerd would run its boot flow and power the container off.
+        (ch.root / "etc/systemd/system/multi-user.target.wants/runnerd.service").unlink()
+        r = ch.run(["useradd", "--system", "--no-create-home", "prometheus"])
+        assert r.returncode == 0, out(r)
+        metrics = ch.root / "var/lib/prometheus/node-exporter"
+        metrics.mkdir(parents=True)
+        r = ch.run(["chown", "prometheus:prometheus", "/var/lib/prometheus/node-exporter"])
+        assert r.returncode == 0, out(r)
+        dropin = ch.root / "etc/systemd/system/runner-scaler.service.d"
+        dropin.mkdir(parents=True)
+        (dropin / "metrics.conf").write_text("[Service]\nUser=prometheus\nGroup=prometheus\n")
+        (ch.root / "etc/runnerd/scaler.conf").write_text(
+            "[scaler]\ninterval = 1s\n"
+            "metrics = /var/lib/prometheus/node-exporter/runnerd.prom\n"
+            "[circleci]\ntoken_source = env\n"
+            f"[pool a]\nresource_class = {RC}\nasg = asg-a\nmax = 8\n")
+        env = fake.env(imds=False)
+        env.update(CIRCLE_TOKEN=SCALER_TOKEN, AWS_EC2_METADATA_DISABLED="true")
+        (ch.root / "etc/default").mkdir(exist_ok=True)
+        envfile = ch.root / "etc/default/runner-scaler"
+        envfile.write_text("".join(f"{k}={v}\n" for k, v in env.items()
+                                   if k.startswith(("AWS_", "CIRCLE"))))
+        envfile.chmod(0o600)
+        r = ch.run(["systemctl", "enable", "runner-scaler.service"],
+                   env={"SYSTEMD_OFFLINE": "1"})
+        assert r.returncode == 0, out(r)
+        (ch.root / "var/log/journal").mkdir(parents=True, exist_ok=True)
+
+        log = tmp_path / "nspawn.log"
+        with open(log, "wb") as logf:
+            boot = subprocess.Popen(["systemd-nspawn", "--quiet", "--register=no",
+                                     "--keep-unit", "-D", str(ch.root), "-b"],
+                                    stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        failure = None
+        try:
+            try:
+                fake.wait_until(lambda s: s["asgs"]["asg-a"]["desired"] == 3, timeout=60,
+                                what="the scaler's SetDesiredCapacity from the container")
+            except AssertionError as e:
+                failure = e  # reported below, with the container's journal
+            # The metrics file follows the cycle's writes; no notification for it: re-check
+            # with a deadline, ending early if the container dies.
+            prom = metrics / "runnerd.prom"
+            deadline = time.monotonic() + 30
+            while not prom.exists() and boot.poll() is None and time.monotonic() < deadline:
+                select.select([], [], [], 0.05)
+        finally:
+            # SIGTERM: nspawn powers the container off cleanly.
+            boot.terminate()
+            try:
+                boot.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(boot.pid, 9)
+                boot.wait(10)
+        assert boot.returncode == 0, log.read_text(errors="replace")[-3000:]
+
+        j = run(["journalctl", "-D", ch.root / "var/log/journal", "--no-pager", "-o", "cat",
+                 "-u", "runner-scaler.service"])
+        journal = j.stdout
+        if failure:
+            raise AssertionError(f"{failure}\n--- the scaler's journal:\n{journal}")
+        assert "Started runner-scaler.service" in journal, journal  # READY=1 reached systemd
+        assert "desired=3 action=set" in journal, journal
+        for bad in ("SIGSYS", "status=31", "code=killed", "code=dumped", "Failed with result",
+                    "Permission denied", "Read-only file system"):
+            assert bad not in journal, journal
+        sets = [q for q in fake.requests() if q.get("op") == "SetDesiredCapacity"]
+        assert sets and all(q["signature_ok"] for q in sets), sets
+        assert prom.exists(), "no metrics file; the scaler's journal:\n" + journal
+        st = prom.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o644, oct(st.st_mode)
+        assert 'runner_scaler_desired_capacity{pool="a"} 3' in prom.read_text()
+        assert SCALER_TOKEN not in journal
+    finally:
+        ch.remove()

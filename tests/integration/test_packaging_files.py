@@ -1,0 +1,524 @@
+"""The deployment files in packaging/ (aws/, packer/, etc/), checked without AWS.
+
+- cloudformation.yaml parsed with constructors for CloudFormation's short-form tags: every Ref,
+  GetAtt, Sub variable, DependsOn, condition and If resolves; every parameter is used. The
+  checker itself is shown to catch a dangling reference. cfn-lint runs when installed.
+- IAM, in the template and in aws/iam/*.json: Allow only, no "*" in any action, the only
+  Resource "*" is DescribeAutoScalingGroups (which supports no resource-level permission), and
+  each role has exactly the actions it needs.
+- Launch templates (IMDSv2 required, hop limit 1, shutdown terminates), the runner group (min 0,
+  no desired capacity to fight the scaler, max a parameter, new instances protected), the scaler
+  group, the lease table.
+- User-data (the examples and the template's): no token-like value anywhere, token sources that
+  are fetched with the role, and configurations that runnerd / runner-scaler check-config accept.
+- The shipped example configurations; packer validate and packer fmt when packer is installed.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO  # noqa: E402
+
+AWS = REPO / "packaging" / "aws"
+CFN = AWS / "cloudformation.yaml"
+IAM = AWS / "iam"
+PACKER = REPO / "packaging" / "packer" / "runnerd.pkr.hcl"
+
+DESCRIBE = "autoscaling:DescribeAutoScalingGroups"
+RUNNER_ACTIONS = {"secretsmanager:GetSecretValue",
+                  "autoscaling:TerminateInstanceInAutoScalingGroup"}
+RUNNER_ACTIONS_SSM = {"ssm:GetParameter", "autoscaling:TerminateInstanceInAutoScalingGroup"}
+SCALER_ACTIONS = {DESCRIBE, "autoscaling:SetDesiredCapacity", "secretsmanager:GetSecretValue",
+                  "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+
+
+def run(argv, timeout=120, **kw):
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def out(r):
+    return f"exit {r.returncode}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
+
+
+# ---- CloudFormation: parsing and references --------------------------------------------
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms, turned into their long forms."""
+
+
+def _short_form(name):
+    key = "Ref" if name == "Ref" else "Condition" if name == "Condition" else f"Fn::{name}"
+
+    def construct(loader, node):
+        if isinstance(node, yaml.ScalarNode):
+            v = loader.construct_scalar(node)
+            if name == "GetAtt":
+                v = v.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            v = loader.construct_sequence(node, deep=True)
+        else:
+            v = loader.construct_mapping(node, deep=True)
+        return {key: v}
+    return construct
+
+
+for _n in ("Ref", "GetAtt", "Sub", "Join", "If", "Equals", "Not", "And", "Or", "Base64",
+           "Select", "Split", "GetAZs", "ImportValue", "FindInMap", "Condition", "Cidr",
+           "Length", "ToJsonString", "Transform"):
+    CfnLoader.add_constructor(f"!{_n}", _short_form(_n))
+
+
+def load_cfn(text):
+    return yaml.load(text, Loader=CfnLoader)
+
+
+@pytest.fixture(scope="module")
+def cfn():
+    return load_cfn(CFN.read_text())
+
+
+SUB_VAR = re.compile(r"\$\{([^!}][^}]*)\}")
+
+
+def cfn_problems(t):
+    """Everything in template t that does not resolve, as a list of strings."""
+    params = set(t.get("Parameters") or {})
+    res = set(t.get("Resources") or {})
+    conds = set(t.get("Conditions") or {})
+    problems, used = [], set()
+
+    def name_ok(n, where, local=()):
+        if n.startswith("AWS::") or n in local:
+            return
+        base = n.split(".", 1)[0]
+        if "." in n:
+            if base not in res:
+                problems.append(f"{where}: {n}: no such resource")
+        elif n in params or n in res:
+            used.add(n)
+        else:
+            problems.append(f"{where}: {n}: no such parameter or resource")
+
+    def walk(v, where):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                w = f"{where}.{k}"
+                if k == "Ref":
+                    name_ok(x, w)
+                elif k == "Fn::GetAtt":
+                    if not (isinstance(x, list) and len(x) == 2 and x[0] in res):
+                        problems.append(f"{w}: {x}: not a resource attribute")
+                elif k == "Fn::Sub":
+                    text, local = (x, {}) if isinstance(x, str) else (x[0], x[1])
+                    for m in SUB_VAR.finditer(text):
+                        name_ok(m.group(1), w, local)
+                    walk(local, w)
+                elif k == "Fn::If":
+                    if x[0] not in conds:
+                        problems.append(f"{w}: {x[0]}: no such condition")
+                    walk(x[1:], w)
+                    continue
+                elif k == "Condition" and isinstance(x, str):
+                    if x not in conds:
+                        problems.append(f"{w}: {x}: no such condition")
+                walk(x, w)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+
+    for sect in ("Conditions", "Resources", "Outputs"):
+        walk(t.get(sect) or {}, sect)
+    for name, r in (t.get("Resources") or {}).items():
+        deps = r.get("DependsOn", [])
+        for d in [deps] if isinstance(deps, str) else deps:
+            if d not in res:
+                problems.append(f"Resources.{name}.DependsOn: {d}: no such resource")
+        if not r.get("Type", "").startswith(("AWS::", "Custom::")):
+            problems.append(f"Resources.{name}: no resource type")
+    for p in sorted(params - used):
+        problems.append(f"Parameters.{p}: never used")
+    return problems
+
+
+def test_cfn_references_resolve(cfn):
+    assert cfn["AWSTemplateFormatVersion"] == "2010-09-09"
+    assert cfn_problems(cfn) == []
+
+
+def test_cfn_checker_catches_mistakes():
+    """The checker above is not vacuous: each kind of dangling reference is reported."""
+    t = load_cfn("""
+Parameters:
+  Used: {Type: String}
+  Unused: {Type: String}
+Conditions:
+  C: !Equals [!Ref Used, x]
+Resources:
+  A:
+    Type: AWS::SNS::Topic
+    DependsOn: [Nope]
+    Properties:
+      TopicName: !Sub "${Missing}-${AWS::Region}-${!Literal}"
+      DisplayName: !If [NoCond, !GetAtt Ghost.Arn, !Ref Gone]
+""")
+    problems = "\n".join(cfn_problems(t))
+    for needle in ("Nope", "Missing", "NoCond", "Ghost", "Gone", "Unused"):
+        assert needle in problems, problems
+    assert "Literal" not in problems and "Region" not in problems, problems
+
+
+def test_cfn_lint():
+    exe = shutil.which("cfn-lint")
+    if not exe:
+        pytest.skip("cfn-lint is not installed (it is a Python package, not in Debian)")
+    r = run([exe, CFN], timeout=300)
+    assert r.returncode == 0, out(r)
+
+
+# ---- IAM ----------------------------------------------------------------------------------
+
+def listify(v):
+    return v if isinstance(v, list) else [v]
+
+
+def policy_problems(doc):
+    problems = []
+    for s in listify(doc["Statement"]):
+        sid = s.get("Sid", "?")
+        for bad in ("NotAction", "NotResource", "NotPrincipal"):
+            if bad in s:
+                problems.append(f"{sid}: {bad}")
+        if s.get("Effect") != "Allow":
+            problems.append(f"{sid}: Effect {s.get('Effect')}")
+        acts = listify(s.get("Action", []))
+        problems += [f"{sid}: wildcard action {a}" for a in acts if "*" in a]
+        if "*" in listify(s.get("Resource", [])) and acts != [DESCRIBE]:
+            problems.append(f"{sid}: Resource * for {acts}")
+    return problems
+
+
+def actions(doc):
+    return {a for s in listify(doc["Statement"]) for a in listify(s["Action"])}
+
+
+def test_policy_checker_catches_mistakes():
+    doc = {"Statement": [{"Effect": "Allow", "Action": "autoscaling:*", "Resource": "x"},
+                         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+                         {"Effect": "Deny", "NotAction": "iam:*", "Resource": "*"}]}
+    p = "\n".join(policy_problems(doc))
+    assert "wildcard action autoscaling:*" in p and "Resource * for ['s3:GetObject']" in p
+    assert "NotAction" in p and "Effect Deny" in p
+
+
+@pytest.mark.parametrize("name,want", [("runner-instance-policy.json", RUNNER_ACTIONS),
+                                       ("runner-instance-policy-ssm.json", RUNNER_ACTIONS_SSM),
+                                       ("scaler-policy.json", SCALER_ACTIONS)])
+def test_iam_policy_files(name, want):
+    doc = json.loads((IAM / name).read_text())
+    assert doc["Version"] == "2012-10-17"
+    assert policy_problems(doc) == []
+    assert actions(doc) == want
+    for s in doc["Statement"]:
+        if s["Action"] in ("autoscaling:TerminateInstanceInAutoScalingGroup",
+                           "autoscaling:SetDesiredCapacity"):
+            for r in listify(s["Resource"]):
+                assert ":autoScalingGroup:" in r and "autoScalingGroupName/" in r, r
+
+
+def test_iam_trust_policy():
+    doc = json.loads((IAM / "ec2-trust-policy.json").read_text())
+    (s,) = doc["Statement"]
+    assert s["Principal"] == {"Service": "ec2.amazonaws.com"} and s["Action"] == "sts:AssumeRole"
+
+
+def role_policy(cfn, role):
+    props = cfn["Resources"][role]["Properties"]
+    assert "ManagedPolicyArns" not in props, f"{role}: managed policies grant more than it needs"
+    (p,) = props["Policies"]
+    return p["PolicyDocument"]
+
+
+def test_cfn_roles_least_privilege(cfn):
+    runner, scaler = role_policy(cfn, "RunnerRole"), role_policy(cfn, "ScalerRole")
+    assert policy_problems(runner) == [] and policy_problems(scaler) == []
+    assert actions(runner) == RUNNER_ACTIONS
+    assert actions(scaler) == SCALER_ACTIONS
+    by_action = {a: s["Resource"] for doc in (runner, scaler)
+                 for s in listify(doc["Statement"]) for a in listify(s["Action"])}
+    # The group actions name the runner group, and it is the group the template creates.
+    group = cfn["Resources"]["RunnerGroup"]["Properties"]["AutoScalingGroupName"]["Fn::Sub"]
+    for a in ("autoscaling:TerminateInstanceInAutoScalingGroup",
+              "autoscaling:SetDesiredCapacity"):
+        arn = by_action[a]["Fn::Sub"]
+        assert arn.endswith(f":autoScalingGroup:*:autoScalingGroupName/{group}"), arn
+    assert by_action["dynamodb:GetItem"] == {"Fn::GetAtt": ["LeaseTable", "Arn"]}
+    # Each role reads its own secret, given as a parameter.
+    assert [s["Resource"] for s in runner["Statement"]
+            if s["Action"] == "secretsmanager:GetSecretValue"] == [{"Ref": "RunnerTokenSecretArn"}]
+    assert [s["Resource"] for s in scaler["Statement"]
+            if s["Action"] == "secretsmanager:GetSecretValue"] == [{"Ref": "CircleTokenSecretArn"}]
+    for role in ("RunnerRole", "ScalerRole"):
+        trust = cfn["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]
+        assert [s["Principal"] for s in trust["Statement"]] == [{"Service": "ec2.amazonaws.com"}]
+
+
+# ---- launch templates, groups, table -----------------------------------------------------
+
+def resources_of(cfn, rtype):
+    return {n: r["Properties"] for n, r in cfn["Resources"].items() if r["Type"] == rtype}
+
+
+def test_cfn_launch_templates(cfn):
+    lts = resources_of(cfn, "AWS::EC2::LaunchTemplate")
+    assert set(lts) == {"RunnerLaunchTemplate", "ScalerLaunchTemplate"}
+    for name, p in lts.items():
+        d = p["LaunchTemplateData"]
+        mo = d["MetadataOptions"]
+        assert mo["HttpTokens"] == "required", name
+        assert int(mo["HttpPutResponseHopLimit"]) == 1, name
+        assert mo.get("HttpEndpoint", "enabled") == "enabled", name
+        assert d["InstanceInitiatedShutdownBehavior"] == "terminate", name
+        assert "Arn" in d["IamInstanceProfile"], name
+
+
+def test_cfn_groups_and_table(cfn):
+    g = cfn["Resources"]["RunnerGroup"]["Properties"]
+    assert int(g["MinSize"]) == 0
+    # Desired starts at MinSize (0); leaving it out keeps stack updates off the scaler's value.
+    assert int(g.get("DesiredCapacity", 0)) == 0
+    assert g["MaxSize"] == {"Ref": "RunnerMaxSize"}
+    assert g["NewInstancesProtectedFromScaleIn"] is True
+    assert g["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "RunnerLaunchTemplate"}
+    s = cfn["Resources"]["ScalerGroup"]["Properties"]
+    assert (int(s["MinSize"]), int(s["MaxSize"]), int(s["DesiredCapacity"])) == (1, 1, 1)
+    assert s["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "ScalerLaunchTemplate"}
+    t = cfn["Resources"]["LeaseTable"]["Properties"]
+    assert t["BillingMode"] == "PAY_PER_REQUEST"
+    assert t["KeySchema"] == [{"AttributeName": "lease_id", "KeyType": "HASH"}]
+    assert t["AttributeDefinitions"] == [{"AttributeName": "lease_id", "AttributeType": "S"}]
+    profiles = resources_of(cfn, "AWS::IAM::InstanceProfile")
+    assert {n: p["Roles"] for n, p in profiles.items()} == {
+        "RunnerInstanceProfile": [{"Ref": "RunnerRole"}],
+        "ScalerInstanceProfile": [{"Ref": "ScalerRole"}]}
+    assert set(cfn["Outputs"]) >= {"RunnerGroupName", "ScalerGroupName", "LeaseTableName"}
+
+
+# ---- user-data ----------------------------------------------------------------------------
+
+# Values that stand in for the template's parameters and the examples' REPLACE_* markers.
+DUMMY = {
+    "AgentDownloadUrl": "https://downloads.example.com/circleci-runner",
+    "AgentSha256": "a" * 64,
+    "RunnerTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rt-AbCdEf",
+    "CircleTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ct-AbCdEf",
+    "RunnerdDebUrl": "https://downloads.example.com/runnerd.deb",
+    "RunnerdDebSha256": "b" * 64,
+    "ScalerDebUrl": "https://downloads.example.com/runner-scaler.deb",
+    "ScalerDebSha256": "c" * 64,
+    "ResourceClass": "myorg/linux-large",
+    "RunnerMaxSize": "10",
+    "LeaseTable": "runnerd-LeaseTable-0123",
+    "AWS::StackName": "runnerd",
+    "AWS::Region": "us-east-1",
+}
+REPLACE = {
+    "REPLACE_AGENT_URL": DUMMY["AgentDownloadUrl"],
+    "REPLACE_AGENT_SHA256": DUMMY["AgentSha256"],
+    "REPLACE_RUNNER_TOKEN_SECRET_ARN": DUMMY["RunnerTokenSecretArn"],
+    "REPLACE_CIRCLE_TOKEN_SECRET_ARN": DUMMY["CircleTokenSecretArn"],
+    "REPLACE_RUNNERD_DEB_URL": DUMMY["RunnerdDebUrl"],
+    "REPLACE_RUNNERD_DEB_SHA256": DUMMY["RunnerdDebSha256"],
+    "REPLACE_SCALER_DEB_URL": DUMMY["ScalerDebUrl"],
+    "REPLACE_SCALER_DEB_SHA256": DUMMY["ScalerDebSha256"],
+    "REPLACE_RESOURCE_CLASS": DUMMY["ResourceClass"],
+    "REPLACE_RUNNER_ASG_NAME": "runnerd-runners",
+    "REPLACE_REGION": "us-east-1",
+    "REPLACE_LEASE_TABLE": DUMMY["LeaseTable"],
+}
+
+
+def cfn_user_data(cfn, lt):
+    """The launch template's user-data template (the text inside Fn::Base64 / Fn::Sub)."""
+    ud = cfn["Resources"][lt]["Properties"]["LaunchTemplateData"]["UserData"]
+    return ud["Fn::Base64"]["Fn::Sub"]
+
+
+def fill_sub(text):
+    def one(m):
+        assert m.group(1) in DUMMY, f"no dummy value for ${{{m.group(1)}}}"
+        return DUMMY[m.group(1)]
+    return SUB_VAR.sub(one, text)
+
+
+def fill_replace(text):
+    for k in sorted(REPLACE, key=len, reverse=True):
+        text = text.replace(k, REPLACE[k])
+    assert not re.findall(r"REPLACE_\w+", text)
+    return text
+
+
+# Token shapes: CircleCI personal/project tokens, AWS keys, and any long opaque string (a
+# runner token is 80 hex characters). Placeholders (REPLACE_*, ${...}) are not values.
+TOKENISH = [re.compile(p) for p in (
+    r"CCIPAT_\w+", r"CCIPRJ_\w+", r"\bAKIA[0-9A-Z]{16}\b", r"\bASIA[0-9A-Z]{16}\b",
+    r"(?i)circle[-_]?token\s*[:=]", r"(?i)aws_secret_access_key", r"(?i)aws_session_token",
+    r"(?<![\w$/{])[A-Za-z0-9+/_=-]{32,}")]
+
+
+def token_findings(text):
+    text = re.sub(r"REPLACE_\w+|\$\{[^}]*\}", "", text)
+    return [m.group(0) for p in TOKENISH for m in p.finditer(text)]
+
+
+def test_token_detector_catches_tokens():
+    assert token_findings("id = " + "f" * 80)
+    assert token_findings("CIRCLE_TOKEN=abc")
+    assert token_findings("key AKIAABCDEFGHIJKLMNOP")
+    assert token_findings("auth_token: CCIPAT_xyz_123")
+    assert not token_findings("id = REPLACE_RUNNER_TOKEN_SECRET_ARN\nsum='${RunnerdDebSha256}'")
+
+
+def user_data_variants(cfn):
+    """(name, cloud-config text ready to parse) for the examples and the template's."""
+    return [("user-data-runner.yaml", fill_replace((AWS / "user-data-runner.yaml").read_text())),
+            ("user-data-scaler.yaml", fill_replace((AWS / "user-data-scaler.yaml").read_text())),
+            ("RunnerLaunchTemplate", fill_sub(cfn_user_data(cfn, "RunnerLaunchTemplate"))),
+            ("ScalerLaunchTemplate", fill_sub(cfn_user_data(cfn, "ScalerLaunchTemplate")))]
+
+
+def test_user_data_holds_no_token(cfn):
+    raw = [("user-data-runner.yaml", (AWS / "user-data-runner.yaml").read_text()),
+           ("user-data-scaler.yaml", (AWS / "user-data-scaler.yaml").read_text()),
+           ("RunnerLaunchTemplate", cfn_user_data(cfn, "RunnerLaunchTemplate")),
+           ("ScalerLaunchTemplate", cfn_user_data(cfn, "ScalerLaunchTemplate"))]
+    for name, text in raw:
+        assert token_findings(text) == [], name
+    # Nor may a token be a parameter of the template (it would show in the console).
+    for p in cfn["Parameters"]:
+        assert not re.search(r"(?i)token$", p), p
+
+
+def written_file(cloud_config, path):
+    doc = yaml.safe_load(cloud_config)
+    for f in doc["write_files"]:
+        if f["path"] == path:
+            return f["content"]
+    raise AssertionError(f"user-data writes no {path}")
+
+
+def ini_section(text, section):
+    keys, cur = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            cur = line.strip("[]")
+        elif cur == section and "=" in line and not line.startswith((";", "#")):
+            k, v = line.split("=", 1)
+            keys[k.strip()] = v.strip()
+    return keys
+
+
+def check_config(binary, text, tmp_path, name):
+    conf = tmp_path / f"{name}.conf"
+    conf.write_text(text)
+    r = run([binary, "check-config", "-c", conf])
+    assert r.returncode == 0, f"{name}:\n{text}\n{out(r)}"
+    return r.stdout
+
+
+def binary(build, name):
+    p = build / name
+    assert p.exists(), f"{p} missing: run make"
+    return p
+
+
+def test_user_data_configs_are_valid(cfn, build, tmp_path):
+    for name, text in user_data_variants(cfn):
+        doc = yaml.safe_load(text)
+        assert text.startswith("#cloud-config\n"), name
+        cmds = "\n".join(c if isinstance(c, str) else " ".join(c) for c in doc["runcmd"])
+        for c in doc["runcmd"]:
+            if isinstance(c, list) and c[:2] == ["sh", "-ec"]:
+                r = run(["sh", "-n", "-c", c[2]])
+                assert r.returncode == 0, f"{name}: shell syntax\n{c[2]}\n{out(r)}"
+        # Verified download, and the install keeps the configuration written before it.
+        assert "sha256sum -c" in cmds and "--force-confold" in cmds, name
+        if "Scaler" in name or "scaler" in name:
+            conf = written_file(text, "/etc/runnerd/scaler.conf")
+            circle = ini_section(conf, "circleci")
+            assert circle["token_source"] in ("secretsmanager", "ssm"), name
+            assert set(circle) <= {"api_url", "token_source", "token_id", "token_key"}, name
+            assert "systemctl enable --now runner-scaler" in cmds, name
+            check_config(binary(build, "runner-scaler"), conf, tmp_path, name)
+        else:
+            conf = written_file(text, "/etc/runnerd/runnerd.conf")
+            tok = ini_section(conf, "token")
+            assert tok["source"] in ("secretsmanager", "ssm"), name
+            assert set(tok) <= {"source", "id", "key"}, name
+            shown = check_config(binary(build, "runnerd"), conf, tmp_path, name)
+            assert "on_exit = poweroff" in shown and "leave_asg = true" in shown, name
+
+
+# ---- the shipped example configurations ------------------------------------------------
+
+@pytest.mark.parametrize("conf,prog", [("runnerd.conf", "runnerd"),
+                                       ("scaler.conf", "runner-scaler")])
+def test_example_configs_keys_are_valid(conf, prog, build, tmp_path):
+    """Every key the example shows (commented out) is a key the program accepts."""
+    text = (REPO / "packaging" / "etc" / conf).read_text()
+    uncommented = re.sub(r"(?m)^;", "", text)
+    assert uncommented != text
+    check_config(binary(build, prog), uncommented, tmp_path, conf)
+
+
+def test_packer_files_agree():
+    conf = (REPO / "packaging" / "packer" / "runnerd.conf").read_text()
+    assert token_findings(conf) == []
+    assert ini_section(conf, "token")["source"] in ("secretsmanager", "ssm")
+    hcl = PACKER.read_text()
+    assert "RUNNERD_NO_START=1" in hcl and "runnerd prepare" in hcl
+    assert "--force-confold" in hcl
+
+
+def test_packer_config_is_valid(build, tmp_path):
+    conf = fill_replace((REPO / "packaging" / "packer" / "runnerd.conf").read_text())
+    check_config(binary(build, "runnerd"), conf, tmp_path, "packer-runnerd")
+
+
+# ---- packer ----------------------------------------------------------------------------
+
+@pytest.fixture
+def packer():
+    exe = shutil.which("packer")
+    if not exe:
+        pytest.skip("packer is not installed (Debian's packer package; scripts/install-deps)")
+    return exe
+
+
+def packer_env():
+    return dict(os.environ, CHECKPOINT_DISABLE="1", PACKER_NO_COLOR="1")
+
+
+def test_packer_validate(packer, tmp_path):
+    # A full validate works offline with Debian's packer 1.6 (builders built in, no AWS call);
+    # it checks that the files to upload exist, so give it a .deb path that exists.
+    deb = tmp_path / "runnerd_0.0.0_amd64.deb"
+    deb.write_bytes(b"!<arch>\n")
+    r = run([packer, "validate", "-var", f"deb={deb}", PACKER], env=packer_env(), cwd=tmp_path)
+    assert r.returncode == 0, out(r)
+    # And it fails when something is wrong: the check is real.
+    r = run([packer, "validate", "-var", f"deb={tmp_path}/missing.deb", PACKER],
+            env=packer_env(), cwd=tmp_path)
+    assert r.returncode != 0 and "missing.deb" in r.stdout + r.stderr, out(r)
+    r = run([packer, "fmt", "-check", PACKER], env=packer_env())
+    assert r.returncode == 0, "packer fmt would change the template:\n" + out(r)

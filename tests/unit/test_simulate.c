@@ -1,0 +1,571 @@
+/* runner-scaler simulate: the trace parser from tables (broken input included), the boot-time
+ * spec, and the simulator's invariants over random traces, seeds and both policies. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "buf.h"
+#include "simulate.h"
+#include "util.h"
+
+#define S(x) ((int64_t)(x)*1000)
+
+/* ---- the trace parser --------------------------------------------------------------------- */
+
+struct good {
+	const char *name, *text;
+	size_t n, nclasses;
+	int64_t first_submit, first_duration, last_submit;
+	uint32_t first_line;
+};
+
+static const struct good goods[] = {
+        {"one line", "0,10\n", 1, 1, 0, S(10), 0, 1},
+        {"no final newline", "0,10", 1, 1, 0, S(10), 0, 1},
+        {"header", "submit_s,duration_s\n0,10\n5,1.5\n", 2, 1, 0, S(10), S(5), 2},
+        {"header with class", "submit_s,duration_s,resource_class\n0,10,acme/linux\n1,2,acme/arm\n",
+         2, 2, 0, S(10), S(1), 2},
+        {"CRLF", "submit_s,duration_s\r\n0,10\r\n1,20\r\n", 2, 1, 0, S(10), S(1), 2},
+        {"comments, blanks, spaces", "# a trace\n\n 3 , 4 \n\t\n", 1, 1, S(3), S(4), S(3), 3},
+        {"unsorted is sorted", "10,1\n5,2\n7,3\n", 3, 1, S(5), S(2), S(10), 2},
+        {"ties keep line order", "5,1\n5,2\n", 2, 1, S(5), S(1), S(5), 1},
+        {"decimals round half up", "0.0005,1.2345\n", 1, 1, 1, 1235, 1, 1},
+        {"many decimals", "1.99949999,0.1\n", 1, 1, 1999, 100, 1999, 1},
+        {"zero duration", "0,0\n", 1, 1, 0, 0, 0, 1},
+        {"mixed columns", "0,1\n1,1,acme/x\n", 2, 2, 0, S(1), S(1), 1},
+        {"class characters", "0,1,my-org_2/linux.large:v1+gpu\n", 1, 1, 0, S(1), 0, 1},
+        {"largest values", "31622400,604800\n", 1, 1, S(31622400), S(604800), S(31622400), 1},
+};
+
+static void test_trace_good(void **state)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(goods); i++) {
+		const struct good *g = &goods[i];
+		struct sim_trace t;
+		char err[256] = "";
+		int r = sim_trace_parse(g->text, strlen(g->text), &t, err, sizeof(err));
+
+		if (r != 0 || t.n != g->n || t.nclasses != g->nclasses ||
+		    t.jobs[0].submit_ms != g->first_submit ||
+		    t.jobs[0].duration_ms != g->first_duration ||
+		    t.jobs[t.n - 1].submit_ms != g->last_submit ||
+		    t.jobs[0].line != g->first_line) {
+			print_error("'%s': r=%d err='%s' n=%zu classes=%zu first=%lld/%lld line %u "
+			            "last=%lld\n",
+			            g->name, r, err, r ? 0 : t.n, r ? 0 : t.nclasses,
+			            r ? 0LL : (long long)t.jobs[0].submit_ms,
+			            r ? 0LL : (long long)t.jobs[0].duration_ms,
+			            r ? 0U : t.jobs[0].line,
+			            r ? 0LL : (long long)t.jobs[t.n - 1].submit_ms);
+			fail();
+		}
+		sim_trace_free(&t);
+	}
+}
+
+struct bad {
+	const char *name, *text;
+	size_t len; /* 0: strlen */
+	int rc;
+	const char *err; /* substring */
+};
+
+static const struct bad bads[] = {
+        {"empty", "", 0, -EINVAL, "no jobs"},
+        {"only header", "submit_s,duration_s\n", 0, -EINVAL, "no jobs"},
+        {"only comments", "# x\n\n", 0, -EINVAL, "no jobs"},
+        {"word", "abc,10\n", 0, -EINVAL, "line 1: submit_s: not a number of seconds: \"abc\""},
+        {"second line short", "0,10\n1\n", 0, -EINVAL, "line 2: expected 2 or 3"},
+        {"truncated field", "0,10\n3,", 0, -EINVAL, "line 2: duration_s: empty"},
+        {"empty submit", ",10\n", 0, -EINVAL, "line 1: submit_s: empty"},
+        {"four fields", "0,10,a/b,extra\n", 0, -EINVAL,
+         "line 1: expected 2 or 3 comma-separated "
+         "fields (submit_s,duration_s[,resource_"
+         "class]), got 4"},
+        {"many fields", "0,1,2,3,4,5,6,7\n", 0, -EINVAL, "got 8"},
+        {"negative submit", "0,1\n-1,10\n", 0, -EINVAL, "line 2: submit_s: negative"},
+        {"negative duration", "0,-5\n", 0, -EINVAL, "line 1: duration_s: negative"},
+        {"exponent", "1e3,10\n", 0, -EINVAL, "line 1: submit_s: not a number"},
+        {"inf", "inf,1\n", 0, -EINVAL, "not a number"},
+        {"nan", "1,nan\n", 0, -EINVAL, "line 1: duration_s: not a number"},
+        {"hex", "0x10,1\n", 0, -EINVAL, "not a number"},
+        {"plus sign", "+1,1\n", 0, -EINVAL, "not a number"},
+        {"dot only", "1.,2\n", 0, -EINVAL, "not a number"},
+        {"trailing junk", "12abc,2\n", 0, -EINVAL, "line 1: submit_s: not a number"},
+        {"inner space", "1 2,2\n", 0, -EINVAL, "not a number"},
+        {"too many digits", "0,99999999999999\n", 0, -EINVAL, "line 1: duration_s: out of range"},
+        {"over a week", "0,604800.5\n", 0, -EINVAL, "duration_s: out of range"},
+        {"over a year", "31622401,1\n", 0, -EINVAL, "submit_s: out of range"},
+        {"header twice", "submit_s,duration_s\nsubmit_s,duration_s\n", 0, -EINVAL,
+         "line 2: submit_s: not a number"},
+        {"header after data", "0,1\nsubmit_s,duration_s\n", 0, -EINVAL, "line 2"},
+        {"wrong header", "submit,duration\n0,1\n", 0, -EINVAL, "line 1: submit_s: not a number"},
+        {"empty class", "0,10,\n", 0, -EINVAL, "line 1: resource_class: empty"},
+        {"space in class", "0,10,a b\n", 0, -EINVAL, "line 1: resource_class: invalid character"},
+        {"quoted class", "0,10,\"acme/x\"\n", 0, -EINVAL, "resource_class: invalid character"},
+        {"control char", "0,1\n0,1,a\x01\n", 0, -EINVAL, "line 2: resource_class: invalid"},
+        {"NUL byte", "0,1\n0\0,1\n", 9, -EINVAL, "line 2: contains a NUL byte"},
+};
+
+static void check_bad(const char *name, const char *text, size_t len, int rc, const char *want)
+{
+	struct sim_trace t;
+	char err[512] = "";
+	int r = sim_trace_parse(text, len, &t, err, sizeof(err));
+
+	if (r != rc || !strstr(err, want) || t.jobs != NULL || t.n != 0) {
+		print_error("'%s': r=%d err='%s', want %d '%s'\n", name, r, err, rc, want);
+		fail();
+	}
+}
+
+static void test_trace_bad(void **state)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(bads); i++)
+		check_bad(bads[i].name, bads[i].text,
+		          bads[i].len ? bads[i].len : strlen(bads[i].text), bads[i].rc,
+		          bads[i].err);
+}
+
+static void test_trace_oversized(void **state)
+{
+	struct buf b;
+
+	/* A line over the limit, after good ones. */
+	buf_init(&b, 0);
+	assert_int_equal(buf_append_str(&b, "0,1\n1,2\n"), 0);
+	for (int i = 0; i < SIM_LINE_MAX; i++)
+		assert_int_equal(buf_append_str(&b, "1"), 0);
+	assert_int_equal(buf_append_str(&b, ",1\n"), 0);
+	check_bad("long line", b.data, b.len, -EINVAL, "line 3: longer than 4096 bytes");
+	buf_free(&b);
+
+	/* A class too long to be one. */
+	buf_init(&b, 0);
+	assert_int_equal(buf_append_str(&b, "0,1,"), 0);
+	for (int i = 0; i < SIM_CLASS_MAX; i++)
+		assert_int_equal(buf_append_str(&b, "a"), 0);
+	check_bad("long class", b.data, b.len, -EINVAL, "line 1: resource_class: longer than");
+	buf_free(&b);
+
+	/* One class more than the limit: the line that brings it is named. */
+	buf_init(&b, 0);
+	for (int i = 0; i <= SIM_CLASSES_MAX; i++)
+		assert_int_equal(buf_printf(&b, "%d,1,org/c%d\n", i, i), 0);
+	check_bad("too many classes", b.data, b.len, -E2BIG, "line 65: more than 64 resource");
+	buf_free(&b);
+}
+
+static void test_boot_spec(void **state)
+{
+	static const struct {
+		const char *s;
+		int rc;
+		int64_t lo, hi;
+	} rows[] = {
+	        {"45-60", 0, S(45), S(60)}, {"50", 0, S(50), S(50)},    {"0", 0, 0, 0},
+	        {"0.5-1.5", 0, 500, 1500},  {"60-60", 0, S(60), S(60)}, {"", -EINVAL, 0, 0},
+	        {"-", -EINVAL, 0, 0},       {"60-45", -EINVAL, 0, 0},   {"a", -EINVAL, 0, 0},
+	        {"45-", -EINVAL, 0, 0},     {"-60", -EINVAL, 0, 0},     {"45-60-70", -EINVAL, 0, 0},
+	        {"3601", -EINVAL, 0, 0},    {"45 - 60", -EINVAL, 0, 0}, {"1e2", -EINVAL, 0, 0},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		int64_t lo = -7, hi = -7;
+		int r = sim_parse_boot(rows[i].s, &lo, &hi);
+
+		if (r != rows[i].rc || (r == 0 && (lo != rows[i].lo || hi != rows[i].hi))) {
+			print_error("'%s': r=%d %lld-%lld\n", rows[i].s, r, (long long)lo,
+			            (long long)hi);
+			fail();
+		}
+	}
+}
+
+/* ---- the simulator ------------------------------------------------------------------------ */
+
+static uint64_t lcg(uint64_t *s)
+{
+	*s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+	return *s >> 33;
+}
+
+/* A random trace: n jobs over span_s seconds, bursts included, in nclasses classes. */
+static void random_trace(uint64_t seed, size_t n, unsigned span_s, unsigned nclasses,
+                         struct sim_trace *t)
+{
+	struct buf b;
+	char err[256];
+	uint64_t s = seed;
+
+	buf_init(&b, 0);
+	assert_int_equal(buf_append_str(&b, "submit_s,duration_s,resource_class\n"), 0);
+	for (size_t i = 0; i < n; i++) {
+		/* A third of the jobs come in a burst at one instant. */
+		unsigned at = lcg(&s) % 3 == 0 ? span_s / 2 : (unsigned)(lcg(&s) % span_s);
+
+		assert_int_equal(buf_printf(&b, "%u.%u,%u,org/c%u\n", at, (unsigned)(lcg(&s) % 10),
+		                            (unsigned)(lcg(&s) % 600),
+		                            (unsigned)(lcg(&s) % nclasses)),
+		                 0);
+	}
+	assert_int_equal(sim_trace_parse(b.data, b.len, t, err, sizeof(err)), 0);
+	buf_free(&b);
+}
+
+static void pools_for(const struct sim_trace *t, int64_t max, struct sim_pool *p)
+{
+	memset(p, 0, sizeof(*p) * t->nclasses);
+	for (size_t i = 0; i < t->nclasses; i++) {
+		snprintf(p[i].name, sizeof(p[i].name), "p%zu", i);
+		str_copy(p[i].resource_class, t->classes[i], sizeof(p[i].resource_class));
+		p[i].max = max;
+	}
+}
+
+static void run_ok(const struct sim_model *m, const struct sim_pool *p, size_t np,
+                   const struct sim_trace *t, bool rec, struct sim_result *r)
+{
+	char err[256] = "";
+	int rc = sim_run(m, p, np, t, rec, r, err, sizeof(err));
+
+	if (rc != 0) {
+		print_error("sim_run: %d %s\n", rc, err);
+		fail();
+	}
+}
+
+/* Every job runs exactly once, after it was submitted, for its duration; never more instances
+ * in a group than its max, at any time (the series shows every change). */
+static void test_invariants(void **state)
+{
+	static const int64_t maxes[] = {1, 3, 50};
+
+	for (uint64_t seed = 1; seed <= 6; seed++) {
+		struct sim_trace t;
+
+		random_trace(seed, 150, 3600, 1 + (unsigned)(seed % 3), &t);
+		for (size_t mi = 0; mi < ARRAY_SIZE(maxes); mi++) {
+			for (int pol = 0; pol < 2; pol++) {
+				struct sim_pool pools[SIM_CLASSES_MAX];
+				struct sim_model m;
+				struct sim_result r;
+
+				sim_model_defaults(&m,
+				                   pol ? SIM_POLICY_TUTORIAL : SIM_POLICY_RUNNERD);
+				m.seed = seed;
+				pools_for(&t, maxes[mi], pools);
+				run_ok(&m, pools, t.nclasses, &t, true, &r);
+				assert_int_equal(r.total.jobs, t.n);
+				for (size_t j = 0; j < t.n; j++) {
+					assert_int_equal(r.jobs[j].runs, 1);
+					assert_true(r.jobs[j].claimed_ms >= t.jobs[j].submit_ms);
+					assert_int_equal(r.jobs[j].done_ms,
+					                 r.jobs[j].claimed_ms +
+					                         t.jobs[j].duration_ms);
+				}
+				for (size_t p = 0; p < r.npools; p++) {
+					assert_true(r.pools[p].peak_in_group <= maxes[mi]);
+					for (size_t k = 0; k < r.series[p].n; k++) {
+						assert_true(r.series[p].s[k].up <= maxes[mi]);
+						assert_true(r.series[p].s[k].desired <= maxes[mi]);
+						assert_true(r.series[p].s[k].busy <=
+						            r.series[p].s[k].up);
+					}
+				}
+				assert_true(r.total.busy_ms + r.total.boot_ms <=
+				            r.total.instance_ms);
+				sim_result_free(&r);
+			}
+		}
+		sim_trace_free(&t);
+	}
+}
+
+/* No boot time, no poll interval, no claim backoff: nothing ever waits, with either policy. */
+static void test_zero_latency_zero_wait(void **state)
+{
+	for (uint64_t seed = 1; seed <= 4; seed++) {
+		struct sim_trace t;
+
+		random_trace(seed, 200, 1800, 2, &t);
+		for (int pol = 0; pol < 2; pol++) {
+			struct sim_pool pools[SIM_CLASSES_MAX];
+			struct sim_model m;
+			struct sim_result r;
+
+			sim_model_defaults(&m, pol ? SIM_POLICY_TUTORIAL : SIM_POLICY_RUNNERD);
+			m.boot_min_ms = m.boot_max_ms = 0;
+			m.interval_ms = 0;
+			m.claim_interval_ms = 0;
+			pools_for(&t, 1000, pools);
+			run_ok(&m, pools, t.nclasses, &t, false, &r);
+			for (size_t j = 0; j < t.n; j++)
+				assert_int_equal(r.jobs[j].claimed_ms, t.jobs[j].submit_ms);
+			assert_int_equal(r.total.wait_max_ms, 0);
+			assert_int_equal(r.total.wait_p95_ms, 0);
+			sim_result_free(&r);
+		}
+		sim_trace_free(&t);
+	}
+}
+
+static char *json_of(const struct sim_model *m, const struct sim_pool *p, size_t np,
+                     const struct sim_trace *t)
+{
+	struct sim_result r;
+	struct buf b;
+
+	run_ok(m, p, np, t, false, &r);
+	buf_init(&b, 0);
+	assert_int_equal(sim_render_json(m, p, &r, &b), 0);
+	sim_result_free(&r);
+	return b.data;
+}
+
+/* The seed is the only randomness: the same seed gives the same report, another seed (with a
+ * boot-time range to draw from) another one. */
+static void test_same_seed_same_output(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool pools[SIM_CLASSES_MAX];
+	struct sim_model m;
+	char *a, *b, *c;
+
+	random_trace(42, 300, 7200, 2, &t);
+	pools_for(&t, 8, pools);
+	for (int pol = 0; pol < 2; pol++) {
+		sim_model_defaults(&m, pol ? SIM_POLICY_TUTORIAL : SIM_POLICY_RUNNERD);
+		m.seed = 7;
+		a = json_of(&m, pools, t.nclasses, &t);
+		b = json_of(&m, pools, t.nclasses, &t);
+		m.seed = 8;
+		c = json_of(&m, pools, t.nclasses, &t);
+		assert_string_equal(a, b);
+		assert_string_not_equal(strstr(a, "\"jobs\""), strstr(c, "\"jobs\""));
+		free(a);
+		free(b);
+		free(c);
+	}
+	sim_trace_free(&t);
+}
+
+static void one_job(struct sim_trace *t)
+{
+	char err[128];
+
+	assert_int_equal(sim_trace_parse("0,100\n", 6, t, err, sizeof(err)), 0);
+}
+
+/* runnerd: the poll at t=0 raises desired to 1, the instance boots 50 s, runs 100 s, leaves
+ * with a decrement: one launch, one write, no idle. */
+static void test_one_job_runnerd(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 5};
+	struct sim_model m;
+	struct sim_result r;
+
+	one_job(&t);
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	m.boot_min_ms = m.boot_max_ms = S(50);
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.jobs[0].claimed_ms, S(50));
+	assert_int_equal(r.total.launches, 1);
+	assert_int_equal(r.total.replacements, 0);
+	assert_int_equal(r.total.instance_ms, S(150));
+	assert_int_equal(r.total.boot_ms, S(50));
+	assert_int_equal(r.total.busy_ms, S(100));
+	assert_int_equal(r.total.writes, 1); /* the decrement put desired back to 0 itself */
+	assert_int_equal(r.end_ms, S(150));
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+/* tutorial: the same job, but the stopped instance is replaced while desired still says 1
+ * (until the poll at 180 s); the replacement boots and idles out: 110 s wasted. */
+static void test_one_job_tutorial_replacement(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 5};
+	struct sim_model m;
+	struct sim_result r;
+
+	one_job(&t);
+	sim_model_defaults(&m, SIM_POLICY_TUTORIAL);
+	m.boot_min_ms = m.boot_max_ms = S(50);
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.jobs[0].claimed_ms, S(50));
+	assert_int_equal(r.total.launches, 2);
+	assert_int_equal(r.total.replacements, 1);
+	assert_int_equal(r.total.instance_ms, S(150) + S(50) + S(60));
+	assert_int_equal(r.total.instance_ms - r.total.busy_ms - r.total.boot_ms, S(60));
+	assert_int_equal(r.end_ms, S(260));
+	/* With a slow health check the poll at 180 s comes first: no replacement. */
+	m.replace_delay_ms = S(40);
+	sim_result_free(&r);
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.total.launches, 1);
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+/* The daemon's policy is the one deciding: headroom launches spare instances that idle, and
+ * max_step slows the ramp. */
+static void test_policy_knobs_reach_the_model(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 20};
+	struct sim_model m;
+	struct sim_result r;
+	char err[128];
+	const char *five = "0,100\n0,100\n0,100\n0,100\n0,100\n";
+
+	assert_int_equal(sim_trace_parse(five, strlen(five), &t, err, sizeof(err)), 0);
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	m.boot_min_ms = m.boot_max_ms = S(50);
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.total.launches, 5);
+	assert_int_equal(r.total.wait_max_ms, S(50));
+	sim_result_free(&r);
+
+	p.headroom = 2; /* the spares idle out, and come back while the jobs run */
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_true(r.total.launches >= 7);
+	assert_true(r.total.instance_ms - r.total.busy_ms - r.total.boot_ms > 0);
+	sim_result_free(&r);
+
+	p.headroom = 0;
+	p.max_step = 1; /* one more instance per 10 s poll */
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.total.wait_max_ms, S(40) + S(50));
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+static void test_run_errors(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .resource_class = "org/other", .max = 3};
+	struct sim_model m;
+	struct sim_result r;
+	char err[256] = "";
+	const char *text = "0,1,org/x\n5,1,org/y\n";
+
+	assert_int_equal(sim_trace_parse(text, strlen(text), &t, err, sizeof(err)), 0);
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "line 1: resource class \"org/x\" has no pool"));
+	str_copy(p.resource_class, "org/x", sizeof(p.resource_class));
+	assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "line 2: resource class \"org/y\""));
+	sim_trace_free(&t);
+
+	/* max 0: the work can never run, and the simulation says so instead of looping. */
+	one_job(&t);
+	p.max = 0;
+	for (int pol = 0; pol < 2; pol++) {
+		sim_model_defaults(&m, pol ? SIM_POLICY_TUTORIAL : SIM_POLICY_RUNNERD);
+		assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EDEADLK);
+		assert_non_null(strstr(err, "never ran"));
+		m.interval_ms = 0;
+		assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EDEADLK);
+	}
+	p.max = 2;
+	p.min = 3;
+	assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EINVAL);
+
+	/* Nothing takes time and a standing instance idles out at once: churn at one instant,
+	 * bounded instead of looping forever. */
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	m.boot_min_ms = m.boot_max_ms = m.interval_ms = m.claim_interval_ms = m.idle_timeout_ms = 0;
+	m.max_events = 10000;
+	p.min = 1;
+	assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -E2BIG);
+	assert_non_null(strstr(err, "did not settle within 10000 events"));
+	sim_trace_free(&t);
+}
+
+/* A pool min above 0 never empties: the run ends SIM_DRAIN_S after the last job, with the
+ * standing instance billed until then. */
+static void test_pool_min_drains(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .min = 1, .max = 3};
+	struct sim_model m;
+	struct sim_result r;
+
+	one_job(&t);
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	m.boot_min_ms = m.boot_max_ms = S(50);
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_true(r.end_ms >= S(150) + S(SIM_DRAIN_S));
+	assert_true(r.total.launches > 2); /* the standing instance idles out and comes back */
+	assert_true(r.total.instance_ms >= S(SIM_DRAIN_S));
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+static void test_renderers(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool pools[SIM_CLASSES_MAX];
+	struct sim_model m;
+	struct sim_result r;
+	struct buf b;
+
+	random_trace(3, 50, 600, 2, &t);
+	pools_for(&t, 4, pools);
+	sim_model_defaults(&m, SIM_POLICY_TUTORIAL);
+	run_ok(&m, pools, t.nclasses, &t, true, &r);
+	buf_init(&b, 0);
+	assert_int_equal(sim_render_json(&m, pools, &r, &b), 0);
+	for (const char *const *k =
+	             (const char *const[]){"\"jobs\":50,",
+	                                   "\"wait_p50_s\":", "\"wait_p95_s\":", "\"wait_max_s\":",
+	                                   "\"instance_seconds\":", "\"idle_instance_seconds\":",
+	                                   "\"api_calls\":", "\"pools\":[{", NULL};
+	     *k; k++)
+		assert_non_null(strstr(b.data, *k));
+	buf_reset(&b);
+	assert_int_equal(sim_render_text(&m, pools, &r, &b), 0);
+	assert_non_null(strstr(b.data, "policy: tutorial"));
+	assert_non_null(strstr(b.data, "pool p1"));
+	buf_reset(&b);
+	assert_int_equal(sim_render_svg(&m, pools, &r, "t<1>", &b), 0);
+	assert_memory_equal(b.data, "<svg ", 5);
+	assert_non_null(strstr(b.data, "t&lt;1&gt;"));
+	assert_non_null(strstr(b.data, "<path"));
+	assert_non_null(strstr(b.data, "</svg>\n"));
+	buf_free(&b);
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_trace_good),
+	        cmocka_unit_test(test_trace_bad),
+	        cmocka_unit_test(test_trace_oversized),
+	        cmocka_unit_test(test_boot_spec),
+	        cmocka_unit_test(test_invariants),
+	        cmocka_unit_test(test_zero_latency_zero_wait),
+	        cmocka_unit_test(test_same_seed_same_output),
+	        cmocka_unit_test(test_one_job_runnerd),
+	        cmocka_unit_test(test_one_job_tutorial_replacement),
+	        cmocka_unit_test(test_policy_knobs_reach_the_model),
+	        cmocka_unit_test(test_run_errors),
+	        cmocka_unit_test(test_pool_min_drains),
+	        cmocka_unit_test(test_renderers),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
