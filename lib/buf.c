@@ -1,6 +1,8 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -86,6 +88,34 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 	va_end(ap);
 	b->len += (size_t)n;
 	return 0;
+}
+
+int buf_read_file(struct buf *b, const char *path)
+{
+	char chunk[4096];
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		ssize_t got = read(fd, chunk, sizeof(chunk));
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			r = -errno;
+			break;
+		}
+		if (got == 0)
+			break;
+		r = buf_append(b, chunk, (size_t)got);
+		if (r < 0)
+			break;
+	}
+	explicit_bzero(chunk, sizeof(chunk));
+	close(fd);
+	return r;
 }
 
 void buf_reset(struct buf *b)

@@ -18,6 +18,9 @@ void buf_init(struct buf *b, size_t max);
 int buf_append(struct buf *b, const void *p, size_t n);
 int buf_append_str(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append the whole file at path (bounded by b->max). 0; -EFBIG when larger; -errno from
+ * open/read. The read chunk is wiped: token files pass through here. */
+int buf_read_file(struct buf *b, const char *path);
 void buf_reset(struct buf *b); /* len = 0, keeps memory */
 void buf_free(struct buf *b);
 /* explicit_bzero the whole allocation, then free: for buffers that held secrets. */

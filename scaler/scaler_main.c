@@ -181,34 +181,12 @@ static void ensure_creds(void)
 
 static int read_token_file(const char *path, struct buf *out, char *why, size_t n)
 {
-	char chunk[4096];
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	int r = 0;
+	int r = buf_read_file(out, path);
 
-	if (fd < 0) {
-		str_printf(why, n, "cannot open %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	for (;;) {
-		ssize_t got = read(fd, chunk, sizeof(chunk));
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			r = -errno;
-			str_printf(why, n, "cannot read %s: %s", path, strerror(errno));
-			break;
-		}
-		if (got == 0)
-			break;
-		r = buf_append(out, chunk, (size_t)got);
-		if (r < 0) {
-			str_printf(why, n, "%s is larger than %zu bytes", path, TOKEN_MAX);
-			break;
-		}
-	}
-	explicit_bzero(chunk, sizeof(chunk));
-	close(fd);
+	if (r == -EFBIG)
+		str_printf(why, n, "%s is larger than %zu bytes", path, TOKEN_MAX);
+	else if (r < 0)
+		str_printf(why, n, "cannot read %s: %s", path, strerror(-r));
 	return r;
 }
 

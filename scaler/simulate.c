@@ -1427,33 +1427,12 @@ int sim_render_svg(const struct sim_model *m, const struct sim_pool *pools,
 
 static int read_file(const char *path, struct buf *out, FILE *err)
 {
-	char chunk[65536];
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY), r = 0;
+	int r = buf_read_file(out, path);
 
-	if (fd < 0) {
-		fprintf(err, "runner-scaler simulate: %s: %s\n", path, strerror(errno));
-		return -errno;
-	}
-	for (;;) {
-		ssize_t got = read(fd, chunk, sizeof(chunk));
-
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0) {
-			r = -errno;
-			fprintf(err, "runner-scaler simulate: %s: %s\n", path, strerror(errno));
-			break;
-		}
-		if (got == 0)
-			break;
-		r = buf_append(out, chunk, (size_t)got);
-		if (r < 0) {
-			fprintf(err, "runner-scaler simulate: %s: larger than %zu bytes\n", path,
-			        out->max);
-			break;
-		}
-	}
-	close(fd);
+	if (r == -EFBIG)
+		fprintf(err, "runner-scaler simulate: %s: larger than %zu bytes\n", path, out->max);
+	else if (r < 0)
+		fprintf(err, "runner-scaler simulate: %s: %s\n", path, strerror(-r));
 	return r;
 }
 

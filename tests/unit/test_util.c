@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -45,6 +46,28 @@ static void test_buf_default_limit(void **state)
 	assert_int_equal(buf_append(&b, big, 1), -EFBIG);
 	buf_free(&b);
 	free(big);
+}
+
+static void test_buf_read_file(void **state)
+{
+	char path[] = "/tmp/runnerd-test-util-XXXXXX";
+	int fd = mkstemp(path);
+	struct buf b;
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "0123456789", 10), 10);
+	close(fd);
+	buf_init(&b, 10);
+	assert_int_equal(buf_read_file(&b, path), 0);
+	assert_string_equal(b.data, "0123456789");
+	buf_free(&b);
+	buf_init(&b, 9);
+	assert_int_equal(buf_read_file(&b, path), -EFBIG);
+	buf_free(&b);
+	unlink(path);
+	buf_init(&b, 0);
+	assert_int_equal(buf_read_file(&b, path), -ENOENT);
+	buf_free(&b);
 }
 
 static void test_log_redact(void **state)
@@ -120,9 +143,10 @@ static void test_str_copy(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_buf_limit),  cmocka_unit_test(test_buf_default_limit),
-	        cmocka_unit_test(test_log_redact), cmocka_unit_test(test_iso8601),
-	        cmocka_unit_test(test_backoff),    cmocka_unit_test(test_str_copy),
+	        cmocka_unit_test(test_buf_limit),     cmocka_unit_test(test_buf_default_limit),
+	        cmocka_unit_test(test_buf_read_file), cmocka_unit_test(test_log_redact),
+	        cmocka_unit_test(test_iso8601),       cmocka_unit_test(test_backoff),
+	        cmocka_unit_test(test_str_copy),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
