@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Real boots for the e2e test: a cached Debian 12 base image, and qemu guests booted from it
-with a cloud-init NoCloud seed (the EC2 user-data route). See /work/shared/notes/e2e-boot.md.
+with a cloud-init NoCloud seed (the EC2 user-data route).
 
 The base image (ensure_image): debootstrap minbase of bookworm with systemd, udev, dbus, the
 cloud kernel, cloud-init, sudo and the runtime dependencies of the runnerd package; DHCP through

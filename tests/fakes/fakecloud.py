@@ -18,7 +18,7 @@ The main port routes each request by its shape:
                                             TerminateInstanceInAutoScalingGroup
   GET  /api/v3/runner[/tasks[/running]]     CircleCI Runner API v3 (Circle-Token header)
   /_fake/...                                control API (JSON), below
-Wire formats follow /work/shared/notes/aws-wire.md. The fake checks the SigV4 signature of
+Wire formats follow the AWS wire notes (botocore's models). The fake checks the SigV4 signature of
 every AWS request (§5), using its own implementation and cross-checking with botocore. The key
 must be registered static credentials or IMDS-issued session credentials, and session
 credentials must carry their token as a signed X-Amz-Security-Token. Auto Scaling groups belong

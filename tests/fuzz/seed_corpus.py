@@ -5,7 +5,7 @@ Run it with /usr/bin/python3 (botocore) from the repository root:
     /usr/bin/python3 tests/fuzz/seed_corpus.py [--out tests/fuzz/corpus]
 It starts tests/fakes/fakecloud.py (and dynalite when install-deps cached it), drives each
 endpoint the C code reads through boto3 and plain HTTP, and saves the raw response bodies:
-success and error shapes alike. The wire examples of /work/shared/notes/aws-wire.md, the
+success and error shapes alike. The wire examples of the project's AWS wire notes, the
 packaged configs and a few hand-written edge cases are added beside them. Byte-structured
 harnesses (status_json, agent_yaml) get inputs laid out the way they consume bytes.
 Re-running replaces the seeds it wrote; regress-* files (inputs that once crashed a harness)
@@ -456,7 +456,7 @@ def static(cp):
         "single-task"]), "runner3")
     cp.add("agent_yaml", yaml_input(1, 0, 0, 5400500, [
         'tok"en: #x\nkey: y', "https://runner.example.com", "name: {a}", "ci user",
-        "/work/%s/x", "continuous"]), "launch-agent")
+        "/srv/%s/x", "continuous"]), "launch-agent")
 
 
 def main():
