@@ -74,8 +74,10 @@ check: deps
 unit: $(UNIT_BINS)
 	@scripts/run-unit $(UNIT_BINS)
 
-integration: all tools
-	RUNNERD_BUILD=$(abspath $(B)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+# The packaging tests and the e2e boot share one `make deb` (a phony target runs once per make).
+integration: all tools deb
+	RUNNERD_BUILD=$(abspath $(B)) RUNNERD_DEBS=$(abspath $(B)) $(PYTHON) -m pytest -q \
+		-p no:cacheprovider tests/integration
 
 # The real boot (tests/e2e): the runnerd .deb installed by cloud-init user-data in qemu guests
 # against the fake cloud. Needs root (skipped otherwise); the base image is cached outside the tree.
