@@ -56,7 +56,8 @@ struct aws_ctx {
 };
 
 /* Endpoint for a service: AWS_ENDPOINT_URL_<SERVICE> (AUTO_SCALING, SECRETS_MANAGER, SSM,
- * DYNAMODB), else AWS_ENDPOINT_URL, else https://SERVICE.REGION.amazonaws.com (.com.cn for cn-*).
+ * DYNAMODB), else AWS_ENDPOINT_URL, else https://SERVICE.REGION.amazonaws.com (.com.cn for cn-*);
+ * never with a trailing '/' (the caller appends the path).
  * *explicit_out tells whether it came from a variable. getenv_fn NULL = getenv (injectable for
  * unit tests). 0, -ENAMETOOLONG, -EINVAL (bad region). */
 int aws_endpoint(enum aws_service svc, const char *region, char *out, size_t n, bool *explicit_out,
@@ -79,7 +80,8 @@ int aws_json(struct aws_ctx *ctx, enum aws_service svc, const char *region, cons
              const char *json, struct buf *out, struct aws_error *err);
 
 /* Pure helpers (unit-tested). */
-/* Form-encode: unreserved kept, space -> '+', else %XX uppercase. Appends to out. */
+/* Form-encode "name=value" (unreserved kept, space -> '+', else %XX uppercase) and append it
+ * to out, preceded by '&' when out is not empty. */
 int aws_form_append(struct buf *out, const char *name, const char *value);
 /* Parse an XML ErrorResponse (also <Response><Errors><Error>) into err. 0 or -EBADMSG. */
 int aws_parse_query_error(const char *body, size_t len, struct aws_error *err);
