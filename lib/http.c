@@ -82,10 +82,34 @@ static bool host_is_loopback(const char *host)
 	return false;
 }
 
+/* The instance metadata service at its own addresses, port 80: the one plain-http peer a
+ * daemon on EC2 must reach without any endpoint variable (IMDS speaks no TLS). */
+static bool host_is_imds(const char *host, const char *port)
+{
+	static const unsigned char imds6[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
+	                                        0,    0,    0,    0,    0, 0, 0x02, 0x54};
+	char tmp[INET6_ADDRSTRLEN + 2];
+	struct in_addr a4;
+	struct in6_addr a6;
+	size_t n = strlen(host);
+
+	if (port && strcmp(port, "80") != 0)
+		return false;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return ntohl(a4.s_addr) == 0xa9fea9feu; /* 169.254.169.254 */
+	if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(tmp)) {
+		memcpy(tmp, host + 1, n - 2);
+		tmp[n - 2] = '\0';
+		if (inet_pton(AF_INET6, tmp, &a6) == 1)
+			return memcmp(&a6, imds6, sizeof(imds6)) == 0;
+	}
+	return false;
+}
+
 bool http_url_allowed(const char *url, bool explicit_endpoint)
 {
 	CURLU *u;
-	char *scheme = NULL, *host = NULL;
+	char *scheme = NULL, *host = NULL, *port = NULL;
 	bool ok = false;
 
 	if (!url)
@@ -100,11 +124,15 @@ bool http_url_allowed(const char *url, bool explicit_endpoint)
 		goto out;
 	if (strcasecmp(scheme, "https") == 0)
 		ok = true;
-	else if (strcasecmp(scheme, "http") == 0)
-		ok = explicit_endpoint || host_is_loopback(host);
+	else if (strcasecmp(scheme, "http") == 0) {
+		/* No default port: an explicit one comes back as given, none as NULL. */
+		(void)curl_url_get(u, CURLUPART_PORT, &port, 0);
+		ok = explicit_endpoint || host_is_loopback(host) || host_is_imds(host, port);
+	}
 out:
 	curl_free(scheme);
 	curl_free(host);
+	curl_free(port);
 	curl_url_cleanup(u);
 	return ok;
 }

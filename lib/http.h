@@ -1,5 +1,6 @@
 /* HTTP on libcurl: timeouts always, a response size limit always, TLS verification always;
- * plain http:// only to loopback or to an endpoint the operator set explicitly. */
+ * plain http:// only to loopback, to the instance metadata service at its own addresses, or to
+ * an endpoint the operator set explicitly. */
 #ifndef RUNNERD_HTTP_H
 #define RUNNERD_HTTP_H
 
@@ -53,7 +54,8 @@ int http_prepare(CURL *h, const struct http_request *req, struct http_response *
 int http_finish(CURL *h, CURLcode rc, struct http_response *resp);
 
 /* Pure: may this URL be used? https always; http only when the host is loopback
- * (127.0.0.0/8, ::1, localhost) or explicit is true. Other schemes never. */
+ * (127.0.0.0/8, ::1, localhost), the instance metadata service at its own addresses on port 80
+ * (169.254.169.254, [fd00:ec2::254]), or explicit is true. Other schemes never. */
 bool http_url_allowed(const char *url, bool explicit_endpoint);
 /* Pure: Retry-After header value (delta-seconds or HTTP-date) to seconds, -1 if unparsable. */
 long http_parse_retry_after(const char *value, long now_epoch);

@@ -13,6 +13,7 @@
 #include "util.h"
 
 #define IMDS_DEFAULT_BASE        "http://169.254.169.254"
+#define IMDS_DEFAULT_BASE_IPV6   "http://[fd00:ec2::254]"
 #define IMDS_CONNECT_TIMEOUT_MS  1000L
 #define IMDS_TIMEOUT_DEFAULT_MS  2000L
 #define IMDS_TOKEN_TTL_DEFAULT_S 21600u
@@ -34,6 +35,12 @@ int imds_init(struct imds *m, struct http_client *http)
 	v = getenv("AWS_EC2_METADATA_DISABLED");
 	if (v && strcasecmp(v, "true") == 0)
 		m->disabled = true;
+	/* The SDKs' endpoint mode: IPv6-only subnets reach IMDS at its IPv6 address. */
+	v = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
+	if (v && strcasecmp(v, "IPv6") == 0)
+		str_copy(m->base, IMDS_DEFAULT_BASE_IPV6, sizeof(m->base));
+	else if (v && v[0] && strcasecmp(v, "IPv4") != 0)
+		m->disabled = true; /* unknown mode: never silently talk to another address */
 	v = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
 	if (v && v[0]) {
 		len = strlen(v);

@@ -13,7 +13,9 @@
 
 struct imds {
 	struct http_client *http;
-	char base[256]; /* "http://169.254.169.254" or AWS_EC2_METADATA_SERVICE_ENDPOINT */
+	/* "http://169.254.169.254", "http://[fd00:ec2::254]" with
+	 * AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6, or AWS_EC2_METADATA_SERVICE_ENDPOINT */
+	char base[256];
 	bool explicit_base;
 	bool disabled; /* AWS_EC2_METADATA_DISABLED=true */
 	char token[256];

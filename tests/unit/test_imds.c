@@ -190,6 +190,41 @@ static void test_init_env(void **state)
 	unsetenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
 }
 
+/* AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE picks the built-in address (not an explicit endpoint:
+ * the URL check must admit it on its own); an endpoint variable wins over the mode. */
+static void test_init_endpoint_mode(void **state)
+{
+	static const struct {
+		const char *mode, *endpoint, *base;
+		bool disabled, explicit_base;
+	} cases[] = {
+	        {"IPv6", NULL, "http://[fd00:ec2::254]", false, false},
+	        {"ipv6", NULL, "http://[fd00:ec2::254]", false, false},
+	        {"IPv4", NULL, "http://169.254.169.254", false, false},
+	        {"", NULL, "http://169.254.169.254", false, false},
+	        {"IPv5", NULL, "http://169.254.169.254", true, false},
+	        {"IPv6", "http://127.0.0.1:1234", "http://127.0.0.1:1234", false, true},
+	};
+	struct imds m;
+
+	unsetenv("AWS_EC2_METADATA_DISABLED");
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE", cases[i].mode, 1);
+		if (cases[i].endpoint)
+			setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", cases[i].endpoint, 1);
+		else
+			unsetenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+		assert_int_equal(imds_init(&m, NULL), 0);
+		assert_string_equal(m.base, cases[i].base);
+		assert_int_equal(m.disabled, cases[i].disabled);
+		assert_int_equal(m.explicit_base, cases[i].explicit_base);
+		if (!cases[i].disabled)
+			assert_true(http_url_allowed(m.base, m.explicit_base));
+	}
+	unsetenv("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
+	unsetenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+}
+
 static void test_disabled(void **state)
 {
 	struct imds m;
@@ -389,6 +424,7 @@ int main(void)
 	        cmocka_unit_test(test_parse_spot_action),
 	        cmocka_unit_test(test_parse_credentials),
 	        cmocka_unit_test(test_init_env),
+	        cmocka_unit_test(test_init_endpoint_mode),
 	        cmocka_unit_test(test_disabled),
 	        cmocka_unit_test(test_token_flow),
 	        cmocka_unit_test(test_401_twice),
