@@ -951,6 +951,30 @@ static int run_prepare(struct runnerd *d)
 	return r < 0 ? EX_UNAVAILABLE : 0;
 }
 
+/* runnerd-failed.service (OnFailure= of runnerd.service) asks this whether the instance powers
+ * off after runnerd failed: exit 0 keeps it up (on_exit = exit, for debugging); any other status
+ * fails that unit, whose FailureAction=poweroff is the last resort. A config that cannot be read
+ * powers off: a broken instance must not linger in its group. */
+static int run_on_failure(const char *path, const struct runnerd_config *conf, int load_r)
+{
+	if (load_r < 0) {
+		printf("runnerd failed and %s is unusable: powering off (the unit's "
+		       "FailureAction=poweroff)\n",
+		       path);
+		return EX_CONFIG;
+	}
+	if (conf->lifecycle->on_exit == RD_ON_EXIT_EXIT) {
+		printf("runnerd failed; on_exit = exit in %s: keeping the instance up for debugging "
+		       "(journalctl -u runnerd; see runnerd(8), DEBUGGING AN INSTANCE)\n",
+		       path);
+		return 0;
+	}
+	printf("runnerd failed; on_exit = poweroff in %s: powering off (the unit's "
+	       "FailureAction=poweroff)\n",
+	       path);
+	return EX_UNAVAILABLE;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -958,12 +982,14 @@ static void usage(FILE *f)
 	        "off\n"
 	        "       runnerd prepare [-c FILE]    packages and agent binary only (AMI baking)\n"
 	        "       runnerd check-config [-c FILE]  validate and print the effective config\n"
+	        "       runnerd on-failure [-c FILE] after runnerd failed: exit 0 to keep the "
+	        "instance up\n"
 	        "       runnerd --version | --help\n"
 	        "default FILE: %s; see runnerd(8) and runnerd.conf(5)\n",
 	        RUNNERD_CONF_DEFAULT);
 }
 
-enum command { CMD_RUN, CMD_PREPARE, CMD_CHECK };
+enum command { CMD_RUN, CMD_PREPARE, CMD_CHECK, CMD_ON_FAILURE };
 
 int main(int argc, char **argv)
 {
@@ -998,6 +1024,9 @@ int main(int argc, char **argv)
 		} else if (!have_cmd && strcmp(a, "check-config") == 0) {
 			cmd = CMD_CHECK;
 			have_cmd = true;
+		} else if (!have_cmd && strcmp(a, "on-failure") == 0) {
+			cmd = CMD_ON_FAILURE;
+			have_cmd = true;
 		} else {
 			fprintf(stderr, "runnerd: unexpected argument '%s'\n", a);
 			usage(stderr);
@@ -1010,6 +1039,16 @@ int main(int argc, char **argv)
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
 	r = runnerd_config_load(path, &d.conf, &errors);
+	if (cmd == CMD_ON_FAILURE) {
+		if (errors)
+			fputs(errors, stderr);
+		free(errors);
+		code = run_on_failure(path, &d.conf, r);
+		fflush(stdout);
+		if (r == 0)
+			runnerd_config_free(&d.conf);
+		return code;
+	}
 	if (r < 0) {
 		if (errors)
 			fputs(errors, stderr);

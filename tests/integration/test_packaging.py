@@ -112,7 +112,7 @@ def test_lintian_clean(debs):
 def test_package_contents(debs):
     rd, sc = deb_files(debs["runnerd"]), deb_files(debs["runner-scaler"])
     for f in ("/usr/sbin/runnerd", "/usr/bin/runnerctl", "/lib/systemd/system/runnerd.service",
-              "/etc/runnerd/runnerd.conf", "/usr/lib/sysusers.d/runnerd.conf",
+              "/lib/systemd/system/runnerd-failed.service", "/etc/runnerd/runnerd.conf", "/usr/lib/sysusers.d/runnerd.conf",
               "/usr/lib/tmpfiles.d/runnerd.conf", "/usr/share/man/man8/runnerd.8.gz",
               "/usr/share/man/man8/runnerctl.8.gz", "/usr/share/man/man5/runnerd.conf.5.gz",
               "/usr/share/doc/runnerd/copyright", "/usr/share/doc/runnerd/README.Debian"):
@@ -122,7 +122,8 @@ def test_package_contents(debs):
               "/usr/share/man/man5/runner-scaler.conf.5.gz"):
         assert f in sc, f"runner-scaler lacks {f}"
     # A scaler node must never get the unit that powers the machine off.
-    assert not {"/usr/sbin/runnerd", "/lib/systemd/system/runnerd.service"} & sc, sorted(sc)
+    assert not {"/usr/sbin/runnerd", "/lib/systemd/system/runnerd.service",
+                "/lib/systemd/system/runnerd-failed.service"} & sc, sorted(sc)
     assert not any("scaler" in f for f in rd), sorted(rd)
 
     depends = deb_field(debs["runnerd"], "Depends")
@@ -344,7 +345,7 @@ def verify(ch, *units):
 def test_units_verify_clean(installed):
     ch, _ = installed
     # ExecStart binaries, targets and the man pages of Documentation= all resolve in the root.
-    r = verify(ch, "runnerd.service", "runner-scaler.service")
+    r = verify(ch, "runnerd.service", "runnerd-failed.service", "runner-scaler.service")
     assert r.returncode == 0 and r.stderr == "" and r.stdout == "", out(r)
 
 
@@ -534,5 +535,107 @@ def test_scaler_runs_in_its_sandbox(rootfs_tar, debs, fake, tmp_path):
         assert stat.S_IMODE(st.st_mode) == 0o644, oct(st.st_mode)
         assert 'runner_scaler_desired_capacity{pool="a"} 3' in prom.read_text()
         assert SCALER_TOKEN not in journal
+    finally:
+        ch.remove()
+
+
+# ---- runnerd's unit when runnerd itself fails -----------------------------------------------
+
+CRASH_DROPIN = """[Service]
+ExecStart=
+ExecStart=/bin/sh -c 'echo RUNNERD-STAND-IN-CRASHES; kill -SEGV $$$$'
+"""
+
+
+def boot_runnerd_root(ch, tmp_path, name):
+    """Boot the root with runnerd.service enabled as the package leaves it, in a private
+    network (nothing to reach: no IMDS, no AWS). -> (Popen, log path)."""
+    ch.unstub()
+    (ch.root / "var/log/journal").mkdir(parents=True, exist_ok=True)
+    log = tmp_path / f"nspawn-{name}.log"
+    with open(log, "wb") as logf:
+        boot = subprocess.Popen(["systemd-nspawn", "--quiet", "--register=no", "--keep-unit",
+                                 "--private-network", "-D", str(ch.root), "-b"],
+                                stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    return boot, log
+
+
+def journal(ch, *args):
+    return run(["journalctl", "-D", ch.root / "var/log/journal", "--no-pager", "-o", "cat",
+                *args]).stdout
+
+
+def stop_container(boot):
+    if boot.poll() is None:
+        boot.terminate()  # nspawn powers the container off cleanly
+        try:
+            boot.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(boot.pid, 9)
+            boot.wait(10)
+
+
+@pytest.mark.parametrize("case", ["crash-poweroff", "crash-exit", "bad-config"])
+def test_runnerd_failure_powers_off_unless_on_exit_exit(rootfs_tar, debs, tmp_path, case):
+    """runnerd.service's last resort agrees with on_exit: when runnerd fails (here a stand-in
+    that dies of SIGSEGV, or the real runnerd refusing a broken config) the instance powers
+    itself off (runnerd-failed.service's FailureAction=poweroff), except with on_exit = exit,
+    which keeps it up for debugging. Booted for real with systemd-nspawn."""
+    assert shutil.which("systemd-nspawn"), "systemd-nspawn is missing: run scripts/install-deps"
+    ch = Chroot(rootfs_tar, tmp_path)
+    try:
+        r = ch.install(debs["runnerd"])
+        assert r.returncode == 0, out(r)
+        conf = ch.root / "etc/runnerd/runnerd.conf"
+        shipped = conf.read_text()
+        assert ";on_exit = poweroff\n" in shipped
+        if case == "bad-config":
+            conf.write_text(shipped.replace(";on_exit = poweroff\n", "on_exit = reboot\n"))
+        else:
+            if case == "crash-exit":
+                conf.write_text(shipped.replace(";on_exit = poweroff\n", "on_exit = exit\n"))
+            dropin = ch.root / "etc/systemd/system/runnerd.service.d"
+            dropin.mkdir(parents=True)
+            (dropin / "crash.conf").write_text(CRASH_DROPIN)
+        boot, log = boot_runnerd_root(ch, tmp_path, case)
+        try:
+            if case == "crash-exit":
+                # The decision is logged once runnerd-failed.service has run; no
+                # notification crosses the container boundary, so re-check the journal with
+                # a deadline (ending early should the container stop).
+                deadline = time.monotonic() + 90
+                seen = ""
+                while boot.poll() is None and time.monotonic() < deadline:
+                    seen = journal(ch, "-u", "runnerd-failed.service")
+                    if "keeping the instance up" in seen and "Finished" in seen:
+                        break
+                    select.select([], [], [], 0.2)
+                assert boot.poll() is None, "the container powered off:\n" + journal(ch)
+                assert "keeping the instance up" in seen, journal(ch)
+            else:
+                try:
+                    boot.wait(90)  # powers itself off: nspawn exits
+                except subprocess.TimeoutExpired:
+                    raise AssertionError("the container did not power off:\n" + journal(ch))
+        finally:
+            stop_container(boot)
+        everything = journal(ch)
+        failed = journal(ch, "-u", "runnerd-failed.service")
+        if case == "bad-config":
+            assert "on_exit: must be one of" in journal(ch, "-u", "runnerd.service"), everything
+            assert "is unusable: powering off" in failed, everything
+        elif case == "crash-poweroff":
+            assert "RUNNERD-STAND-IN-CRASHES" in everything, everything
+            assert "on_exit = poweroff" in failed and "powering off" in failed, everything
+        if case == "crash-exit":
+            assert "RUNNERD-STAND-IN-CRASHES" in everything, everything
+            assert "Failed with result" not in failed, everything
+            assert "FailureAction" not in everything and "Powering off" not in everything, \
+                everything
+        else:
+            # The unit failed and its FailureAction= did the power-off.
+            assert "runnerd-failed.service: Failed with result" in everything, everything
+            assert re.search(r"(?i)failure ?action", everything), everything
     finally:
         ch.remove()

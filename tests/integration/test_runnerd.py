@@ -619,6 +619,25 @@ def test_on_exit_exit_skips_both(rd, cloud):
     assert not r.marker.exists()
 
 
+@pytest.mark.parametrize("lifecycle, rc, says", [
+    ("on_exit = exit\n", 0, "keeping the instance up"),
+    ("on_exit = poweroff\n", EX_UNAVAILABLE, "on_exit = poweroff"),
+    ("", EX_UNAVAILABLE, "on_exit = poweroff"),
+    ("on_exit = halt\n", EX_CONFIG, "is unusable: powering off"),
+    (None, EX_CONFIG, "is unusable: powering off"),
+])
+def test_on_failure_decides_by_on_exit(build, tmp_path, lifecycle, rc, says):
+    """runnerd-failed.service's question (the unit's last resort): keep the instance up only
+    for on_exit = exit; a config it cannot read powers off."""
+    conf = tmp_path / "runnerd.conf"
+    if lifecycle is not None:
+        conf.write_text("[lifecycle]\n" + lifecycle)
+    r = subprocess.run([str(Path(build) / "runnerd"), "on-failure", "-c", str(conf)],
+                       capture_output=True, text=True, timeout=10, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == rc, (r.stdout, r.stderr)
+    assert says in r.stdout, (r.stdout, r.stderr)
+
+
 def test_packages_through_apt(rd, cloud, tmp_path):
     """dpkg-query says one package is missing: apt-get install runs (noninteractive, the lock
     timeout) and is retried once after apt-get update. While the first apt-get blocks,
