@@ -86,7 +86,7 @@ static bool host_is_loopback(const char *host)
  * daemon on EC2 must reach without any endpoint variable (IMDS speaks no TLS). */
 static bool host_is_imds(const char *host, const char *port)
 {
-	static const unsigned char imds6[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
+	static const unsigned char imds6[16] = {0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0,    0,
 	                                        0,    0,    0,    0,    0, 0, 0x02, 0x54};
 	char tmp[INET6_ADDRSTRLEN + 2];
 	struct in_addr a4;

@@ -964,7 +964,8 @@ static int run_on_failure(const char *path, const struct runnerd_config *conf, i
 		return EX_CONFIG;
 	}
 	if (conf->lifecycle->on_exit == RD_ON_EXIT_EXIT) {
-		printf("runnerd failed; on_exit = exit in %s: keeping the instance up for debugging "
+		printf("runnerd failed; on_exit = exit in %s: keeping the instance up for "
+		       "debugging "
 		       "(journalctl -u runnerd; see runnerd(8), DEBUGGING AN INSTANCE)\n",
 		       path);
 		return 0;

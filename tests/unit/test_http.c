@@ -39,7 +39,8 @@ static void test_url_allowed(void **state)
 	        {"http://[fd00:ec2::254]/latest/api/token", false, true},
 	        {"http://[FD00:EC2::254]/latest/", false, true},
 	        {"http://[fd00:ec2:0:0:0:0:0:254]/", false, true},
-	        {"http://2852039166/latest/", false, true}, /* 169.254.169.254 as curl normalises it */
+	        {"http://2852039166/latest/", false,
+	         true}, /* 169.254.169.254 as curl normalises it */
 	        {"http://169.254.169.254:8080/", false, false},
 	        {"http://169.254.169.253/", false, false},
 	        {"http://169.254.170.2/v2/credentials", false, false},
