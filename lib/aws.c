@@ -341,6 +341,12 @@ static void error_transport(struct aws_error *err, int r, long status)
 		code = "transport";
 		msg = "plain http refused for a non-loopback endpoint";
 		break;
+	case -EKEYREJECTED:
+		code = "tls";
+		msg = "TLS certificate verification failed: the endpoint's certificate is not "
+		      "trusted "
+		      "by the system CA bundle";
+		break;
 	default:
 		code = "transport";
 		msg = "transport error";
@@ -356,7 +362,7 @@ static void error_transport(struct aws_error *err, int r, long status)
 static bool transport_retryable(int r)
 {
 	/* Oversize answers and refused URLs will not change on retry; ENOMEM/EINVAL are ours. */
-	return r != -EFBIG && r != -EPERM && r != -ENOMEM && r != -EINVAL;
+	return r != -EFBIG && r != -EPERM && r != -ENOMEM && r != -EINVAL && r != -EKEYREJECTED;
 }
 
 struct aws_call {

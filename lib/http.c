@@ -382,6 +382,14 @@ int http_finish(CURL *h, CURLcode rc, struct http_response *resp)
 		return -EFBIG;
 	case CURLE_OUT_OF_MEMORY:
 		return -ENOMEM;
+	/* The peer's certificate is not trusted (or unusable): a configuration problem that a
+	 * retry will not fix, and one an operator must be able to tell from a broken network. */
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		return -EKEYREJECTED;
 	default:
 		return -EPROTO;
 	}

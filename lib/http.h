@@ -41,7 +41,8 @@ void http_client_free(struct http_client *c);
 
 /* 0 when a response arrived, whatever its status. Otherwise: -EPERM (plain http to a non-loopback
  * host without explicit_endpoint), -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH (resolve/connect),
- * -EFBIG (body over max_body), -EPROTO (other transport errors), -ENOMEM.
+ * -EFBIG (body over max_body), -EKEYREJECTED (the peer's TLS certificate is not trusted by the
+ * CA bundle), -EPROTO (other transport errors), -ENOMEM.
  * resp is always initialised; free it with http_response_free(). */
 int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp);
 void http_response_free(struct http_response *resp);

@@ -445,6 +445,8 @@ static const char *transport_word(int rc)
 		return "malformed response";
 	case -EPERM:
 		return "URL not allowed (plain http to a non-loopback host)";
+	case -EKEYREJECTED:
+		return "TLS certificate verification failed (not trusted by the system CA bundle)";
 	case -ENOMEM:
 		return "out of memory";
 	default:

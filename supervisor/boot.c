@@ -305,8 +305,8 @@ int boot_token(struct boot_ctx *b)
 		                    ? " (is SecretString a JSON object?)"
 		                    : "");
 	if (r < 0)
-		return fail(b, r, "token: %s %s: %s: %s (%s)", what, t->id, call, strerror(-r),
-		            err.code);
+		return fail(b, r, "token: %s %s: %s: %s (%s)", what, t->id, call,
+		            err.message[0] ? err.message : strerror(-r), err.code);
 	if (boot_token_trim(&b->token) < 0) {
 		buf_wipe(&b->token);
 		buf_init(&b->token, BOOT_TOKEN_FILE_MAX);

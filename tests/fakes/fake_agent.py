@@ -7,7 +7,8 @@ AGENT-ARGV is what runnerd passes: `machine -c FILE` / `machine --config FILE` (
 or `--config FILE` (launch-agent). The tests write a small wrapper script as [agent] binary that
 execs this program with the options and "$@".
 
-The agent reads its YAML config (api.url, api.auth_token, runner.name are required), then:
+The agent reads its YAML config (api.auth_token and runner.name are required; api.url defaults
+to https://runner.circleci.com, as the real agents do), then:
   --dump F      writes {argv, env, config, config_mode, config_uid, uid, pid} to F (atomically)
   --pidfile F   writes its pid to F (atomically) once SIGTERM handling is in place: a test that
                 saw the file knows a SIGTERM from now on is recorded, never lost
@@ -99,7 +100,9 @@ def main():
         with open(config_path) as f:
             config = yaml.safe_load(f)
         api, runner = config["api"], config["runner"]
-        url, token, name = api["url"], api["auth_token"], runner["name"]
+        # The real agents default api.url to CircleCI's cloud when the config has none.
+        url = api.get("url") or "https://runner.circleci.com"
+        token, name = api["auth_token"], runner["name"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
         print(f"fake_agent: config {config_path}: {e!r}", file=sys.stderr)
         return 78

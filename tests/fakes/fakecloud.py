@@ -4,9 +4,28 @@
 Run (Python 3.11 stdlib, plus botocore for a second opinion on signatures):
     /usr/bin/python3 tests/fakes/fakecloud.py [--port N] [--tick-interval S] [--log-dir DIR]
                                               [--max-body BYTES] [--verbose]
+                                              [--netns NAME] [--listen-tls ADDR:PORT ...]
+                                              [--tls-cert PEM --tls-key PEM]
+                                              [--listen-imds ADDR:PORT ...]
+                                              [--dynamodb-upstream URL]
 It listens on 127.0.0.1:N (0 = pick a port). When it is listening it prints exactly one line,
-`READY port=<N>`, to stdout. Tests wait for that line instead of sleeping. stdout is not used
-after that; diagnostics go to stderr. SIGTERM/SIGINT stop it, and instance processes are killed.
+`READY port=<N>` (then ` tls=ADDR:PORT,...` and ` imds=ADDR:PORT,...` when those listen), to
+stdout. Tests wait for that line instead of sleeping. stdout is not used after that;
+diagnostics go to stderr. SIGTERM/SIGINT stop it, and instance processes are killed.
+
+The outside world at its real addresses (tests/fakes/world.py builds it around this):
+  --netns NAME         the main port is bound where the fake starts (the test's own network);
+                       then the fake enters network namespace NAME (/run/netns/NAME), where
+                       every other listener is bound and every process it launches runs.
+  --listen-tls A:P     HTTPS with --tls-cert/--tls-key (a certificate from the test's CA for the
+                       real host names: autoscaling.REGION.amazonaws.com, runner.circleci.com,
+                       ...). Routes like the main port, except that of the control API only the
+                       agent's side door (/_fake/agent/...) is there, and a GET of any other path
+                       is a blob (/_fake/blob) looked up by Host and path, like S3.
+  --listen-imds A:P    IMDSv2 of the main identity only (169.254.169.254:80, [fd00:ec2::254]:80).
+  --dynamodb-upstream  DynamoDB (JSON 1.0, X-Amz-Target DynamoDB_20120810.*) is answered by this
+                       real emulator (dynalite), after the fake has checked the signature and
+                       applied faults ("dynamodb:PutItem", ...); on any listener.
 
 The main port routes each request by its shape:
   PUT  /latest/api/token, GET /latest/...   IMDSv2 for the main identity (see /_fake/imds)
@@ -89,6 +108,10 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   POST /_fake/agent/claim {resource_class, runner_name, token, hostname?, version?}
         -> 200 {"job_id","duration_s"} | 204 when the queue is empty | 401 bad token
   POST /_fake/agent/complete {job_id, exit_code}
+  POST /_fake/blob {url, data(base64) | null, content_type?}
+        Serve these bytes at this https URL (its host and path) on the TLS listeners, as S3
+        serves an object: GET and HEAD; 404 NoSuchKey XML otherwise. null deletes. Faults match
+        "blob:<host><path>" (fnmatch), e.g. "blob:*.tar.gz". At most 64 MiB each.
   POST /_fake/note {key, value}      a free-form JSON value (at most 64 KiB encoded) that a
                                      helper the test cannot reach directly leaves for it: the
                                      e2e boot test's agent inside the guest posts what it saw
@@ -138,6 +161,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -460,6 +484,7 @@ class Cloud:
         self.generation = 0
         self.log_dir = log_dir
         self.main_port = None
+        self.ddb_upstream = None  # (host, port) of a real DynamoDB emulator, or None
         self.iid_counter = itertools.count(1)
         self.log_seq = 0
         self.clock_offset = 0.0
@@ -480,6 +505,7 @@ class Cloud:
         self.job_seq = 0
         self.runners = {}
         self.notes = {}
+        self.blobs = {}  # (host, path) -> (bytes, content type)
         self.faults = []
         self.fault_seq = 0
         self.log = collections.deque(maxlen=LOG_KEEP)
@@ -1094,6 +1120,14 @@ def ssm_get_parameter(cloud, body, region):
                           "DataType": "text"}}
 
 
+DDB_TARGET_PREFIX = "DynamoDB_20120810."
+S3_NO_SUCH_KEY = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchKey</Code>'
+                  '<Message>The specified key does not exist.</Message><Key>{key}</Key>'
+                  '<RequestId>{rid}</RequestId></Error>')
+S3_ERROR = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            '<Message>{message}</Message><RequestId>{rid}</RequestId></Error>')
+BLOB_MAX = 64 << 20
+
 JSON_TARGETS = {"secretsmanager.GetSecretValue": ("secretsmanager", "GetSecretValue",
                                                   sm_get_secret_value),
                 "AmazonSSM.GetParameter": ("ssm", "GetParameter", ssm_get_parameter)}
@@ -1116,10 +1150,40 @@ class FakeServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr, handler, cloud, identity=None):
+    # "main": everything; "tls": the world's HTTPS names; "imds": the main identity's IMDS
+    kind = "main"
+
+    def __init__(self, addr, handler, cloud, identity=None, kind="main"):
         self.cloud = cloud
         self.identity = identity  # None: the main port; else an instance's own IMDS listener
+        self.kind = kind
+        if ":" in addr[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(addr, handler)
+
+
+class TlsFakeServer(FakeServer):
+    """HTTPS: the handshake happens in the request's own thread, so a slow client never holds
+    up accept()."""
+
+    def __init__(self, addr, handler, cloud, ctx):
+        self.ctx = ctx
+        super().__init__(addr, handler, cloud, kind="tls")
+
+    def finish_request(self, request, client_address):
+        try:
+            request.settimeout(Handler.timeout)
+            request = self.ctx.wrap_socket(request, server_side=True)
+        except (OSError, ValueError) as e:
+            log(f"TLS handshake with {client_address}: {e}")
+            return
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            try:
+                request.close()
+            except OSError:
+                pass
 
 
 class BodyError(Exception):
@@ -1258,13 +1322,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.close_connection = True
                 self._plain(e.status, str(e))
                 return
-            if self.server.identity is not None:
+            if self.server.identity is not None or self.server.kind == "imds":
                 if raw_path.startswith("/latest/"):
-                    self._imds(self.server.identity)
+                    self._imds(self.server.identity or cloud.main_identity)
                 else:
                     self._imds_status(404)
                 return
             if raw_path.startswith("/_fake/"):
+                # The world's HTTPS names offer only the stand-in agent's side door.
+                if self.server.kind == "tls" and not raw_path.startswith("/_fake/agent/"):
+                    self._plain(404, "fakecloud: no such route")
+                    return
                 self._control(raw_path[len("/_fake/"):])
                 return
             if raw_path.startswith("/latest/"):
@@ -1275,6 +1343,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._aws_json()
             elif self.command in ("POST", "GET") and (self.body or "Action=" in self.query):
                 self._aws_query()
+            elif self.server.kind == "tls" and self.command in ("GET", "HEAD"):
+                self._blob()
             else:
                 self._plain(404, "fakecloud: no such route")
         except Exception:  # a bug in the fake must not look like a hung peer
@@ -1288,8 +1358,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._record(None)  # no response: dropped by a close fault
 
     def _new_entry(self, service, op, listener=None):
-        self.entry = {"t": time.time(), "listener": listener or "main", "method": self.command,
-                      "path": self.rpath, "service": service, "op": op}
+        self.entry = {"t": time.time(), "listener": listener or self.server.kind,
+                      "method": self.command, "path": self.rpath, "service": service, "op": op,
+                      "host": self.headers.get("Host")}
         return self.entry
 
     def _apply_fault(self, keys, proto, instance_id=None):
@@ -1318,7 +1389,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         hdrs = {"x-amzn-RequestId": rid} if proto in ("query", "json") else {}
         if spec.get("body") is not None:
             default_ct = {"query": "text/xml", "json": "application/x-amz-json-1.1",
-                          "runner": "application/json", "imds": "text/plain"}[proto]
+                          "runner": "application/json", "imds": "text/plain",
+                          "blob": "application/xml"}[proto]
             self._send(status, spec["body"], ctype or default_ct, hdrs)
         elif proto == "query":
             code = code or ("ServiceUnavailable" if status == 503 else
@@ -1334,6 +1406,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif proto == "runner":
             msg = msg if msg is not None else http.client.responses.get(status, "error")
             self._send(status, json.dumps({"message": msg}), ctype or "application/json")
+        elif proto == "blob":
+            code = code or ("InternalError" if status >= 500 else "AccessDenied")
+            self._send(status, S3_ERROR.format(code=xesc(code), message=xesc(msg or code),
+                                               rid=rand_str(16)),
+                       ctype or "application/xml")
         else:
             self._imds_status(status)
         return True
@@ -1609,6 +1686,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _aws_json(self):
         cloud = self.server.cloud
         target = self.headers.get("X-Amz-Target", "")
+        if target.startswith(DDB_TARGET_PREFIX) and cloud.ddb_upstream:
+            self._dynamodb(target[len(DDB_TARGET_PREFIX):])
+            return
         svc, op_name, fn = JSON_TARGETS.get(target, (None, target, None))
         e = self._new_entry(svc or target.split(".")[0], op_name)
         try:
@@ -1639,6 +1719,67 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self._send(200, json.dumps(out), "application/x-amz-json-1.1",
                    {"x-amzn-RequestId": str(uuid.uuid4())})
+
+    # -- DynamoDB: a real emulator answers, after our signature check and faults --
+    def _dynamodb(self, op_name):
+        cloud = self.server.cloud
+        e = self._new_entry("dynamodb", op_name)
+        try:
+            e["body"] = json.loads(self.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            pass
+        r = self._verify("dynamodb")
+        self._auth_log(r)
+        if not r.ok:
+            code, status = JSON_AUTH[r.kind]
+            self._json_error(status, code, r.message)
+            return
+        if self._apply_fault([f"dynamodb:{op_name}"], "json"):
+            return
+        host, port = cloud.ddb_upstream
+        fwd = {k: v for k, v in self.headers.items()
+               if k.lower() not in ("host", "connection", "content-length", "expect",
+                                    "transfer-encoding", "keep-alive")}
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=30)
+            conn.request("POST", "/", body=self.body, headers=fwd)
+            resp = conn.getresponse()
+            data = resp.read(MAX_BODY_DEFAULT + 1)
+            status = resp.status
+            ctype = resp.getheader("Content-Type") or "application/x-amz-json-1.0"
+            hdrs = {k: resp.getheader(k) for k in ("x-amzn-RequestId", "x-amz-crc32")
+                    if resp.getheader(k)}
+            conn.close()
+        except OSError as err:
+            log(f"dynamodb upstream {host}:{port}: {err!r}")
+            self._json_error(500, "InternalFailure", "fakecloud: the DynamoDB emulator is gone")
+            return
+        if status >= 400:
+            try:
+                e["error"] = json.loads(data).get("__type", "").rpartition("#")[2]
+            except (ValueError, AttributeError):
+                pass
+        self._send(status, data, ctype, hdrs)
+
+    # -- blobs: objects at https URLs, as S3 serves them --
+    def _blob(self):
+        cloud = self.server.cloud
+        host = (self.headers.get("Host") or "").lower().rsplit(":443", 1)[0]
+        e = self._new_entry("blob", host + self.rpath)
+        if self._apply_fault([f"blob:{host}{self.rpath}"], "blob"):
+            return
+        with cloud.lock:
+            b = cloud.blobs.get((host, self.rpath))
+        if b is None:
+            rid = rand_str(16)
+            self._send(404, S3_NO_SUCH_KEY.format(key=xesc(self.rpath.lstrip("/")), rid=rid),
+                       "application/xml", {"x-amz-request-id": rid})
+            return
+        data, ctype = b
+        e["bytes"] = len(data)
+        self._send(200, data, ctype,
+                   {"ETag": '"' + hashlib.md5(data).hexdigest() + '"',  # noqa: S324 (S3's own)
+                    "Accept-Ranges": "bytes"})
 
     # -- CircleCI Runner API v3 --
     def _runner(self):
@@ -2084,13 +2225,32 @@ def c_clock(h, cloud, body):
         return 200, {"offset_s": cloud.clock_offset}
 
 
+def c_blob(h, cloud, body):
+    b = validate(body, {"url": F(str, True, maxlen=2048), "data": F(str, True, nullable=True),
+                        "content_type": F(str, maxlen=256)})
+    m = re.fullmatch(r"https://([A-Za-z0-9.-]+)(/[^?#\s]*)", b["url"])
+    if not m:
+        raise Bad("url: want https://HOST/PATH")
+    key = (m.group(1).lower(), m.group(2))
+    with cloud.lock:
+        if b["data"] is None:
+            cloud.blobs.pop(key, None)
+        else:
+            data = _b64bytes(b["data"])
+            if len(data) > BLOB_MAX:
+                raise Bad(f"data: larger than {BLOB_MAX} bytes")
+            cloud.blobs[key] = (data, b.get("content_type") or "binary/octet-stream")
+        cloud.bump()
+    return 200, {}
+
+
 CONTROL = {("POST", "reset"): c_reset, ("POST", "credentials"): c_credentials,
            ("POST", "secret"): c_secret, ("POST", "parameter"): c_parameter,
            ("POST", "asg"): c_asg, ("POST", "imds"): c_imds,
            ("POST", "runner-token"): c_runner_token, ("POST", "agent-token"): c_agent_token,
            ("POST", "jobs"): c_jobs, ("POST", "agent/claim"): c_claim,
            ("POST", "agent/complete"): c_complete, ("POST", "note"): c_note,
-           ("POST", "fault"): c_fault,
+           ("POST", "fault"): c_fault, ("POST", "blob"): c_blob,
            ("DELETE", "faults"): c_clear_faults, ("DELETE", "fault"): c_clear_faults,
            ("GET", "requests"): c_requests,
            ("GET", "state"): c_state, ("POST", "tick"): c_tick, ("POST", "clock"): c_clock}
@@ -2107,6 +2267,13 @@ def main(argv=None):
     ap.add_argument("--log-dir", help="where instance processes write <instance-id>.log")
     ap.add_argument("--max-body", type=int, default=MAX_BODY_DEFAULT)
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--netns", help="bind all but the main port in this network namespace")
+    ap.add_argument("--listen-tls", action="append", default=[], metavar="ADDR:PORT")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--listen-imds", action="append", default=[], metavar="ADDR:PORT")
+    ap.add_argument("--dynamodb-upstream", metavar="URL",
+                    help="http://HOST:PORT of a real DynamoDB emulator")
     a = ap.parse_args(argv)
     if not 0 <= a.port <= 65535 or a.tick_interval < 0 or a.max_body < 1024:
         ap.error("bad --port, --tick-interval or --max-body")
@@ -2115,19 +2282,43 @@ def main(argv=None):
     log_dir = os.path.abspath(a.log_dir) if a.log_dir else None
     if log_dir:
         os.makedirs(log_dir, exist_ok=True)
+    if a.listen_tls and not (a.tls_cert and a.tls_key):
+        ap.error("--listen-tls needs --tls-cert and --tls-key")
     cloud = Cloud(log_dir)
+    if a.dynamodb_upstream:
+        m = re.fullmatch(r"http://([^/:]+|\[[0-9a-fA-F:]+\]):(\d+)/?", a.dynamodb_upstream)
+        if not m:
+            ap.error("--dynamodb-upstream: want http://HOST:PORT")
+        cloud.ddb_upstream = (m.group(1).strip("[]"), int(m.group(2)))
     srv = FakeServer(("127.0.0.1", a.port), Handler, cloud)
     cloud.main_port = srv.server_address[1]
+    # From here on this thread, every thread it starts and every process it launches live in
+    # the world's network namespace; the main port stays reachable from where the fake began.
+    if a.netns:
+        enter_netns(a.netns)
+    servers = [srv]
+    ready = f"READY port={cloud.main_port}"
+    if a.listen_tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        tls = [TlsFakeServer(parse_addr(x), Handler, cloud, ctx) for x in a.listen_tls]
+        servers += tls
+        ready += " tls=" + ",".join(fmt_addr(t.server_address) for t in tls)
+    if a.listen_imds:
+        imds = [FakeServer(parse_addr(x), Handler, cloud, kind="imds") for x in a.listen_imds]
+        servers += imds
+        ready += " imds=" + ",".join(fmt_addr(t.server_address) for t in imds)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    threading.Thread(target=srv.serve_forever, name="main", daemon=True).start()
+    for i, sv in enumerate(servers):
+        threading.Thread(target=sv.serve_forever, name=f"listener-{i}", daemon=True).start()
     if a.tick_interval > 0:
         def ticker():
             while not stop.wait(a.tick_interval):
                 cloud.tick()
         threading.Thread(target=ticker, name="ticker", daemon=True).start()
-    sys.stdout.write(f"READY port={cloud.main_port}\n")
+    sys.stdout.write(ready + "\n")
     sys.stdout.flush()
     # Nothing else may reach stdout: the reader may be gone after the handshake.
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -2139,8 +2330,36 @@ def main(argv=None):
     cloud.kill_all()
     # No srv.shutdown(): it waits out serve_forever's poll interval; the daemon threads end
     # with the process.
-    srv.server_close()
+    for sv in servers:
+        sv.server_close()
     return 0
+
+
+def parse_addr(s):
+    """"127.0.0.1:443", "[fd00:ec2::254]:80" -> (host, port)."""
+    m = re.fullmatch(r"\[([0-9a-fA-F:]+)\]:(\d+)|([^:\[\]]+):(\d+)", s)
+    if not m:
+        raise SystemExit(f"fakecloud: bad address {s!r}: want ADDR:PORT or [ADDR6]:PORT")
+    host = m.group(1) or m.group(3)
+    return host, int(m.group(2) or m.group(4))
+
+
+def fmt_addr(sa):
+    host, port = sa[0], sa[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def enter_netns(name):
+    """setns(2) into /run/netns/NAME for this thread; threads started later inherit it."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(os.path.join("/run/netns", name), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            err = ctypes.get_errno()
+            raise SystemExit(f"fakecloud: setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def _warm_botocore():

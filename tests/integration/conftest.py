@@ -22,6 +22,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ import pytest
 
 PYTHON = "/usr/bin/python3"
 REPO = Path(__file__).resolve().parents[2]
+# tests/fakes holds helpers the tests import (world.py).
+sys.path.insert(0, str(REPO / "tests" / "fakes"))
 FAKECLOUD = REPO / "tests" / "fakes" / "fakecloud.py"
 INSTANCE_PROBE = REPO / "tests" / "fakes" / "instance_probe.py"
 
@@ -150,7 +153,10 @@ class FakeCloud:
             line = read_line(self.proc, deadline_s, "fakecloud")
             if not line.startswith("READY port="):
                 raise RuntimeError(f"fakecloud: unexpected handshake {line!r}")
-            self.port = int(line.split("=", 1)[1])
+            # READY port=N [tls=A:P,...] [imds=A:P,...]
+            fields = dict(f.split("=", 1) for f in line.split()[1:])
+            self.port = int(fields["port"])
+            self.listeners = {k: v.split(",") for k, v in fields.items() if k != "port"}
         except Exception as e:
             self.stop()
             raise RuntimeError(f"{e}\n--- fakecloud stderr ---\n{self.stderr_tail()}") from e
@@ -255,6 +261,14 @@ class FakeCloud:
         spot_action ({"action","time"?}), rebalance (True or {"noticeTime"}), user_data,
         credential_ttl_s, rotate_credentials, for_instance. None removes an item."""
         return self._ok("POST", "imds", kw)
+
+    def set_blob(self, url, data, content_type=None):
+        """Serve bytes (None deletes) at an https URL on the world's TLS listener."""
+        import base64
+        body = {"url": url, "data": None if data is None else base64.b64encode(data).decode()}
+        if content_type:
+            body["content_type"] = content_type
+        return self._ok("POST", "blob", body)
 
     def set_runner_token(self, token, resource_classes=None):
         body = {"token": token}
@@ -467,6 +481,32 @@ def dynalite(tmp_path_factory):
             proc.wait(5)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture
+def world(tmp_path):
+    """The outside world of an EC2 instance at its real addresses (tests/fakes/world.py):
+    IMDS at 169.254.169.254, AWS and CircleCI at their real names over TLS from a test CA,
+    DynamoDB as dynalite behind the fake; world.fake is its FakeCloud. Needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("the default-path world needs root (network and mount namespaces)")
+    import world as world_mod
+    exe = dynalite_path()
+    w = world_mod.World(tmp_path / "world", FakeCloud,
+                        dynalite_exe=exe if os.access(exe, os.X_OK) else None)
+    with w:
+        yield w
+
+
+@pytest.fixture
+def logind(tmp_path):
+    """A private system bus whose org.freedesktop.login1 records PowerOff (world.FakeLogind)."""
+    import world as world_mod
+    lg = world_mod.FakeLogind(tmp_path / "bus").start()
+    try:
+        yield lg
+    finally:
+        lg.stop()
 
 
 @pytest.fixture(scope="session")

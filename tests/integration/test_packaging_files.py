@@ -25,6 +25,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+from stack import CfnLoader, load_cfn, user_data_template, written_file  # noqa: E402,F401
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO  # noqa: E402
 
@@ -52,34 +55,7 @@ def out(r):
 
 # ---- CloudFormation: parsing and references --------------------------------------------
 
-class CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short forms, turned into their long forms."""
-
-
-def _short_form(name):
-    key = "Ref" if name == "Ref" else "Condition" if name == "Condition" else f"Fn::{name}"
-
-    def construct(loader, node):
-        if isinstance(node, yaml.ScalarNode):
-            v = loader.construct_scalar(node)
-            if name == "GetAtt":
-                v = v.split(".", 1)
-        elif isinstance(node, yaml.SequenceNode):
-            v = loader.construct_sequence(node, deep=True)
-        else:
-            v = loader.construct_mapping(node, deep=True)
-        return {key: v}
-    return construct
-
-
-for _n in ("Ref", "GetAtt", "Sub", "Join", "If", "Equals", "Not", "And", "Or", "Base64",
-           "Select", "Split", "GetAZs", "ImportValue", "FindInMap", "Condition", "Cidr",
-           "Length", "ToJsonString", "Transform"):
-    CfnLoader.add_constructor(f"!{_n}", _short_form(_n))
-
-
-def load_cfn(text):
-    return yaml.load(text, Loader=CfnLoader)
+# CfnLoader and load_cfn come from tests/fakes/stack.py (shared with the default-path tests).
 
 
 @pytest.fixture(scope="module")
@@ -348,9 +324,7 @@ REPLACE = {
 
 
 def cfn_user_data(cfn, lt):
-    """The launch template's user-data template (the text inside Fn::Base64 / Fn::Sub)."""
-    ud = cfn["Resources"][lt]["Properties"]["LaunchTemplateData"]["UserData"]
-    return ud["Fn::Base64"]["Fn::Sub"]
+    return user_data_template(cfn, lt)
 
 
 def fill_sub(text):
@@ -406,14 +380,6 @@ def test_user_data_holds_no_token(cfn):
     # Nor may a token be a parameter of the template (it would show in the console).
     for p in cfn["Parameters"]:
         assert not re.search(r"(?i)token$", p), p
-
-
-def written_file(cloud_config, path):
-    doc = yaml.safe_load(cloud_config)
-    for f in doc["write_files"]:
-        if f["path"] == path:
-            return f["content"]
-    raise AssertionError(f"user-data writes no {path}")
 
 
 def ini_section(text, section):

@@ -1,0 +1,384 @@
+"""The shipped defaults are the tested path: both daemons run exactly as installed, against the
+outside world at its real addresses (tests/fakes/world.py).
+
+- The configuration is the packaged file (packaging/etc/runnerd.conf, what the .deb installs at
+  /etc/runnerd/runnerd.conf) or the one the CloudFormation stack's user-data writes, rendered
+  from packaging/aws/cloudformation.yaml with a deployment's parameter values.
+- The environment holds PATH and LANG, nothing else: no AWS_* or CIRCLECI_* variable, no
+  endpoint, no credentials, the default timeouts.
+- IMDS answers at http://169.254.169.254 (and [fd00:ec2::254]); AWS and CircleCI at their real
+  names over HTTPS, with certificates from a CA the test makes, which the instance's CA bundle
+  (Debian's path) holds; DynamoDB is dynalite behind the fake; runnerd powers off through
+  logind's PowerOff on the system bus, answered by a stand-in (tests/fakes/fake_logind.py).
+- The agent is the stand-in (tests/fakes/fake_agent.py) at the packaged default binary path.
+
+Each test that runs a daemon names what it proves in its docstring; every override the other
+tests use is listed in tests/README.md with the test here (or in tests/e2e) covering its
+default. Needs root (namespaces); skipped otherwise.
+"""
+
+import hashlib
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MAIN_INSTANCE_ID, PYTHON, REPO
+import stack
+
+FAKE_AGENT = REPO / "tests" / "fakes" / "fake_agent.py"
+PACKAGED_RUNNERD_CONF = REPO / "packaging" / "etc" / "runnerd.conf"
+RC = "default-org/linux"
+TOKEN = "rt-default-path-0123456789abcdef-SECRET"
+CIRCLE_TOKEN = "CCIPAT_default_path_0123456789-SECRET"
+ACCOUNT = "123456789012"
+OTHER_INSTANCE = "i-00000000000000002"
+REGION = "us-east-1"
+STACK = "runnerd"
+LEASE_TABLE = "runnerd-LeaseTable-DEFAULT"
+AGENT_URL = "https://runnerd-artifacts.s3.amazonaws.com/circleci-runner/3.0/circleci-runner"
+AGENT_EVENTS = "/var/tmp/agent-events"
+AGENT_DUMP = "/var/tmp/agent-dump.json"
+
+
+def secret_arn(name):
+    # Secrets Manager's ARN: the name and a 6-character suffix (the fake derives it the same).
+    return (f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-"
+            f"{hashlib.sha256(name.encode()).hexdigest()[:6]}")
+
+
+def agent_wrapper(behaviour="success", notify=None):
+    """The stand-in agent as an executable at the packaged default [agent] binary."""
+    extra = f" --notify {notify}" if notify else ""
+    return ("#!/bin/sh\n"
+            f"exec {PYTHON} {FAKE_AGENT} --behaviour {behaviour} --record {AGENT_EVENTS} "
+            f"--dump {AGENT_DUMP} --resource-class {RC}{extra} -- \"$@\"\n")
+
+
+def installed(build):
+    """The daemons at their installed paths (the build's binaries: the ASan suite runs these
+    tests with its own)."""
+    return {"/usr/sbin/runnerd": ((Path(build) / "runnerd").read_bytes(), 0o755),
+            "/usr/bin/runnerctl": ((Path(build) / "runnerctl").read_bytes(), 0o755),
+            "/usr/sbin/runner-scaler": ((Path(build) / "runner-scaler").read_bytes(), 0o755)}
+
+
+def stack_values(**kw):
+    v = {"AgentDownloadUrl": AGENT_URL, "AgentSha256": "0" * 64,
+         "RunnerTokenSecretArn": secret_arn("cci-runner-secrets"),
+         "CircleTokenSecretArn": secret_arn("cci-runner-lambda-secrets"),
+         "RunnerdDebUrl": "https://runnerd-artifacts.s3.amazonaws.com/runnerd.deb",
+         "RunnerdDebSha256": "1" * 64,
+         "ScalerDebUrl": "https://runnerd-artifacts.s3.amazonaws.com/runner-scaler.deb",
+         "ScalerDebSha256": "2" * 64, "ResourceClass": RC, "RunnerMaxSize": "10",
+         "LeaseTable": LEASE_TABLE, "AWS::StackName": STACK, "AWS::Region": REGION,
+         "AWS::Partition": "aws", "AWS::AccountId": ACCOUNT}
+    v.update(kw)
+    return v
+
+
+def stack_file(lt, path, **kw):
+    return stack.written_file(stack.render_user_data(lt, stack_values(**kw)), path)
+
+
+def prepare_runner_world(fake, runner_token_secret="cci-runner-secrets"):
+    fake.set_secret(runner_token_secret, json.dumps({"runner_token": TOKEN}))
+    fake.set_agent_token(TOKEN, RC)
+    fake.add_jobs(RC, 1, duration_s=1)
+    fake.set_asg(f"{STACK}-runners", min=0, max=5, desired=2,
+                 instances=[{"id": MAIN_INSTANCE_ID, "state": "InService"},
+                            {"id": OTHER_INSTANCE, "state": "InService"}])
+
+
+def wait_proc(p, timeout, what, log=None):
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise AssertionError(f"{what} did not exit within {timeout} s\n"
+                             + (Path(log).read_text(errors="replace")[-4000:] if log else ""))
+
+
+def aws_calls(fake, service=None, op=None):
+    """The daemons' calls to AWS and CircleCI (not the test's own, which go to the fake's
+    main port with its static key)."""
+    return [r for r in fake.requests() if r.get("service") not in ("imds", None, "blob")
+            and r.get("listener") != "main"
+            and (service is None or r["service"] == service) and (op is None or r["op"] == op)]
+
+
+def assert_real_addresses(fake):
+    """Every request came through the world's listeners at the real names: IMDS at its
+    address, AWS and CircleCI over TLS at SERVICE.REGION.amazonaws.com."""
+    reqs = fake.requests()
+    imds = [r for r in reqs if r.get("service") == "imds"]
+    assert imds, "no IMDS request at all"
+    assert {r["listener"] for r in imds} == {"imds"}, imds
+    assert {r["host"] for r in imds} == {"169.254.169.254"}, imds
+    # Only the test itself used the fake's own port, with the fake's static key.
+    assert all(r.get("akid") in (None, fake.akid) for r in reqs if r.get("listener") == "main")
+    for r in aws_calls(fake):
+        assert r["listener"] == "tls", r
+        want = f"{r['service']}.{REGION}.amazonaws.com"
+        if r["service"] == "runner":
+            want = "runner.circleci.com"
+        assert r["host"] == want, r
+        if r["service"] != "runner":
+            # Signed with the instance role's session credentials, which IMDS issued.
+            assert r["signature_ok"] is True and r["token_used"] is True, r
+            assert r["akid"].startswith("ASIA"), r
+            assert r.get("botocore_agrees") is not False, r
+
+
+def assert_left_and_powered_off(fake, logind):
+    [t] = aws_calls(fake, "autoscaling", "TerminateInstanceInAutoScalingGroup")
+    assert t["params"]["InstanceId"] == MAIN_INSTANCE_ID, t
+    assert t["params"]["ShouldDecrementDesiredCapacity"] == "true", t
+    assert t["status"] == 200, t
+    assert t["caller_instance"] == MAIN_INSTANCE_ID, t
+    assert logind.calls() == [{"method": "PowerOff", "interactive": False, "uid": 0}]
+
+
+# ---- runnerd --------------------------------------------------------------------------------
+
+def test_runnerd_packaged_config_runs_a_job_and_leaves(world, logind, build, tmp_path):
+    """The packaged runnerd.conf, untouched, nothing in the environment: IMDSv2 at
+    169.254.169.254 (issue 10, defect 1: refused before any I/O on the old code), the role's
+    credentials, the token from Secrets Manager at its real name over TLS, the agent config,
+    the job, TerminateInstanceInAutoScalingGroup with a decrement, logind's PowerOff."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    conf = PACKAGED_RUNNERD_CONF.read_text()
+    inst = world.instance("runner", logind=logind, files={
+        "/etc/runnerd/runnerd.conf": conf, "/usr/bin/circleci-runner": (agent_wrapper(), 0o755),
+        **installed(build)})
+    log = tmp_path / "runnerd.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runnerd"], stdout=f, stderr=subprocess.STDOUT)
+    rc = wait_proc(p, 60, "runnerd", log)
+    text = log.read_text(errors="replace")
+    assert rc == 0, text
+    assert TOKEN not in text
+    events = inst.path(AGENT_EVENTS).read_text().splitlines()
+    assert events[0] == "started" and events[-1].startswith("completed "), events
+    dump = json.loads(inst.path(AGENT_DUMP).read_text())
+    # The agent config as the packaged defaults render it: no api.url (the agent's default,
+    # CircleCI's cloud), the token, a name from the host name and the instance id.
+    assert "url" not in dump["config"]["api"], dump["config"]
+    assert dump["config"]["api"]["auth_token"] == TOKEN
+    assert dump["config"]["runner"]["name"].endswith("-" + MAIN_INSTANCE_ID)
+    assert dump["agent_argv"] == ["machine", "-c",
+                                  "/etc/circleci-runner/circleci-runner-config.yaml"], dump
+    assert not any(k.startswith(("AWS_", "CIRCLE")) for k in dump["env"]), dump["env"]
+    jobs = fake.state()["jobs"][RC]
+    assert len(jobs["done"]) == 1 and jobs["done"][0]["exit_code"] == 0, jobs
+    assert_real_addresses(fake)
+    [sm] = aws_calls(fake, "secretsmanager", "GetSecretValue")
+    assert sm["body"]["SecretId"] == "cci-runner-secrets", sm
+    assert_left_and_powered_off(fake, logind)
+
+
+def test_runnerd_stack_user_data_config_downloads_the_agent(world, logind, build, tmp_path):
+    """The runnerd.conf the CloudFormation stack's user-data writes (rendered from the template
+    with a deployment's values): the secret by ARN, the agent downloaded from an S3 URL over
+    TLS and checked against its SHA-256, then the same path to power-off."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    agent = agent_wrapper().encode()
+    fake.set_blob(AGENT_URL, agent)
+    conf = stack_file("RunnerLaunchTemplate", "/etc/runnerd/runnerd.conf",
+                      AgentSha256=hashlib.sha256(agent).hexdigest())
+    inst = world.instance("runner", logind=logind,
+                          files={"/etc/runnerd/runnerd.conf": conf, **installed(build)})
+    log = tmp_path / "runnerd.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runnerd"], stdout=f, stderr=subprocess.STDOUT)
+    rc = wait_proc(p, 60, "runnerd", log)
+    text = log.read_text(errors="replace")
+    assert rc == 0, text
+    assert TOKEN not in text
+    assert inst.path("/usr/bin/circleci-runner").read_bytes() == agent
+    assert os.stat(inst.path("/usr/bin/circleci-runner")).st_mode & 0o777 == 0o755
+    blobs = [r for r in fake.requests() if r.get("service") == "blob"]
+    assert [(b["host"], b["status"], b["listener"]) for b in blobs] == [
+        ("runnerd-artifacts.s3.amazonaws.com", 200, "tls")], blobs
+    [sm] = aws_calls(fake, "secretsmanager", "GetSecretValue")
+    assert sm["body"]["SecretId"] == secret_arn("cci-runner-secrets"), sm
+    assert inst.path(AGENT_EVENTS).read_text().splitlines()[-1].startswith("completed ")
+    assert_real_addresses(fake)
+    assert_left_and_powered_off(fake, logind)
+
+
+def test_runnerctl_default_socket_status_and_drain(world, logind, build, tmp_path):
+    """runnerctl with no options finds runnerd's default control socket
+    (/run/runnerd/control.sock, group adm): status while the agent runs, then drain, which
+    ends in the exit path."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    fifo = tmp_path / "agent.fifo"
+    os.mkfifo(fifo)
+    inst = world.instance("runner", logind=logind, files={
+        "/etc/runnerd/runnerd.conf": PACKAGED_RUNNERD_CONF.read_text(),
+        "/usr/bin/circleci-runner": (agent_wrapper("hang", notify=fifo), 0o755),
+        **installed(build)})
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    log = tmp_path / "runnerd.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runnerd"], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(rfd, selectors.EVENT_READ)
+        got = b""
+        deadline = time.monotonic() + 60
+        while b"\n" not in got:
+            assert p.poll() is None, log.read_text(errors="replace")
+            left = deadline - time.monotonic()
+            assert left > 0, "the agent never started:\n" + log.read_text(errors="replace")
+            if sel.select(min(left, 0.5)):
+                got += os.read(rfd, 100)
+        sel.close()
+        # READY was sent once the agent ran; status answers on the default socket.
+        st = inst.run(["/usr/bin/runnerctl", "status", "--json"])
+        assert st.returncode == 0, st.stderr
+        status = json.loads(st.stdout)
+        assert status["phase"] == "running", status
+        assert status["agent"]["exit_status"] is None, status
+        assert status["instance_id"] == MAIN_INSTANCE_ID, status
+        d = inst.run(["/usr/bin/runnerctl", "drain"])
+        assert d.returncode == 0, d.stderr
+        rc = wait_proc(p, 60, "runnerd", log)
+    finally:
+        os.close(rfd)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert rc == 0, log.read_text(errors="replace")
+    assert inst.path(AGENT_EVENTS).read_text().splitlines()[-1] == "SIGTERM"
+    assert_left_and_powered_off(fake, logind)
+
+
+def test_runnerd_tls_verification_stays_on(world, logind, build, tmp_path):
+    """Negative control: an instance whose CA bundle lacks the world's CA (the host's own
+    bundle) cannot talk to 'AWS': runnerd fails in the token phase naming the certificate
+    problem, and still takes the exit path (here the power-off; leaving the group needs AWS)."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    bundle = host_bundle.read_bytes() if host_bundle.exists() else b""
+    inst = world.instance("runner", logind=logind, files={
+        "/etc/runnerd/runnerd.conf": PACKAGED_RUNNERD_CONF.read_text(),
+        "/usr/bin/circleci-runner": (agent_wrapper(), 0o755),
+        "/etc/ssl/certs/ca-certificates.crt": bundle, **installed(build)})
+    log = tmp_path / "runnerd.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runnerd"], stdout=f, stderr=subprocess.STDOUT)
+    rc = wait_proc(p, 120, "runnerd", log)
+    text = log.read_text(errors="replace")
+    assert rc == 69, text
+    assert "TLS certificate verification failed" in text, text
+    # Not retried: a certificate problem is configuration, not a passing fault.
+    assert text.count("TerminateInstanceInAutoScalingGroup i-") == 1, text
+    assert not inst.path(AGENT_EVENTS).exists()
+    # Nothing reached the fake's AWS handlers: the handshakes failed first.
+    assert aws_calls(fake) == [], aws_calls(fake)
+    assert logind.calls() == [{"method": "PowerOff", "interactive": False, "uid": 0}]
+
+
+def test_imds_ipv6_endpoint_mode(world, logind, build, tmp_path):
+    """AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6 (the SDKs' setting for IPv6-only subnets)
+    reads IMDS at http://[fd00:ec2::254], admitted by address like 169.254.169.254."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    inst = world.instance("runner", logind=logind, files={
+        "/etc/runnerd/runnerd.conf": PACKAGED_RUNNERD_CONF.read_text(),
+        "/usr/bin/circleci-runner": (agent_wrapper(), 0o755), **installed(build)})
+    env = inst.env()
+    env["AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"] = "IPv6"
+    log = tmp_path / "runnerd.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runnerd"], stdout=f, stderr=subprocess.STDOUT, env=env)
+    rc = wait_proc(p, 60, "runnerd", log)
+    assert rc == 0, log.read_text(errors="replace")
+    imds = [r for r in fake.requests() if r.get("service") == "imds"]
+    assert imds and {r["host"] for r in imds} == {"[fd00:ec2::254]"}, imds
+    assert_left_and_powered_off(fake, logind)
+
+
+# ---- runner-scaler --------------------------------------------------------------------------
+
+def prepare_scaler_world(world):
+    fake = world.fake
+    fake.set_secret("cci-runner-lambda-secrets", json.dumps({"circle_token": CIRCLE_TOKEN}))
+    fake.set_runner_token(CIRCLE_TOKEN)
+    fake.set_asg(f"{STACK}-runners", min=0, max=10, desired=0)
+    fake.add_jobs(RC, 3)
+    world.create_table(LEASE_TABLE)
+
+
+def scaler_instance(world, build):
+    conf = stack_file("ScalerLaunchTemplate", "/etc/runnerd/scaler.conf")
+    assert "mode = dynamodb" in conf and "lease = 15s" in conf, conf
+    return world.instance("scaler", files={"/etc/runnerd/scaler.conf": conf,
+                                           **installed(build)})
+
+
+def assert_scaler_wrote(world):
+    fake = world.fake
+    assert fake.state()["asgs"][f"{STACK}-runners"]["desired"] == 3
+    assert_real_addresses(fake)
+    ddb = aws_calls(fake, "dynamodb")
+    assert ddb and all(r["host"] == f"dynamodb.{REGION}.amazonaws.com" for r in ddb), ddb
+    [sm] = aws_calls(fake, "secretsmanager", "GetSecretValue")
+    assert sm["body"]["SecretId"] == secret_arn("cci-runner-lambda-secrets"), sm
+    runner = aws_calls(fake, "runner")
+    assert runner and all(r["circle_token"] == CIRCLE_TOKEN for r in runner), runner
+    sets = aws_calls(fake, "autoscaling", "SetDesiredCapacity")
+    assert [s["params"]["DesiredCapacity"] for s in sets] == ["3"], sets
+
+
+def test_scaler_stack_config_once(world, build, tmp_path):
+    """runner-scaler --once with the scaler.conf the stack's user-data writes: region, instance
+    id and credentials from IMDS at 169.254.169.254, the CircleCI token from Secrets Manager
+    (ARN), the DynamoDB lease, the Runner API at runner.circleci.com, SetDesiredCapacity."""
+    prepare_scaler_world(world)
+    inst = scaler_instance(world, build)
+    r = inst.run(["/usr/sbin/runner-scaler", "--once"], timeout=40)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert CIRCLE_TOKEN not in r.stdout + r.stderr
+    assert_scaler_wrote(world)
+    item = world.fake.boto3_client("dynamodb").get_item(
+        TableName=LEASE_TABLE, Key={"lease_id": {"S": "runner-scaler"}}, ConsistentRead=True)
+    assert item["Item"]["owner"]["S"].startswith(MAIN_INSTANCE_ID + ":"), item
+
+
+def test_scaler_stack_config_daemon(world, build, tmp_path):
+    """The daemon as its unit runs it (no arguments): elected through the lease, it scales the
+    group, and on SIGTERM finishes and gives the lease back."""
+    prepare_scaler_world(world)
+    inst = scaler_instance(world, build)
+    log = tmp_path / "scaler.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runner-scaler"], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        world.fake.wait_until(lambda s: s["asgs"][f"{STACK}-runners"]["desired"] == 3,
+                              timeout=40, what="the scaler's SetDesiredCapacity")
+    except AssertionError as e:
+        p.kill()
+        raise AssertionError(f"{e}\n{log.read_text(errors='replace')}")
+    p.send_signal(signal.SIGTERM)
+    rc = wait_proc(p, 30, "runner-scaler", log)
+    text = log.read_text(errors="replace")
+    assert rc == 0, text
+    assert CIRCLE_TOKEN not in text
+    assert_scaler_wrote(world)
+    item = world.fake.boto3_client("dynamodb").get_item(
+        TableName=LEASE_TABLE, Key={"lease_id": {"S": "runner-scaler"}}, ConsistentRead=True)
+    # Released at exit: expired at once, so a successor need not wait out the lease.
+    assert int(item["Item"]["expiry"]["N"]) <= int(time.time() * 1000), item
