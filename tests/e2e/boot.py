@@ -13,14 +13,20 @@ The mirror comes from the host's apt sources (never hard-coded); it is not part 
 
 A guest (Guest): a qcow2 overlay on the base image (the base is never written), a seed ISO
 (genisoimage, volume id cidata) holding user-data and meta-data, and qemu with software
-emulation (TCG; RUNNERD_E2E_ACCEL=kvm to try KVM locally), user-mode networking (the guest
-reaches the host's 127.0.0.1 as 10.0.2.2), the serial console in a file. qemu runs under
+emulation (TCG; RUNNERD_E2E_ACCEL=kvm to try KVM locally), user-mode networking on
+169.254.0.0/16 with the world's two addresses (IMDS at 169.254.169.254:80, the AWS, CircleCI and
+download names at WORLD_ADDR:443) carried to the guest's fake cloud on the host's loopback by
+guestfwd and socat, the serial console in a file. qemu runs under
 `timeout` in its own session (so a killed test leaves no qemu behind for longer than the
 timeout); Guest.kill() ends it.
 
 Standalone: `boot.py image` builds (or finds) the image and prints its directory.
+The image also provides the rest of the world the guest's runnerd must not be told about: the
+world's host names in /etc/hosts (cloud-init's template), no Debian mirror, and a CA made when
+the image is built (kept beside it, ca.pem and ca.key; Image.server_cert issues the fake's
+certificate from it) in the image's CA bundle.
 Needs root (debootstrap, chroot), debootstrap, qemu-system-x86, qemu-utils, genisoimage,
-e2fsprogs (scripts/install-deps installs them).
+e2fsprogs, socat, openssl (scripts/install-deps installs them).
 """
 
 import base64
@@ -40,7 +46,10 @@ from pathlib import Path
 
 import yaml
 
-RECIPE_VERSION = 2
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+import world  # noqa: E402
+
+RECIPE_VERSION = 3
 SUITE = "bookworm"
 IMAGE_SIZE = "2G"
 PRUNE_AFTER_DAYS = 14
@@ -49,7 +58,27 @@ PRUNE_AFTER_DAYS = 14
 # stack trips it) goes through apt in the chroot, with the package's own dependencies and
 # recommendations (read from the .deb) added: the guest installs it offline.
 BOOTSTRAP_PACKAGES = ["systemd", "systemd-sysv", "dbus", "udev", "linux-image-cloud-amd64"]
-APT_PACKAGES = ["cloud-init", "sudo", "python3-yaml"]
+# curl and ca-certificates: the stack's user-data downloads the .deb with curl over HTTPS, as on
+# Debian's AMI; git: the stack's [packages] install = git, already there (this world has no
+# Debian mirror).
+APT_PACKAGES = ["cloud-init", "sudo", "python3-yaml", "curl", "ca-certificates", "git"]
+
+# The world as the guest sees it (the image provides it; the guest's runnerd and its config know
+# nothing of it): qemu's user network is 169.254.0.0/16, so that IMDS is at its real address,
+# 169.254.169.254:80, and the AWS, CircleCI and download host names resolve to WORLD_ADDR:443;
+# both are carried to the fake cloud on the host by guestfwd (socat). The certificates come
+# from a CA made with the image, in the image's CA bundle (update-ca-certificates).
+GUEST_NET = "169.254.0.0/16"
+GUEST_HOST_ADDR = "169.254.0.2"
+GUEST_DNS_ADDR = "169.254.0.3"
+GUEST_DHCP_START = "169.254.0.15"
+IMDS_ADDR = "169.254.169.254"
+WORLD_ADDR = "169.254.170.10"
+WORLD_NAMES = ["autoscaling.us-east-1.amazonaws.com", "secretsmanager.us-east-1.amazonaws.com",
+               "ssm.us-east-1.amazonaws.com", "dynamodb.us-east-1.amazonaws.com",
+               "runner.circleci.com", "circleci-binary-releases.s3.amazonaws.com",
+               "runnerd-artifacts.s3.amazonaws.com", "packagecloud.io"]
+CA_NAME = "runnerd-e2e-world"
 
 # Files written into the rootfs (path -> content). Part of the recipe hash.
 IMAGE_FILES = {
@@ -58,6 +87,19 @@ IMAGE_FILES = {
     "etc/resolv.conf": "",
     "etc/systemd/network/10-e2e.network": "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\n"
                                           "LinkLocalAddressing=no\nIPv6AcceptRA=no\n",
+    # No Debian mirror in this world: apt has nothing to update from (the user-data's
+    # `apt-get update` succeeds with nothing to do, and nothing goes to the network).
+    "etc/apt/sources.list": "",
+    "etc/apt/sources.list.d/debian.sources": "",
+    # The world's host names, in the template cloud-init writes /etc/hosts from.
+    "etc/cloud/templates/hosts.debian.tmpl":
+        "## template:jinja\n127.0.1.1 {{fqdn}} {{hostname}}\n127.0.0.1 localhost\n"
+        "::1 localhost ip6-localhost ip6-loopback\n"
+        f"{WORLD_ADDR} " + " ".join(WORLD_NAMES) + "\n",
+    # Every unit's log on the serial console too (the test reads it); runnerd's unit is the
+    # package's own, untouched.
+    "etc/systemd/journald.conf.d/90-e2e-console.conf":
+        "[Journal]\nForwardToConsole=yes\nTTYPath=/dev/ttyS0\nMaxLevelConsole=info\n",
     # NoCloud only (the seed ISO); the network is networkd's; only the modules the test uses,
     # which keeps the boot short. runcmd moves to the final stage, so cloud-config.service
     # (one more Python start, ~10 s under emulation) is masked. manage_etc_hosts: sudo
@@ -78,7 +120,6 @@ MASK_UNITS = ["cloud-config.service", "apt-daily.timer", "apt-daily-upgrade.time
               "dpkg-db-backup.timer", "e2scrub_all.timer", "e2scrub_reap.service",
               "fstrim.timer"]
 
-GUEST_ADDR_OF_HOST = "10.0.2.2"  # qemu user networking: the host's loopback
 # Under TCG the plain x86-64 baseline costs ~10% less CPU than -cpu max, whose AVX/AVX2 glibc
 # picks and TCG emulates slowly (measured: 59 vs 66 s of CPU per boot).
 CPU_MODEL = "qemu64"
@@ -98,7 +139,7 @@ def cache_root():
 
 def missing_tools():
     tools = ["debootstrap", "qemu-system-x86_64", "qemu-img", "genisoimage", "mkfs.ext4",
-             "dpkg-deb", "timeout", "chroot"]
+             "dpkg-deb", "timeout", "chroot", "socat", "openssl"]
     path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
     return [t for t in tools if shutil.which(t, path=path) is None]
 
@@ -175,6 +216,10 @@ class Image:
     def complete(self):
         return (self.dir / "recipe.json").is_file() and self.root.is_file()
 
+    def server_cert(self, d):
+        """A server certificate for the world's names from the image's CA -> (cert, key)."""
+        return world.issue_cert(self.dir / "ca.pem", self.dir / "ca.key", d, WORLD_NAMES)
+
 
 def _run(argv, logf, timeout, what, **kw):
     logf.write(f"+ {' '.join(map(str, argv))}\n".encode())
@@ -212,6 +257,12 @@ def _build(r, dest, logf):
         if p.is_symlink():
             p.unlink()
         p.write_text(text)
+    # The world's CA, made with the image and kept beside it (its key signs each run's server
+    # certificate), trusted like any CA an AMI adds.
+    ca, _ = world.make_ca(dest, days=3650)
+    shutil.copyfile(ca, rootfs / f"usr/local/share/ca-certificates/{CA_NAME}.crt")
+    _run(["chroot", str(rootfs), "update-ca-certificates"], logf, 120,
+         "update-ca-certificates", env=env)
     _run(["chroot", str(rootfs), "systemctl", "enable"] + r["enable"], logf, 60,
          "systemctl enable", env=env)
     _run(["chroot", str(rootfs), "systemctl", "mask"] + r["mask"], logf, 60,
@@ -313,7 +364,8 @@ def cloud_config(files, runcmd):
 class Guest:
     """One qemu guest booted from an Image with a NoCloud seed. Files live in workdir."""
 
-    def __init__(self, image, workdir, name, user_data, meta_data, memory_mb=1024, cpus=1):
+    def __init__(self, image, workdir, name, user_data, meta_data, memory_mb=1024, cpus=1,
+                 imds_port=None, world_port=None):
         self.image, self.name = image, name
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -323,6 +375,8 @@ class Guest:
         self.seed = self.dir / "seed.iso"
         self.user_data, self.meta_data = user_data, meta_data
         self.memory_mb, self.cpus = memory_mb, cpus
+        # Host ports (on 127.0.0.1) of the fake's IMDS and TLS listeners.
+        self.imds_port, self.world_port = imds_port, world_port
         self.proc = None
         self.started = None
         self.elapsed = None
@@ -357,8 +411,20 @@ class Guest:
                 "-append", "root=/dev/vda rw console=ttyS0 panic=-1",
                 "-drive", f"file={self.overlay},format=qcow2,if=virtio",
                 "-drive", f"file={self.seed},format=raw,if=virtio,readonly=on",
-                "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+                "-netdev", self.netdev(), "-device", "virtio-net-pci,netdev=n0",
                 "-device", "virtio-rng-pci"]
+
+    def netdev(self):
+        nd = (f"user,id=n0,net={GUEST_NET},host={GUEST_HOST_ADDR},dns={GUEST_DNS_ADDR},"
+              f"dhcpstart={GUEST_DHCP_START}")
+        # guestfwd runs the command for each connection the guest opens to that address.
+        if self.imds_port:
+            nd += (f",guestfwd=tcp:{IMDS_ADDR}:80-cmd:socat STDIO "
+                   f"TCP4:127.0.0.1:{self.imds_port}")
+        if self.world_port:
+            nd += (f",guestfwd=tcp:{WORLD_ADDR}:443-cmd:socat STDIO "
+                   f"TCP4:127.0.0.1:{self.world_port}")
+        return nd
 
     def start(self, timeout_s):
         self.timeout_s = timeout_s

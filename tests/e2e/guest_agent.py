@@ -1,9 +1,14 @@
 #!/usr/bin/python3
 """The CircleCI agent stand-in that runs INSIDE the e2e guest, started by the installed runnerd.
 
-usage: guest_agent.py --behaviour success|crash --resource-class RC [--note KEY] -- AGENT-ARGV
+usage: guest_agent.py [--behaviour success|crash] [--resource-class RC] [--note KEY] [--]
+                      AGENT-ARGV
 AGENT-ARGV is what runnerd passes to machine runner 3: `machine -c FILE` (or --config FILE).
-Only the guest's python3 (cloud-init's) with its stdlib and python3-yaml is used.
+The guest downloads this file as its agent binary (the stack's [agent] download_url), so the
+test bakes the options' defaults into the copy it serves (BEHAVIOUR, RESOURCE_CLASS below).
+Only the guest's python3 (cloud-init's) with its stdlib and python3-yaml is used; HTTPS goes
+to the world's names (api.url defaults to https://runner.circleci.com, as in the real agent),
+trusted through the guest's CA bundle.
 
 What it does, each step's result collected in a report:
   1. waits (bounded) until systemd shows runnerd.service active: READY=1 reached systemd;
@@ -13,7 +18,7 @@ What it does, each step's result collected in a report:
   4. runs the job's one command through the config's command_prefix (sudo -niHu USER --):
      `id -un`, proving the job steps down to the job user under the unit's hardening;
   5. posts the report to the fake ({api.url}/_fake/note, key --note) and prints it on stderr
-     (runnerd's journal, and the serial console through the test's drop-in);
+     (runnerd's journal, and the serial console: the image forwards the journal there);
   then success: "runs" the job (its duration), completes it, exits 0;
        crash:   dies of SIGSEGV with the job still claimed.
 Exit 64 on bad usage, 78 when the config is unusable, 2 when the fake refuses a call.
@@ -30,6 +35,8 @@ import urllib.request
 
 import yaml
 
+BEHAVIOUR = "success"
+RESOURCE_CLASS = ""
 UNIT = "runnerd.service"
 ACTIVE_WAIT_S = 60
 
@@ -77,7 +84,7 @@ def wait_active():
 
 
 def parse(argv):
-    opts = {"behaviour": None, "resource_class": None, "note": "agent"}
+    opts = {"behaviour": BEHAVIOUR, "resource_class": RESOURCE_CLASS, "note": "agent"}
     i = 0
     while i + 1 < len(argv) and argv[i].startswith("--") and argv[i] != "--":
         key = argv[i][2:].replace("-", "_")
@@ -85,7 +92,7 @@ def parse(argv):
             break
         opts[key] = argv[i + 1]
         i += 2
-    rest = argv[i + 1:] if argv[i:i + 1] == ["--"] else None
+    rest = argv[i + 1:] if argv[i:i + 1] == ["--"] else argv[i:]
     config = None
     if rest and rest[:1] == ["machine"] and len(rest) == 3 and rest[1] in ("-c", "--config"):
         config = rest[2]
@@ -100,7 +107,7 @@ def main():
     try:
         with open(config_path) as f:
             config = yaml.safe_load(f)
-        url = config["api"]["url"].rstrip("/")
+        url = (config["api"].get("url") or "https://runner.circleci.com").rstrip("/")
         token, name = config["api"]["auth_token"], config["runner"]["name"]
         prefix = config["runner"].get("command_prefix") or []
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as e:

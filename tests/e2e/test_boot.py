@@ -1,13 +1,23 @@
-"""The real boot: the freshly built runnerd .deb installed by cloud-init user-data on a Debian 12
-guest under qemu (software emulation), against the fake cloud on the host's loopback.
+"""The real boot: the freshly built runnerd .deb installed by the CloudFormation stack's own
+user-data on a Debian 12 guest under qemu (software emulation), with the shipped configuration
+and nothing in runnerd's environment: the default path, end to end.
+
+The guest's world is the image's (tests/e2e/boot.py): IMDS at 169.254.169.254, AWS, CircleCI
+and the download hosts at their real names over HTTPS, trusted through a CA in the image's CA
+bundle; both carried to this guest's own fake cloud on the host (qemu guestfwd). The user-data
+is the stack's runner launch template rendered for a deployment: it downloads the .deb from an
+S3 URL, checks its SHA-256 and installs it; the package's postinst starts runnerd, which reads
+the runnerd.conf that user-data wrote (the token's secret by ARN, the agent's download URL and
+digest), downloads the agent and runs it.
 
 Both scenarios boot at the same time, each guest with its own fake cloud:
   success  the agent claims the job, runs it, completes it and exits 0;
   crash    the agent claims the job and dies of SIGSEGV.
 Either way runnerd must leave the ASG (decrement, signed with the IMDS role's session
-credentials) and power the guest off. The agent (tests/e2e/guest_agent.py, shipped in the
-user-data) posts what it saw inside the guest to the fake (POST /_fake/note): the unit's
-systemd state, `runnerctl status --json` with the job claimed, and the job user.
+credentials) and power the guest off through logind. The agent (tests/e2e/guest_agent.py,
+served as the agent download) posts what it saw inside the guest to the fake (POST
+/_fake/note): the unit's systemd state, `runnerctl status --json` with the job claimed, and the
+job user.
 
 Needs root (the base image is built with debootstrap and chroot); skipped otherwise, saying so.
 The .deb: $RUNNERD_E2E_DEB, else the newest $RUNNERD_BUILD/runnerd_*.deb (`make deb`).
@@ -15,6 +25,7 @@ RUNNERD_E2E_TIMEOUT bounds each boot (seconds, default 300). Tuning: RUNNERD_E2E
 guest; default: the host's CPUs shared out), RUNNERD_E2E_SEQUENTIAL=1 (one boot after the other).
 """
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -26,7 +37,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests" / "fakes"))
 import boot  # noqa: E402
+import stack  # noqa: E402
 
 
 def _load_integration_conftest():
@@ -43,41 +56,17 @@ it = _load_integration_conftest()
 
 RC = "e2e-org/linux-vm"
 TOKEN = "rt-e2e-0123456789abcdef-SECRET-TOKEN"
-ASG = "cci-runner-asg"
+STACK = "runnerd"
+ASG = f"{STACK}-runners"
 SECRET_ID = "cci-runner-secrets"
+ACCOUNT = "123456789012"
 HOSTNAME = "ip-10-0-2-15"
 OTHER_INSTANCE = "i-00000000000000002"
 JOB_USER = "circleci"
 BOOT_TIMEOUT_S = int(os.environ.get("RUNNERD_E2E_TIMEOUT", "300"))
-AGENT_BIN = "/usr/local/bin/circleci-runner"
-AGENT_PY = "/usr/local/lib/runnerd-e2e/guest_agent.py"
-DEB_IN_GUEST = "/var/lib/runnerd-e2e/runnerd.deb"
+DEB_URL = "https://runnerd-artifacts.s3.amazonaws.com/e2e/runnerd.deb"
+AGENT_URL = "https://runnerd-artifacts.s3.amazonaws.com/e2e/circleci-runner"
 SCENARIOS = ("success", "crash")
-
-RUNNERD_CONF = """\
-[agent]
-flavour = circleci-runner
-binary = {agent_bin}
-config_path = /etc/circleci-runner/circleci-runner-config.yaml
-name = %H-%i
-user = {user}
-working_directory = /var/lib/circleci-runner/workdir
-mode = single-task
-
-[token]
-source = secretsmanager
-id = {secret_id}
-key = runner_token
-
-[packages]
-install =
-
-[lifecycle]
-on_exit = poweroff
-leave_asg = true
-boot_deadline = 3m
-drain_timeout = 2m
-"""
 
 
 def find_deb(build):
@@ -90,45 +79,63 @@ def find_deb(build):
     return debs[-1]
 
 
-def user_data(deb, behaviour, fake_port):
-    url = f"http://{boot.GUEST_ADDR_OF_HOST}:{fake_port}"
-    # The drop-in is the test's only addition to the EC2 route: the endpoints of the fake,
-    # and runnerd's log on the serial console too.
-    dropin = ("[Service]\n"
-              f"Environment=AWS_EC2_METADATA_SERVICE_ENDPOINT={url}\n"
-              f"Environment=AWS_ENDPOINT_URL={url}\n"
-              f"Environment=CIRCLECI_RUNNER_API_URL={url}\n"
-              "StandardOutput=journal+console\nStandardError=journal+console\n")
-    wrapper = (f"#!/bin/sh\nexec /usr/bin/python3 {AGENT_PY} --behaviour {behaviour} "
-               f"--resource-class {RC} --note agent -- \"$@\"\n")
-    conf = RUNNERD_CONF.format(agent_bin=AGENT_BIN, user=JOB_USER, secret_id=SECRET_ID)
-    files = [("/etc/runnerd/runnerd.conf", conf.encode(), 0o644),
-             ("/etc/systemd/system/runnerd.service.d/10-e2e.conf", dropin.encode(), 0o644),
-             (AGENT_PY, (HERE / "guest_agent.py").read_bytes(), 0o755),
-             (AGENT_BIN, wrapper.encode(), 0o755),
-             (DEB_IN_GUEST, Path(deb).read_bytes(), 0o644)]
-    # As packaging/aws/user-data-runner.yaml installs it, minus the download and the
-    # `apt-get update` (offline here: what the package depends on or recommends is in the
-    # image already). Installing starts runnerd (the package's postinst); the config is
-    # already in place and is kept. A failed install powers off at once instead of idling to
-    # the timeout.
-    install = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-               f"-o Dpkg::Options::=--force-confold {DEB_IN_GUEST} || "
-               "{ echo E2E-INSTALL-FAILED; systemctl poweroff; }")
-    return boot.cloud_config(files, [["sh", "-c", install]])
+def secret_arn(name):
+    return (f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{name}-"
+            f"{hashlib.sha256(name.encode()).hexdigest()[:6]}")
+
+
+def agent_binary(behaviour):
+    """The stand-in agent as the guest downloads it: guest_agent.py with its defaults baked."""
+    src = (HERE / "guest_agent.py").read_text()
+    src = src.replace('BEHAVIOUR = "success"', f"BEHAVIOUR = {behaviour!r}", 1)
+    src = src.replace('RESOURCE_CLASS = ""', f"RESOURCE_CLASS = {RC!r}", 1)
+    return src.encode()
+
+
+def user_data(deb, agent):
+    """Exactly what the CloudFormation stack's runner launch template gives an instance,
+    rendered for this deployment: the .deb and the agent at (the world's) S3 URLs with their
+    digests, the token's secret by ARN. Nothing else: no drop-in, no variable."""
+    values = {"AgentDownloadUrl": AGENT_URL, "AgentSha256": hashlib.sha256(agent).hexdigest(),
+              "RunnerTokenSecretArn": secret_arn(SECRET_ID),
+              "CircleTokenSecretArn": secret_arn("cci-runner-lambda-secrets"),
+              "RunnerdDebUrl": DEB_URL,
+              "RunnerdDebSha256": hashlib.sha256(Path(deb).read_bytes()).hexdigest(),
+              "ScalerDebUrl": "https://runnerd-artifacts.s3.amazonaws.com/e2e/scaler.deb",
+              "ScalerDebSha256": "0" * 64, "ResourceClass": RC, "RunnerMaxSize": "5",
+              "LeaseTable": "runnerd-LeaseTable-E2E", "AWS::StackName": STACK,
+              "AWS::Region": "us-east-1", "AWS::Partition": "aws", "AWS::AccountId": ACCOUNT}
+    return stack.render_user_data("RunnerLaunchTemplate", values)
 
 
 def meta_data():
     return f"instance-id: {it.MAIN_INSTANCE_ID}\nlocal-hostname: {HOSTNAME}\n"
 
 
-def prepare_fake(fake):
+def start_fake(d, image):
+    """The fake for one guest: its TLS and IMDS listeners on host ports that the guest reaches
+    at the world's addresses (guestfwd), with a certificate from the image's CA."""
+    cert, key = image.server_cert(d / "tls")
+    fake = it.FakeCloud(d, extra_args=["--tls-cert", cert, "--tls-key", key,
+                                       "--listen-tls", "127.0.0.1:0",
+                                       "--listen-imds", "127.0.0.1:0"])
+    fake.start()
+    return fake
+
+
+def prepare_fake(fake, deb, agent):
     fake.set_secret(SECRET_ID, json.dumps({"runner_token": TOKEN}))
     fake.set_agent_token(TOKEN, RC)
     fake.add_jobs(RC, 1, duration_s=2)
     fake.set_asg(ASG, min=0, max=5, desired=2,
                  instances=[{"id": it.MAIN_INSTANCE_ID, "state": "InService"},
                             {"id": OTHER_INSTANCE, "state": "InService"}])
+    fake.set_blob(DEB_URL, Path(deb).read_bytes())
+    fake.set_blob(AGENT_URL, agent)
+
+
+def port_of(fake, kind):
+    return int(fake.listeners[kind][0].rsplit(":", 1)[1])
 
 
 class Boot:
@@ -159,12 +166,13 @@ def boots(tmp_path_factory):
     try:
         for name in SCENARIOS:
             d = tmp_path_factory.mktemp(f"e2e-{name}")
-            fake = it.FakeCloud(d)
+            fake = start_fake(d, image)
             fakes.append(fake)
-            fake.start()
-            prepare_fake(fake)
-            g = boot.Guest(image, d / "guest", name, user_data(deb, name, fake.port),
-                           meta_data(), cpus=cpus).prepare()
+            agent = agent_binary(name)
+            prepare_fake(fake, deb, agent)
+            g = boot.Guest(image, d / "guest", name, user_data(deb, agent), meta_data(),
+                           cpus=cpus, imds_port=port_of(fake, "imds"),
+                           world_port=port_of(fake, "tls")).prepare()
             out[name] = Boot(name, g, fake, build_s)
         if os.environ.get("RUNNERD_E2E_SEQUENTIAL"):
             for b in out.values():
@@ -200,7 +208,6 @@ def assert_powered_off(b):
     serial = g.serial_text()
     assert "reboot: Power down" in serial, b.context()
     assert "Kernel panic" not in serial, b.context()
-    assert "E2E-INSTALL-FAILED" not in serial, b.context()
     # The token invariant, on the whole console: cloud-init, runnerd, the agent.
     assert TOKEN not in serial
 
@@ -249,6 +256,16 @@ def assert_left_asg(b):
     creds = [r for r in b.requests if r.get("service") == "imds" and r.get("op") == "credentials"
              and r.get("status") == 200]
     assert creds and all(r["token_used"] for r in creds), creds  # IMDSv2
+    # The world at its real addresses: IMDS at 169.254.169.254, AWS at its names over TLS.
+    imds = [r for r in b.requests if r.get("service") == "imds"]
+    assert {(r["listener"], r["host"]) for r in imds} == {("imds", "169.254.169.254")}, imds
+    assert (c["listener"], c["host"]) == ("tls", "autoscaling.us-east-1.amazonaws.com"), c
+    [sm] = [r for r in b.requests if r.get("op") == "GetSecretValue"]
+    assert (sm["listener"], sm["host"]) == ("tls", "secretsmanager.us-east-1.amazonaws.com"), sm
+    assert sm["body"]["SecretId"] == secret_arn(SECRET_ID), sm
+    blobs = [(r["host"], r["path"], r["status"]) for r in b.requests if r.get("service") == "blob"]
+    assert ("runnerd-artifacts.s3.amazonaws.com", "/e2e/runnerd.deb", 200) in blobs, blobs
+    assert ("runnerd-artifacts.s3.amazonaws.com", "/e2e/circleci-runner", 200) in blobs, blobs
     assert b.state["asgs"][ASG]["desired"] == 1, b.state["asgs"][ASG]
     [inst] = [i for i in b.state["asgs"][ASG]["instances"] + b.state["terminated"]
               if i["id"] == it.MAIN_INSTANCE_ID]

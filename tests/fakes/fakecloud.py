@@ -20,7 +20,7 @@ The outside world at its real addresses (tests/fakes/world.py builds it around t
   --listen-tls A:P     HTTPS with --tls-cert/--tls-key (a certificate from the test's CA for the
                        real host names: autoscaling.REGION.amazonaws.com, runner.circleci.com,
                        ...). Routes like the main port, except that of the control API only the
-                       agent's side door (/_fake/agent/...) is there, and a GET of any other path
+                       agent's side door (/_fake/agent/..., /_fake/note) is there, and a GET of any other path
                        is a blob (/_fake/blob) looked up by Host and path, like S3.
   --listen-imds A:P    IMDSv2 of the main identity only (169.254.169.254:80, [fd00:ec2::254]:80).
   --dynamodb-upstream  DynamoDB (JSON 1.0, X-Amz-Target DynamoDB_20120810.*) is answered by this
@@ -1330,7 +1330,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return
             if raw_path.startswith("/_fake/"):
                 # The world's HTTPS names offer only the stand-in agent's side door.
-                if self.server.kind == "tls" and not raw_path.startswith("/_fake/agent/"):
+                if self.server.kind == "tls" and not (raw_path.startswith("/_fake/agent/")
+                                                      or raw_path == "/_fake/note"):
                     self._plain(404, "fakecloud: no such route")
                     return
                 self._control(raw_path[len("/_fake/"):])

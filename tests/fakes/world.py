@@ -72,26 +72,38 @@ def run(argv, check=True, **kw):
 
 # ---- the test CA --------------------------------------------------------------------------
 
-def make_ca(d, names):
-    """A CA and a server certificate for names, in directory d. -> (ca.pem, cert.pem, key.pem).
-    The CA is what the instance trusts; the server certificate is the fake's."""
+def make_ca(d, days=2):
+    """A CA in directory d: what an instance trusts. -> (ca.pem, ca.key)."""
     d = Path(d)
     d.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, cert = (d / n for n in ("ca.key", "ca.pem", "server.key",
-                                                  "server.csr", "server.pem"))
+    ca, ca_key = d / "ca.pem", d / "ca.key"
     run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2", "-subj",
+         "-nodes", "-keyout", ca_key, "-out", ca, "-days", str(days), "-subj",
          "/CN=runnerd test world CA", "-addext", "basicConstraints=critical,CA:TRUE",
          "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+    return ca, ca_key
+
+
+def issue_cert(ca, ca_key, d, names):
+    """A server certificate for names from the CA, in directory d: the fake's.
+    -> (cert.pem, key.pem)."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    key, csr, cert, ext = (d / n for n in ("server.key", "server.csr", "server.pem",
+                                           "server.ext"))
     run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
          "-keyout", key, "-out", csr, "-subj", "/CN=runnerd test world"])
-    ext = d / "server.ext"
     ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
                    "extendedKeyUsage=serverAuth\n"
                    "subjectAltName=" + ",".join(f"DNS:{n}" for n in names) + "\n")
     run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
          "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext])
-    return ca, cert, key
+    return cert, key
+
+
+def world_names(regions=(REGION,)):
+    """Every host name the world answers for over TLS."""
+    return aws_hosts(regions) + ["runner.circleci.com", *DOWNLOAD_HOSTS]
 
 
 # ---- the world ----------------------------------------------------------------------------
@@ -110,7 +122,7 @@ class World:
         self.fake = None
         self.dynalite = None
         self._netns_made = False
-        self.names = aws_hosts(self.regions) + ["runner.circleci.com", *DOWNLOAD_HOSTS]
+        self.names = world_names(self.regions)
 
     # -- lifecycle --
     def start(self):
@@ -122,7 +134,8 @@ class World:
         return self
 
     def _start(self):
-        self.ca, cert, key = make_ca(self.workdir / "ca", self.names)
+        self.ca, ca_key = make_ca(self.workdir / "ca")
+        cert, key = issue_cert(self.ca, ca_key, self.workdir / "ca", self.names)
         run(["ip", "netns", "add", self.netns])
         self._netns_made = True
         ns = ["ip", "-n", self.netns]
