@@ -405,6 +405,20 @@ int boot_packages(struct boot_ctx *b)
 		log_info("packages: all %zu installed already", p->install.n);
 		return 0;
 	}
+	{
+		/* Name what is about to be installed: the operator's first question on a slow boot.
+		 */
+		char names[512] = "";
+		size_t used = 0;
+
+		for (i = n - missing; i < n && used < sizeof(names); i++) {
+			int w = snprintf(names + used, sizeof(names) - used, "%s%s",
+			                 used ? " " : "", argv[i]);
+
+			used = w < 0 ? sizeof(names) : used + (size_t)w;
+		}
+		log_info("packages: to install: %s%s", names, used >= sizeof(names) ? "..." : "");
+	}
 	for (attempt = 1; attempt <= p->retries; attempt++) {
 		if (attempt == 2) {
 			/* A failed install is most often stale package lists (an old AMI). */

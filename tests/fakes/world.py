@@ -264,6 +264,48 @@ class Instance:
         return self.root / "upper" / p.lstrip("/")
 
 
+# ---- an apt repository in the world ---------------------------------------------------------
+
+def build_deb(d, name, version="1.0", files=None, arch="all", extra_control=""):
+    """A .deb built with dpkg-deb from files {path: bytes|str} -> its Path."""
+    root = Path(d) / f"{name}-{version}"
+    (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    for path, data in (files or {}).items():
+        p = root / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data.encode() if isinstance(data, str) else data)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n"
+        "Maintainer: runnerd tests <tests@runnerd.invalid>\n"
+        f"Description: {name}, made by the runnerd tests\n{extra_control}")
+    out = Path(d) / f"{name}_{version}_{arch}.deb"
+    run(["dpkg-deb", "--root-owner-group", "--build", root, out])
+    return out
+
+
+def apt_repo(fake, base_url, debs, suite="bookworm", component="main", arch="amd64"):
+    """Serve debs as an apt repository at base_url (dists/SUITE/Release, Packages, pool/) on the
+    fake's TLS listener; unsigned: the source needs [trusted=yes]. -> the sources.list line."""
+    import hashlib
+    stanzas = []
+    for deb in map(Path, debs):
+        data = deb.read_bytes()
+        fields = run(["dpkg-deb", "-f", deb]).stdout.rstrip("\n")
+        rel = f"pool/{component}/{deb.name}"
+        fake.set_blob(f"{base_url}/{rel}", data, "application/vnd.debian.binary-package")
+        stanzas.append(f"{fields}\nFilename: {rel}\nSize: {len(data)}\n"
+                       f"SHA256: {hashlib.sha256(data).hexdigest()}\n")
+    packages = ("\n".join(stanzas)).encode()
+    ppath = f"{component}/binary-{arch}/Packages"
+    fake.set_blob(f"{base_url}/dists/{suite}/{ppath}", packages, "text/plain")
+    release = (f"Origin: runnerd-tests\nLabel: runnerd-tests\nSuite: {suite}\nCodename: {suite}\n"
+               f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S UTC', time.gmtime())}\n"
+               f"Architectures: {arch} all\nComponents: {component}\nSHA256:\n"
+               f" {hashlib.sha256(packages).hexdigest()} {len(packages)} {ppath}\n")
+    fake.set_blob(f"{base_url}/dists/{suite}/Release", release.encode(), "text/plain")
+    return f"deb [trusted=yes] {base_url} {suite} {component}\n"
+
+
 # ---- a system bus with logind's PowerOff --------------------------------------------------
 
 class FakeLogind:

@@ -31,6 +31,7 @@ import pytest
 
 from conftest import MAIN_INSTANCE_ID, PYTHON, REPO
 import stack
+import world as world_mod
 
 FAKE_AGENT = REPO / "tests" / "fakes" / "fake_agent.py"
 PACKAGED_RUNNERD_CONF = REPO / "packaging" / "etc" / "runnerd.conf"
@@ -213,6 +214,67 @@ def test_runnerd_stack_user_data_config_downloads_the_agent(world, logind, build
     assert sm["body"]["SecretId"] == secret_arn("cci-runner-secrets"), sm
     assert inst.path(AGENT_EVENTS).read_text().splitlines()[-1].startswith("completed ")
     assert_real_addresses(fake)
+    assert_left_and_powered_off(fake, logind)
+
+
+def packaged_conf(**keys):
+    """The packaged runnerd.conf with some of its commented defaults set: key -> value."""
+    text = PACKAGED_RUNNERD_CONF.read_text()
+    for k, v in keys.items():
+        text, n = re.subn(rf"^;{k} =.*$", f"{k} = {v}", text, count=1, flags=re.M)
+        assert n == 1, k
+    return text
+
+
+def run_runnerd(world, logind, build, tmp_path, conf, extra_files=None, timeout=60):
+    inst = world.instance("runner", logind=logind, files={
+        "/etc/runnerd/runnerd.conf": conf, "/usr/bin/circleci-runner": (agent_wrapper(), 0o755),
+        **(extra_files or {}), **installed(build)})
+    log = tmp_path / "runnerd.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runnerd"], stdout=f, stderr=subprocess.STDOUT)
+    rc = wait_proc(p, timeout, "runnerd", log)
+    return inst, rc, log.read_text(errors="replace")
+
+
+def test_runnerd_ssm_token(world, logind, build, tmp_path):
+    """[token] source = ssm: the SecureString parameter at ssm.REGION.amazonaws.com, decrypted
+    (the default endpoint that AWS_ENDPOINT_URL_SSM replaces elsewhere)."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    fake.set_parameter("/runnerd/runner-token", TOKEN)
+    inst, rc, text = run_runnerd(world, logind, build, tmp_path,
+                                 packaged_conf(source="ssm", id="/runnerd/runner-token"))
+    assert rc == 0, text
+    assert TOKEN not in text
+    [g] = aws_calls(fake, "ssm", "GetParameter")
+    assert g["body"] == {"Name": "/runnerd/runner-token", "WithDecryption": True}, g
+    assert aws_calls(fake, "secretsmanager") == []
+    assert_real_addresses(fake)
+    assert_left_and_powered_off(fake, logind)
+
+
+def test_runnerd_installs_packages_with_real_apt(world, logind, build, tmp_path):
+    """[packages] install with the real dpkg-query and apt-get (the tests elsewhere put stand-ins
+    first in PATH): the package is missing from the lists, so the first apt-get install fails,
+    apt-get update fetches the world's repository over HTTPS, and the retry installs it."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    deb = world_mod.build_deb(tmp_path / "debs", "runnerd-world-probe",
+                              files={"/usr/share/runnerd-world-probe/PROBE": "installed\n"})
+    line = world_mod.apt_repo(fake, "https://packagecloud.io/runnerd/world-probe/debian",
+                              [deb])
+    inst, rc, text = run_runnerd(
+        world, logind, build, tmp_path, packaged_conf(install="runnerd-world-probe"),
+        extra_files={"/etc/apt/sources.list": "", "/etc/apt/sources.list.d/debian.sources": "",
+                     "/etc/apt/sources.list.d/world.list": line}, timeout=180)
+    assert rc == 0, text
+    assert inst.path("/usr/share/runnerd-world-probe/PROBE").read_text() == "installed\n"
+    got = [r["path"] for r in fake.requests() if r.get("service") == "blob" and
+           r["status"] == 200]
+    assert any(p.endswith("/Packages") for p in got) and any(p.endswith(".deb") for p in got)
+    assert "packages: to install: runnerd-world-probe\n" in text, text
+    assert inst.path(AGENT_EVENTS).read_text().splitlines()[-1].startswith("completed ")
     assert_left_and_powered_off(fake, logind)
 
 
