@@ -12,7 +12,7 @@ PKG_CONFIG ?= pkg-config
 CC ?= gcc
 CFLAGS ?= -O2 -g
 WARN := -std=c11 -Wall -Wextra -Wformat=2 -Werror -Wshadow -Wno-unused-parameter
-PKGS := libcurl libcjson libsystemd inih libcrypto yaml-0.1
+PKGS := libcurl libcjson libsystemd inih libcrypto yaml-0.1 zlib
 DEP_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 DEP_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null) -pthread
 ALL_CPPFLAGS = -D_GNU_SOURCE -DRUNNERD_VERSION='"$(VERSION)"' -Ilib -Iagent -Isupervisor -Iscaler $(CPPFLAGS)

@@ -207,6 +207,18 @@ static int render(const struct agent_settings *s, const char *token, struct buf 
 	}
 	if (r == 0)
 		r = buf_append_str(out, "]\n");
+	/* Machine runner 3 puts its task agent under the runner's home by default, /root here
+	 * (0700): the job user, who runs it through command_prefix, could not reach it. */
+	if (r == 0 && s->flavour == AGENT_CIRCLECI_RUNNER)
+		r = yaml_append_kv(out, "task_agent_directory", s->task_agent_directory);
+	/* The launch-agent would replace the binary whose SHA-256 runnerd verified. */
+	if (r == 0 && s->flavour == AGENT_LAUNCH_AGENT)
+		r = buf_append_str(out, "  disable_auto_update: true\n");
+	if (r == 0 && s->ssh_advertise_addr && s->ssh_advertise_addr[0]) {
+		r = buf_append_str(out, "  ssh:\n  ");
+		if (r == 0)
+			r = yaml_append_kv(out, "advertise_addr", s->ssh_advertise_addr);
+	}
 
 	/* Machine runner 3 defaults to coloured output (format "color"); ask for plain text on
 	 * stderr so runnerd's journal gets readable lines. The launch-agent logs to stderr already
@@ -218,6 +230,12 @@ static int render(const struct agent_settings *s, const char *token, struct buf 
 		if (r == 0)
 			r = yaml_append_kv(out, "format", "text");
 	}
+	if (r == 0 && s->log_level && s->log_level[0]) {
+		if (s->flavour != AGENT_CIRCLECI_RUNNER)
+			r = buf_append_str(out, "logging:\n");
+		if (r == 0)
+			r = yaml_append_kv(out, "level", s->log_level);
+	}
 	return r;
 }
 
@@ -227,7 +245,9 @@ int agent_render_config(const struct agent_settings *s, const char *token, struc
 	int r;
 
 	if (!token || !token[0] || !s->name || !s->user || !s->user[0] || !s->mode ||
-	    (s->flavour != AGENT_CIRCLECI_RUNNER && s->flavour != AGENT_LAUNCH_AGENT))
+	    (s->flavour != AGENT_CIRCLECI_RUNNER && s->flavour != AGENT_LAUNCH_AGENT) ||
+	    (s->flavour == AGENT_CIRCLECI_RUNNER &&
+	     (!s->task_agent_directory || s->task_agent_directory[0] != '/')))
 		return -EINVAL;
 	r = render(s, token, out);
 	if (r < 0 && out->data) {
@@ -237,6 +257,62 @@ int agent_render_config(const struct agent_settings *s, const char *token, struc
 		out->data[start] = '\0';
 	}
 	return r;
+}
+
+int agent_expand_advertise(const char *pattern, const char *private_ip, const char *public_ip,
+                           char *out, size_t n)
+{
+	size_t used = 0, add, len;
+	const char *p, *piece, *host_end;
+	char one[2] = "";
+	bool port = false;
+
+	if (!pattern || !pattern[0] || !out || !n)
+		return -EINVAL;
+	for (p = pattern; *p; p++) {
+		if (*p == '%') {
+			p++;
+			if (*p == 'I')
+				piece = private_ip;
+			else if (*p == 'P')
+				piece = public_ip;
+			else if (*p == '%')
+				piece = "%";
+			else
+				return -EINVAL;
+			if (!piece || !piece[0])
+				return -ENOENT; /* no such address on this instance */
+		} else {
+			/* A host[:port]: no spaces, quotes or controls. */
+			if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\\' || (unsigned char)*p >= 0x7f)
+				return -EINVAL;
+			one[0] = *p;
+			piece = one;
+		}
+		add = strlen(piece);
+		if (used + add >= n)
+			return -ENAMETOOLONG;
+		memcpy(out + used, piece, add);
+		used += add;
+	}
+	out[used] = '\0';
+	/* A port? After a bracketed IPv6 literal, or after the host's one colon. */
+	len = used;
+	host_end = out[0] == '[' ? strchr(out, ']') : NULL;
+	if (out[0] == '[' && !host_end)
+		return -EINVAL;
+	if (host_end)
+		port = host_end[1] == ':';
+	else if (strchr(out, ':'))
+		port = strchr(out, ':') == strrchr(out, ':');
+	if (!port) {
+		if (!host_end && strchr(out, ':'))
+			return -EINVAL; /* a bare IPv6 address: ambiguous, want [addr]:port */
+		if (len + sizeof(":" AGENT_SSH_PORT) > n)
+			return -ENAMETOOLONG;
+		memcpy(out + len, ":" AGENT_SSH_PORT, sizeof(":" AGENT_SSH_PORT));
+	}
+	return 0;
 }
 
 /* CircleCI's rule for runner names: letters, digits and .()-_ ; anything else becomes '-'. */

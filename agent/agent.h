@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "buf.h"
+#include "tarball.h"
 
 enum agent_flavour {
 	AGENT_CIRCLECI_RUNNER, /* machine runner 3: `circleci-runner machine -c FILE` */
@@ -25,7 +26,13 @@ struct agent_settings {
 	const char *mode;         /* "single-task" | "continuous" */
 	uint64_t idle_timeout_ms; /* 0 = leave out */
 	uint64_t max_run_time_ms;
+	const char *task_agent_directory; /* machine runner 3 (required, absolute) */
+	const char *ssh_advertise_addr;   /* expanded host:port, NULL or "" = leave out */
+	const char *log_level;            /* NULL or "" = leave out */
 };
+
+/* The port the agent's rerun-with-SSH listens on (CircleCI's, fixed). */
+#define AGENT_SSH_PORT "54782"
 
 /* Expand %H (short hostname: up to the first dot), %i (instance id) and %% in pattern; then
  * characters outside [A-Za-z0-9.()_-] become '-'. 0, -EINVAL (unknown %x), -ENAMETOOLONG.
@@ -33,13 +40,21 @@ struct agent_settings {
 int agent_expand_name(const char *pattern, const char *hostname, const char *instance_id, char *out,
                       size_t n);
 
+/* Expand [agent] ssh_advertise_addr: %I the instance's private IPv4, %P its public one, %%;
+ * AGENT_SSH_PORT appended when no port is given. 0, -EINVAL (bad escape or character, a bare
+ * IPv6 address), -ENOENT (%I or %P asked for but NULL/empty: no such address), -ENAMETOOLONG. */
+int agent_expand_advertise(const char *pattern, const char *private_ip, const char *public_ip,
+                           char *out, size_t n);
+
 /* The working directory the flavour gets: launch-agent appends "/%s" unless it holds "%s". */
 int agent_working_directory(const struct agent_settings *s, char *out, size_t n);
 
 /* Render the agent's YAML into out. Every value is a double-quoted YAML scalar with escapes, so
  * quotes, '#', ':' or newlines in a token or name cannot add or change keys. Durations are Go
- * style ("1m", "5h", "5h15m"). out should be wiped by the caller (it holds the token).
- * Appends to out. 0; -EINVAL (NULL/empty token or user, NULL name/mode, bad flavour, or any value
+ * style ("1m", "5h", "5h15m"). Machine runner 3 always gets runner.task_agent_directory, the
+ * launch-agent runner.disable_auto_update: true. out should be wiped by the caller (it holds the
+ * token). Appends to out. 0; -EINVAL (NULL/empty token or user, NULL name/mode, bad flavour, a
+ * machine runner 3 without an absolute task_agent_directory, or any value
  * not valid UTF-8); -ENAMETOOLONG (working directory); -EFBIG/-ENOMEM from buf. On error out is
  * left as it was (the appended part wiped). */
 int agent_render_config(const struct agent_settings *s, const char *token, struct buf *out);
@@ -64,14 +79,43 @@ void agent_argv(enum agent_flavour f, const char *binary, const char *config_pat
 int agent_child_env(char *const *parent_env, char *storage, size_t storage_len, char **envp,
                     size_t max);
 
-/* Download url (https, or http on loopback/explicit) into a temp file next to dest, verify its
- * SHA-256 against sha256_hex (64 hex chars, case-insensitive), chmod 0755, rename to dest.
- * Size limit max_bytes. A .tar.gz (by URL suffix) is not supported here: -ENOTSUP.
- * 0; -EBADMSG checksum mismatch (file removed); -EINVAL bad hex; transport as http_perform.
- * A status other than 200: -ENOENT (404, 410), -EACCES (401, 403), -EPROTO (others). */
+/* Fetch the agent binary: download url (https, or http on loopback/explicit), streamed into a
+ * 0600 temp file beside dest while its SHA-256 is computed, at most max_download bytes; verify
+ * the digest of the download against sha256_hex (64 hex, any case); then either the download is
+ * the binary, or (the URL's path ends in .tar.gz or .tgz) it is CircleCI's release tarball and
+ * the regular-file member named as dest's basename is taken out of it (tarball.h, limits in
+ * tar). The result is made 0755 (owned by the caller, root) and renamed to dest; no temp file is
+ * left behind, and nothing unverified ever becomes executable.
+ * 0; otherwise -errno with why (n bytes) naming the problem: -EBADMSG digest mismatch (or a
+ * corrupt archive), -ENOENT HTTP 404/410 or no such member, -EACCES 401/403, -EPROTO another
+ * status, -EPERM an unsafe archive (links, devices, absolute or ".." names), -EFBIG over a limit,
+ * -EINVAL bad arguments; transport errors as http_perform. */
 struct http_client;
-int agent_download(struct http_client *http, const char *url, bool explicit_url,
-                   const char *sha256_hex, const char *dest, uint64_t max_bytes, long timeout_ms);
+struct agent_fetch {
+	const char *url; /* expanded: no %a left */
+	bool explicit_url;
+	const char *sha256_hex;
+	const char *dest;
+	uint64_t max_download;
+	struct tar_limits tar;
+	long timeout_ms;
+	bool raw;      /* the download is the file, whatever its URL ends in (a key file) */
+	unsigned mode; /* of the result; 0 = 0755 (a binary) */
+};
+
+/* Write data to path atomically (temp file beside it, fsync, rename), mode `mode`, owned by the
+ * caller. Parents are created 0755. 0 or -errno. */
+int agent_write_file(const char *path, const char *data, size_t len, unsigned mode);
+int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why, size_t n);
+
+/* Pure: does the URL's path (query and fragment aside) end in .tar.gz or .tgz? */
+bool agent_url_is_tarball(const char *url);
+/* Pure: expand %a (the architecture: amd64 | arm64) and %% in a download URL. 0, -EINVAL (%a
+ * without an arch, an unknown %x, a lone trailing %), -ENAMETOOLONG. */
+int agent_expand_url(const char *pattern, const char *arch, char *out, size_t n);
+/* Pure: CircleCI's name for a uname(2) machine ("x86_64" -> "amd64", "aarch64" -> "arm64"),
+ * NULL when CircleCI ships no agent for it. */
+const char *agent_arch_name(const char *machine);
 
 /* Pure: compare a computed digest against hex. */
 bool agent_sha256_matches(const unsigned char digest[32], const char *hex);

@@ -1,7 +1,10 @@
-/* Files the agent needs on disk: its config (atomic, 0600) and its binary (download + SHA-256). */
+/* Files the agent needs on disk: its config (atomic, 0600) and its binary (download, SHA-256, and
+ * for CircleCI's release tarball the one member taken out of it). */
 #include "agent.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <strings.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
@@ -14,6 +17,19 @@
 #include <openssl/evp.h>
 
 #include "http.h"
+#include "tarball.h"
+
+static void say(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *why, size_t n, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !n)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, n, fmt, ap);
+	va_end(ap);
+}
 
 /* mkdir -p for the directory part of path (everything before the last '/'). Directories this
  * creates get exactly 0755 whatever the umask; existing ones are left alone. */
@@ -155,6 +171,11 @@ int agent_write_file_atomic(const char *path, const char *data, size_t len, uid_
 	return write_atomic(path, data, len, 0600, 0600, uid, gid);
 }
 
+int agent_write_file(const char *path, const char *data, size_t len, unsigned mode)
+{
+	return write_atomic(path, data, len, 0600, (mode_t)mode & 07777, (uid_t)-1, (gid_t)-1);
+}
+
 static int hex_nibble(char c)
 {
 	if (c >= '0' && c <= '9')
@@ -192,7 +213,7 @@ bool agent_sha256_matches(const unsigned char digest[32], const char *hex)
 }
 
 /* Does the URL's path (query and fragment aside) name a tarball? */
-static bool url_is_tarball(const char *url)
+bool agent_url_is_tarball(const char *url)
 {
 	size_t len = strcspn(url, "?#");
 	static const char *const suffixes[] = {".tar.gz", ".tgz"};
@@ -206,53 +227,220 @@ static bool url_is_tarball(const char *url)
 	return false;
 }
 
-static int sha256(const char *data, size_t len, unsigned char digest[32])
+int agent_expand_url(const char *pattern, const char *arch, char *out, size_t n)
 {
-	unsigned int dlen = 0;
+	size_t used = 0, add;
+	const char *p, *piece;
+	char one[2] = "";
 
-	if (EVP_Digest(data, len, digest, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32)
-		return -EIO;
+	if (!pattern || !out || !n)
+		return -EINVAL;
+	for (p = pattern; *p; p++) {
+		if (*p == '%') {
+			p++;
+			if (*p == 'a') {
+				if (!arch || !arch[0])
+					return -EINVAL;
+				piece = arch;
+			} else if (*p == '%') {
+				piece = "%";
+			} else {
+				return -EINVAL; /* a lone '%' at the end, or an unknown %x */
+			}
+		} else {
+			one[0] = *p;
+			piece = one;
+		}
+		add = strlen(piece);
+		if (used + add >= n)
+			return -ENAMETOOLONG;
+		memcpy(out + used, piece, add);
+		used += add;
+	}
+	out[used] = '\0';
 	return 0;
 }
 
-int agent_download(struct http_client *http, const char *url, bool explicit_url,
-                   const char *sha256_hex, const char *dest, uint64_t max_bytes, long timeout_ms)
+const char *agent_arch_name(const char *machine)
+{
+	static const struct {
+		const char *machine, *arch;
+	} map[] = {
+	        {"x86_64", "amd64"}, {"amd64", "amd64"}, {"aarch64", "arm64"}, {"arm64", "arm64"}};
+
+	for (size_t i = 0; machine && i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(machine, map[i].machine) == 0)
+			return map[i].arch;
+	return NULL;
+}
+
+/* What the download streams into: the temp file and the digest. */
+struct fetch_sink {
+	int fd;
+	EVP_MD_CTX *md;
+};
+
+static int fetch_write(void *user, const char *data, size_t len)
+{
+	struct fetch_sink *f = user;
+
+	if (EVP_DigestUpdate(f->md, data, len) != 1)
+		return -EIO;
+	return write_all(f->fd, data, len);
+}
+
+/* A temp file "dir/.base.what.XXXXXX", mode 0600 (mkostemp), its name in tmp. */
+static int temp_beside(const char *dest, const char *what, char *tmp, size_t n)
+{
+	const char *base = strrchr(dest, '/');
+	int w, fd;
+
+	base = base ? base + 1 : dest;
+	w = snprintf(tmp, n, "%.*s.%s.%s.XXXXXX", (int)(base - dest), dest, base, what);
+	if (w < 0 || (size_t)w >= n)
+		return -ENAMETOOLONG;
+	fd = mkostemp(tmp, O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static void hex(const unsigned char *d, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[d[i] >> 4];
+		out[2 * i + 1] = digits[d[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why, size_t n)
 {
 	struct http_request req = {0};
 	struct http_response resp;
-	unsigned char digest[32];
-	int r;
+	struct fetch_sink sink = {.fd = -1, .md = NULL};
+	char dl_tmp[PATH_MAX] = "", bin_tmp[PATH_MAX] = "", got[65];
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int dlen = 0;
+	const char *member;
+	bool tarball;
+	int bin_fd = -1, r;
 
-	if (!http || !url || !dest || !sha256_hex_valid(sha256_hex))
+	if (why && n)
+		why[0] = '\0';
+	if (!http || !f || !f->url || !f->dest || !f->dest[0] || !sha256_hex_valid(f->sha256_hex))
 		return -EINVAL;
-	if (url_is_tarball(url))
-		return -ENOTSUP;
-	req.method = "GET";
-	req.url = url;
-	req.timeout_ms = timeout_ms;
-	req.max_body = max_bytes > SIZE_MAX ? SIZE_MAX : (size_t)max_bytes;
-	req.explicit_endpoint = explicit_url;
-	r = http_perform(http, &req, &resp);
-	if (r < 0)
+	tarball = !f->raw && agent_url_is_tarball(f->url);
+	member = strrchr(f->dest, '/');
+	member = member ? member + 1 : f->dest;
+
+	r = mkdir_parents(f->dest);
+	if (r < 0) {
+		say(why, n, "cannot create the directory of %s: %s", f->dest, strerror(-r));
+		return r;
+	}
+	sink.md = EVP_MD_CTX_new();
+	if (!sink.md || EVP_DigestInit_ex(sink.md, EVP_sha256(), NULL) != 1) {
+		r = -ENOMEM;
 		goto out;
-	if (resp.status != 200) {
+	}
+	/* The download goes to a 0600 temp file beside the binary: nobody can run or read it
+	 * before it is verified, and the rename at the end is atomic on one file system. */
+	r = temp_beside(f->dest, "download", dl_tmp, sizeof(dl_tmp));
+	if (r < 0) {
+		say(why, n, "cannot create a temporary file beside %s: %s", f->dest, strerror(-r));
+		dl_tmp[0] = '\0';
+		goto out;
+	}
+	sink.fd = r;
+	req.method = "GET";
+	req.url = f->url;
+	req.timeout_ms = f->timeout_ms;
+	req.max_body = f->max_download > SIZE_MAX ? SIZE_MAX : (size_t)f->max_download;
+	req.explicit_endpoint = f->explicit_url;
+	req.sink = fetch_write;
+	req.sink_user = &sink;
+	r = http_perform(http, &req, &resp);
+	if (r == 0 && resp.status != 200) {
 		r = resp.status == 404 || resp.status == 410   ? -ENOENT
 		    : resp.status == 401 || resp.status == 403 ? -EACCES
 		                                               : -EPROTO;
-		goto out;
+		say(why, n, "HTTP status %ld", resp.status);
+	} else if (r == -EFBIG) {
+		say(why, n, "larger than %llu bytes", (unsigned long long)f->max_download);
+	} else if (r < 0) {
+		say(why, n, "%s", r == -EKEYREJECTED ? "TLS certificate verification failed"
+		                                      : strerror(-r));
 	}
-	/* Verify before anything reaches the disk: an unverified binary never exists at any path,
-	 * not even the temp one. */
-	r = sha256(resp.body.data ? resp.body.data : "", resp.body.len, digest);
+	http_response_free(&resp);
 	if (r < 0)
 		goto out;
-	if (!agent_sha256_matches(digest, sha256_hex)) {
+	if (EVP_DigestFinal_ex(sink.md, digest, &dlen) != 1 || dlen != 32) {
+		r = -EIO;
+		goto out;
+	}
+	if (!agent_sha256_matches(digest, f->sha256_hex)) {
+		hex(digest, 32, got);
+		say(why, n, "SHA-256 of the download is %s, not the %s configured", got,
+		    f->sha256_hex);
 		r = -EBADMSG;
 		goto out;
 	}
-	/* 0700 while being written (nobody can execute a half-written file), 0755 once whole. */
-	r = write_atomic(dest, resp.body.data, resp.body.len, 0700, 0755, (uid_t)-1, (gid_t)-1);
+	if (!tarball) {
+		/* The download is the file: whole and verified, it may become executable. */
+		if (fsync(sink.fd) < 0 || fchmod(sink.fd, f->mode ? (mode_t)f->mode : 0755) < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (rename(dl_tmp, f->dest) < 0) {
+			r = -errno;
+			say(why, n, "cannot rename into %s: %s", f->dest, strerror(-r));
+			goto out;
+		}
+		dl_tmp[0] = '\0';
+		r = fsync_parent_dir(f->dest);
+		goto out;
+	}
+	/* Verified: now, and only now, take the one member out of it. 0700 while written. */
+	if (lseek(sink.fd, 0, SEEK_SET) < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = temp_beside(f->dest, "new", bin_tmp, sizeof(bin_tmp));
+	if (r < 0) {
+		bin_tmp[0] = '\0';
+		goto out;
+	}
+	bin_fd = r;
+	if (fchmod(bin_fd, 0700) < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = tarball_extract(sink.fd, member, bin_fd, &f->tar, why, n);
+	if (r < 0)
+		goto out;
+	if (fsync(bin_fd) < 0 || fchmod(bin_fd, 0755) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (rename(bin_tmp, f->dest) < 0) {
+		r = -errno;
+		say(why, n, "cannot rename into %s: %s", f->dest, strerror(-r));
+		goto out;
+	}
+	bin_tmp[0] = '\0';
+	r = fsync_parent_dir(f->dest);
 out:
-	http_response_free(&resp);
+	if (why && n && !why[0] && r < 0)
+		say(why, n, "%s", strerror(-r));
+	if (sink.fd >= 0)
+		close(sink.fd);
+	if (bin_fd >= 0)
+		close(bin_fd);
+	if (dl_tmp[0])
+		unlink(dl_tmp);
+	if (bin_tmp[0])
+		unlink(bin_tmp);
+	EVP_MD_CTX_free(sink.md);
 	return r;
 }

@@ -213,8 +213,23 @@ static size_t on_body(char *p, size_t size, size_t n, void *user)
 {
 	struct http_response *resp = user;
 	size_t len = size * n;
+	long status = 0;
 	int r;
 
+	if (resp->sink && curl_easy_getinfo(resp->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+	    status >= 200 && status < 300) {
+		if (len > resp->body.max || resp->streamed > resp->body.max - len) {
+			resp->cb_error = -EFBIG;
+			return 0;
+		}
+		r = resp->sink(resp->sink_user, p, len);
+		if (r < 0) {
+			resp->cb_error = r;
+			return 0;
+		}
+		resp->streamed += len;
+		return len;
+	}
 	r = buf_append(&resp->body, p, len);
 	if (r < 0) {
 		resp->cb_error = r;
@@ -290,6 +305,9 @@ int http_prepare(CURL *h, const struct http_request *req, struct http_response *
 	int r = 0;
 
 	response_init(resp, req->max_body);
+	resp->sink = req->sink;
+	resp->sink_user = req->sink_user;
+	resp->easy = h;
 	*headers_out = NULL;
 	if (!req->url || !req->method)
 		return -EINVAL;

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <curl/curl.h>
 
@@ -23,6 +24,11 @@ struct http_request {
 	const char *sigv4;       /* "aws:amz:REGION:SERVICE" to sign, or NULL */
 	const char *userpwd;     /* "AKID:SECRET" with sigv4 (never logged) */
 	bool explicit_endpoint;  /* URL came from an endpoint variable: plain http allowed */
+	/* Stream a 2xx body here, chunk by chunk, instead of into resp.body (which then holds only
+	 * a non-2xx body, for its message); max_body still caps the total streamed. A negative
+	 * return aborts the transfer, and http_perform returns it. */
+	int (*sink)(void *user, const char *data, size_t len);
+	void *sink_user;
 };
 
 struct http_response {
@@ -31,7 +37,12 @@ struct http_response {
 	long retry_after_s; /* Retry-After seconds, -1 when absent */
 	char content_type[128];
 	char request_id[128]; /* x-amzn-RequestId / x-amz-request-id, if any */
-	int cb_error;         /* internal: write callback failure (-EFBIG, -ENOMEM) */
+	int cb_error;         /* internal: write callback failure (-EFBIG, -ENOMEM, the sink's) */
+	uint64_t streamed;    /* bytes given to the request's sink */
+	/* internal: the sink and the handle whose status decides where a body goes */
+	int (*sink)(void *user, const char *data, size_t len);
+	void *sink_user;
+	CURL *easy;
 };
 
 struct http_client; /* one curl easy handle, reused for connection reuse */

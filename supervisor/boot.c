@@ -4,14 +4,17 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "agent.h"
+#include "apt.h"
 #include "aws_services.h"
 #include "creds.h"
 #include "log.h"
@@ -21,11 +24,20 @@
 #define IMDS_ATTEMPTS             5
 #define AWS_ATTEMPTS              5
 #define AGENT_DOWNLOAD_MAX        ((uint64_t)512 * 1024 * 1024)
+/* The tarball's agent member (about 40 MiB for machine runner 3), everything it unpacks to,
+ * and its entries: far above the real thing, far below what would hurt the instance. */
+#define AGENT_MEMBER_MAX      ((uint64_t)512 * 1024 * 1024)
+#define AGENT_UNPACKED_MAX    ((uint64_t)1024 * 1024 * 1024)
+#define AGENT_TAR_ENTRIES_MAX 10000u
+/* The package route's files, and the vendor unit it masks. */
+#define AGENT_KEYRING_DIR "/etc/apt/keyrings"
+#define AGENT_KEYRING     AGENT_KEYRING_DIR "/runnerd-agent"
+#define AGENT_KEYRING_TMP AGENT_KEYRING_DIR "/runnerd-agent.download"
+#define AGENT_KEYRING_MAX ((uint64_t)1024 * 1024)
+#define AGENT_APT_SOURCE  "/etc/apt/sources.list.d/runnerd-agent.list"
+#define AGENT_VENDOR_UNIT "circleci-runner.service"
 #define AGENT_DOWNLOAD_TIMEOUT_MS (10 * 60 * 1000L)
-#define DPKG_QUERY_TIMEOUT_MS     60000L
-#define APT_ENV_MAX               256
 
-extern char **environ;
 
 static int fail(struct boot_ctx *b, int r, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
@@ -321,62 +333,68 @@ int boot_token(struct boot_ctx *b)
 
 /* ---- packages ---- */
 
-static bool pkg_installed(const char *pkg, char **envp)
-{
-	const char *argv[] = {"dpkg-query", "-W", "-f=${Status}", pkg, NULL};
-	struct spawn_opts o = {
-	        .envp = envp, .search_path = true, .timeout_ms = DPKG_QUERY_TIMEOUT_MS};
-	struct buf out;
-	bool yes;
-	int st, r;
-
-	buf_init(&out, 4096);
-	o.capture = &out;
-	r = spawn_run(argv, &o, &st);
-	yes = r == 0 && st == 0 && out.data && strcmp(out.data, "install ok installed") == 0;
-	buf_free(&out);
-	return yes;
-}
-
-/* apt runs with runnerd's environment minus the AWS keys, plus DEBIAN_FRONTEND. */
-static void apt_env(char **envp, size_t max)
-{
-	static char frontend[] = "DEBIAN_FRONTEND=noninteractive";
-	size_t n = 0;
-	char **e;
-
-	for (e = environ; *e && n + 2 < max; e++) {
-		if (strncmp(*e, "DEBIAN_FRONTEND=", 16) == 0 ||
-		    strncmp(*e, "AWS_SECRET", 10) == 0 ||
-		    strncmp(*e, "AWS_SESSION_TOKEN=", 18) == 0 ||
-		    strncmp(*e, "AWS_ACCESS_KEY_ID=", 18) == 0)
-			continue;
-		envp[n++] = *e;
-	}
-	envp[n++] = frontend;
-	envp[n] = NULL;
-}
-
-static int run_apt(const char *const *argv, char **envp)
-{
-	struct spawn_opts o = {.envp = envp, .search_path = true, .stdout_to_stderr = true};
-	int st, r;
-
-	r = spawn_run(argv, &o, &st);
-	if (r < 0)
-		return r;
-	return st;
-}
-
-int boot_packages(struct boot_ctx *b)
+/* apt-get install of names (n), attempts as [packages] retries says: the lists are updated
+ * before the second attempt (a failed install is most often stale lists: an old AMI), or before
+ * the first when update_first (a source just added); from the third on, a full-jitter backoff.
+ * what names the phase in the log. */
+static int apt_install_all(struct boot_ctx *b, const char *what, const char *const *names,
+                           size_t n, bool update_first)
 {
 	const struct rd_packages_conf *p = b->conf->packages;
 	const char *argv[16 + 128];
 	char *envp[APT_ENV_MAX];
 	char lock[64];
-	size_t i, n = 0, missing = 0;
+	size_t i, k = 0;
 	int64_t attempt;
 	int st = 0;
+
+	if (n > 128)
+		return fail(b, -E2BIG, "%s: more than 128 packages", what);
+	snprintf(lock, sizeof(lock), "DPkg::Lock::Timeout=%llu",
+	         (unsigned long long)((p->lock_timeout_ms + 999) / 1000));
+	apt_env(envp, APT_ENV_MAX);
+	argv[k++] = "apt-get";
+	argv[k++] = "-y";
+	argv[k++] = "-q";
+	argv[k++] = "-o";
+	argv[k++] = lock;
+	/* A conffile the package ships (the vendor agent's config) is runnerd's to write. */
+	argv[k++] = "-o";
+	argv[k++] = "Dpkg::Options::=--force-confold";
+	argv[k++] = "install";
+	argv[k++] = "--no-install-recommends";
+	for (i = 0; i < n; i++)
+		argv[k++] = names[i];
+	argv[k] = NULL;
+	for (attempt = 1; attempt <= p->retries; attempt++) {
+		if ((attempt == 1 && update_first) || (attempt == 2 && !update_first)) {
+			const char *upd[] = {"apt-get", "-q", "-o", lock, "update", NULL};
+
+			st = apt_run(upd, envp);
+			log_info("%s: apt-get update: status %d", what, st);
+		} else if (attempt > 2 && !backoff(b, (unsigned)(attempt - 3), 2000, 30000)) {
+			break;
+		}
+		log_info("%s: apt-get install of %zu package(s), attempt %lld of %lld", what, n,
+		         (long long)attempt, (long long)p->retries);
+		st = apt_run(argv, envp);
+		if (st == 0)
+			return 0;
+		if (st < 0)
+			return fail(b, st, "%s: cannot run apt-get: %s", what, strerror(-st));
+		log_warn("%s: apt-get install failed with status %d", what, st);
+	}
+	return fail(b, -EIO, "%s: apt-get install failed (last status %d)", what, st);
+}
+
+int boot_packages(struct boot_ctx *b)
+{
+	const struct rd_packages_conf *p = b->conf->packages;
+	const char *missing[128];
+	char *envp[APT_ENV_MAX];
+	char names[512] = "";
+	size_t i, n = 0, used = 0;
+	int r;
 
 	if (p->install.n == 0) {
 		log_info("packages: none configured");
@@ -384,63 +402,26 @@ int boot_packages(struct boot_ctx *b)
 	}
 	if (p->install.n > 128)
 		return fail(b, -E2BIG, "packages: more than 128 packages");
-	snprintf(lock, sizeof(lock), "DPkg::Lock::Timeout=%llu",
-	         (unsigned long long)((p->lock_timeout_ms + 999) / 1000));
 	apt_env(envp, APT_ENV_MAX);
-	argv[n++] = "apt-get";
-	argv[n++] = "-y";
-	argv[n++] = "-q";
-	argv[n++] = "-o";
-	argv[n++] = lock;
-	argv[n++] = "install";
-	argv[n++] = "--no-install-recommends";
-	for (i = 0; i < p->install.n; i++) {
-		if (!pkg_installed(p->install.items[i], envp)) {
-			argv[n++] = p->install.items[i];
-			missing++;
-		}
-	}
-	argv[n] = NULL;
-	if (!missing) {
+	for (i = 0; i < p->install.n; i++)
+		if (!apt_pkg_installed(p->install.items[i], envp))
+			missing[n++] = p->install.items[i];
+	if (!n) {
 		log_info("packages: all %zu installed already", p->install.n);
 		return 0;
 	}
-	{
-		/* Name what is about to be installed: the operator's first question on a slow boot.
-		 */
-		char names[512] = "";
-		size_t used = 0;
+	/* Name what is about to be installed: the operator's first question on a slow boot. */
+	for (i = 0; i < n && used < sizeof(names); i++) {
+		int w = snprintf(names + used, sizeof(names) - used, "%s%s", used ? " " : "",
+		                 missing[i]);
 
-		for (i = n - missing; i < n && used < sizeof(names); i++) {
-			int w = snprintf(names + used, sizeof(names) - used, "%s%s",
-			                 used ? " " : "", argv[i]);
-
-			used = w < 0 ? sizeof(names) : used + (size_t)w;
-		}
-		log_info("packages: to install: %s%s", names, used >= sizeof(names) ? "..." : "");
+		used = w < 0 ? sizeof(names) : used + (size_t)w;
 	}
-	for (attempt = 1; attempt <= p->retries; attempt++) {
-		if (attempt == 2) {
-			/* A failed install is most often stale package lists (an old AMI). */
-			const char *upd[] = {"apt-get", "-q", "-o", lock, "update", NULL};
-
-			st = run_apt(upd, envp);
-			log_info("packages: apt-get update: status %d", st);
-		} else if (attempt > 2 && !backoff(b, (unsigned)(attempt - 3), 2000, 30000)) {
-			break;
-		}
-		log_info("packages: apt-get install of %zu package(s), attempt %lld of %lld",
-		         missing, (long long)attempt, (long long)p->retries);
-		st = run_apt(argv, envp);
-		if (st == 0) {
-			log_info("packages: installed");
-			return 0;
-		}
-		if (st < 0)
-			return fail(b, st, "packages: cannot run apt-get: %s", strerror(-st));
-		log_warn("packages: apt-get install failed with status %d", st);
-	}
-	return fail(b, -EIO, "packages: apt-get install failed (last status %d)", st);
+	log_info("packages: to install: %s%s", names, used >= sizeof(names) ? "..." : "");
+	r = apt_install_all(b, "packages", missing, n, false);
+	if (r == 0)
+		log_info("packages: installed");
+	return r;
 }
 
 /* ---- agent ---- */
@@ -469,9 +450,100 @@ int boot_mkdir_parent(const char *path, unsigned mode)
 	return 0;
 }
 
+/* The vendor's signing key where apt finds it: a path as it is, a URL fetched and checked
+ * against apt_keyring_sha256 into /etc/apt/keyrings (.asc when armoured, as apt requires). */
+static int agent_keyring(struct boot_ctx *b, char *out, size_t n)
+{
+	const struct rd_agent_conf *a = b->conf->agent;
+	struct agent_fetch f = {0};
+	char why[320], head[64];
+	ssize_t len;
+	int fd, r;
+
+	if (strncmp(a->apt_keyring, "https://", 8) != 0) {
+		if (access(a->apt_keyring, R_OK) < 0)
+			return fail(b, -errno, "agent-install: apt_keyring %s: %s", a->apt_keyring,
+			            strerror(errno));
+		str_copy(out, a->apt_keyring, n);
+		return 0;
+	}
+	r = boot_mkdir_parent(AGENT_KEYRING_TMP, 0755);
+	if (r < 0)
+		return fail(b, r, "agent-install: cannot create %s: %s", AGENT_KEYRING_DIR,
+		            strerror(-r));
+	f.url = a->apt_keyring;
+	f.sha256_hex = a->apt_keyring_sha256;
+	f.dest = AGENT_KEYRING_TMP;
+	f.max_download = AGENT_KEYRING_MAX;
+	f.raw = true;
+	f.mode = 0644;
+	f.timeout_ms = AGENT_DOWNLOAD_TIMEOUT_MS;
+	r = agent_fetch(b->http, &f, why, sizeof(why));
+	if (r < 0)
+		return fail(b, r, "agent-install: apt_keyring %s: %s", a->apt_keyring, why);
+	fd = open(AGENT_KEYRING_TMP, O_RDONLY | O_CLOEXEC);
+	len = fd < 0 ? -1 : read(fd, head, sizeof(head));
+	if (fd >= 0)
+		close(fd);
+	str_copy(out, len > 0 && apt_key_is_armored(head, (size_t)len) ? AGENT_KEYRING ".asc"
+	                                                                   : AGENT_KEYRING ".gpg",
+	         n);
+	if (rename(AGENT_KEYRING_TMP, out) < 0)
+		return fail(b, -errno, "agent-install: cannot rename the key to %s: %s", out,
+		            strerror(errno));
+	return 0;
+}
+
+/* The package route: the vendor's circleci-runner .deb from its apt repository. Its own
+ * circleci-runner.service is masked before the package can start it, so that the one agent is
+ * runnerd's; its conffile (the agent config) is runnerd's to write at agent-config. */
+static int agent_from_package(struct boot_ctx *b)
+{
+	const struct rd_agent_conf *a = b->conf->agent;
+	const char *names[1] = {a->package};
+	const char *reload[] = {"systemctl", "daemon-reload", NULL};
+	struct spawn_opts o = {.search_path = true, .stdout_to_stderr = true, .timeout_ms = 60000};
+	char keyring[PATH_MAX], line[4096];
+	struct stat st;
+	int r, status;
+
+	r = agent_keyring(b, keyring, sizeof(keyring));
+	if (r < 0)
+		return r;
+	r = apt_source_line(a->apt_source, keyring, line, sizeof(line));
+	if (r == 0)
+		r = agent_write_file(AGENT_APT_SOURCE, line, strlen(line), 0644);
+	if (r < 0)
+		return fail(b, r, "agent-install: writing %s: %s", AGENT_APT_SOURCE, strerror(-r));
+	r = apt_mask_unit(NULL, AGENT_VENDOR_UNIT);
+	if (r < 0)
+		return fail(b, r, "agent-install: cannot mask %s: %s", AGENT_VENDOR_UNIT,
+		            strerror(-r));
+	/* A running systemd reads masks on reload; without one (a chroot, an image build) the
+	 * symlink alone is enough. */
+	if (stat("/run/systemd/system", &st) == 0 &&
+	    (spawn_run(reload, &o, &status) < 0 || status != 0))
+		log_warn("agent-install: systemctl daemon-reload failed; %s is masked on disk",
+		         AGENT_VENDOR_UNIT);
+	log_info("agent-install: %s masked; installing the package %s from %s", AGENT_VENDOR_UNIT,
+	         a->package, AGENT_APT_SOURCE);
+	r = apt_install_all(b, "agent-install", names, 1, true);
+	if (r < 0)
+		return r;
+	if (stat(a->binary, &st) < 0 || !S_ISREG(st.st_mode) || access(a->binary, X_OK) < 0)
+		return fail(b, -ENOENT, "agent-install: the package %s installed no executable %s",
+		            a->package, a->binary);
+	log_info("agent-install: %s installed from the package %s", a->binary, a->package);
+	return 0;
+}
+
 int boot_agent_install(struct boot_ctx *b)
 {
 	const struct rd_agent_conf *a = b->conf->agent;
+	struct agent_fetch f = {0};
+	char url[2048], why[320];
+	const char *arch;
+	struct utsname u;
 	struct stat st;
 	int r;
 
@@ -479,6 +551,8 @@ int boot_agent_install(struct boot_ctx *b)
 		log_info("agent-install: %s is present", a->binary);
 		return 0;
 	}
+	if (a->package[0])
+		return agent_from_package(b);
 	if (!a->download_url[0])
 		return fail(b, -ENOENT,
 		            "agent-install: the agent binary %s is missing or not executable, and "
@@ -488,16 +562,86 @@ int boot_agent_install(struct boot_ctx *b)
 	if (r < 0)
 		return fail(b, r, "agent-install: cannot create the directory of %s: %s", a->binary,
 		            strerror(-r));
-	log_info("agent-install: downloading %s to %s", a->download_url, a->binary);
-	r = agent_download(b->http, a->download_url, false, a->sha256, a->binary,
-	                   AGENT_DOWNLOAD_MAX, AGENT_DOWNLOAD_TIMEOUT_MS);
-	if (r == -EBADMSG)
-		return fail(b, r, "agent-install: %s: SHA-256 does not match [agent] sha256",
-		            a->download_url);
+	if (uname(&u) < 0 || !(arch = agent_arch_name(u.machine)))
+		arch = NULL; /* only an error if the URL asks for %a */
+	r = agent_expand_url(a->download_url, arch, url, sizeof(url));
 	if (r < 0)
-		return fail(b, r, "agent-install: download of %s to %s: %s", a->download_url,
-		            a->binary, strerror(-r));
-	log_info("agent-install: %s installed and verified", a->binary);
+		return fail(b, r, "agent-install: [agent] download_url %s: %s", a->download_url,
+		            r == -EINVAL && !arch ? "%a, but CircleCI ships no agent for this machine"
+		                                  : "does not expand (only %a and %% are known)");
+	f.url = url;
+	f.sha256_hex = a->sha256;
+	f.dest = a->binary;
+	f.max_download = AGENT_DOWNLOAD_MAX;
+	f.tar.max_member = AGENT_MEMBER_MAX;
+	f.tar.max_unpacked = AGENT_UNPACKED_MAX;
+	f.tar.max_entries = AGENT_TAR_ENTRIES_MAX;
+	f.timeout_ms = AGENT_DOWNLOAD_TIMEOUT_MS;
+	log_info("agent-install: downloading %s%s", url,
+	         agent_url_is_tarball(url) ? " (a release tarball)" : "");
+	r = agent_fetch(b->http, &f, why, sizeof(why));
+	if (r < 0)
+		return fail(b, r, "agent-install: %s: %s", url, why);
+	log_info("agent-install: %s installed (SHA-256 of the download verified)", a->binary);
+	return 0;
+}
+
+/* The task agent's directory: machine runner 3 writes the task agent there as root and runs it
+ * as the job user through command_prefix, so it must be a real directory, root's, 0755, on a
+ * path the job user can walk (parents are made 0755). */
+static int task_agent_dir(const char *dir)
+{
+	struct stat st;
+	int r;
+
+	r = boot_mkdir_parent(dir, 0755);
+	if (r < 0)
+		return r;
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	if (lstat(dir, &st) < 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if ((st.st_uid != geteuid() || st.st_gid != getegid()) && chown(dir, geteuid(), getegid()) < 0)
+		return -errno;
+	if ((st.st_mode & 07777) != 0755 && chmod(dir, 0755) < 0)
+		return -errno;
+	return 0;
+}
+
+/* IMDS's meta-data/NAME as a string, "" when the instance has none (404). */
+static int imds_string(struct boot_ctx *b, const char *path, char *out, size_t n)
+{
+	struct buf v;
+	int r;
+
+	out[0] = '\0';
+	buf_init(&v, 256);
+	r = imds_get(&b->imds, path, &v);
+	if (r == 0 && v.len)
+		str_copy(out, v.data, n);
+	buf_free(&v);
+	return r == -ENOENT ? 0 : r;
+}
+
+static int advertise_addr(struct boot_ctx *b, const char *pattern, char *out, size_t n)
+{
+	char priv[64] = "", pub[64] = "";
+	int r = 0;
+
+	if (strstr(pattern, "%I"))
+		r = imds_string(b, "meta-data/local-ipv4", priv, sizeof(priv));
+	if (r == 0 && strstr(pattern, "%P"))
+		r = imds_string(b, "meta-data/public-ipv4", pub, sizeof(pub));
+	if (r < 0)
+		return fail(b, r, "agent-config: ssh_advertise_addr: IMDS: %s", strerror(-r));
+	r = agent_expand_advertise(pattern, priv, pub, out, n);
+	if (r == -ENOENT)
+		return fail(b, r, "agent-config: ssh_advertise_addr %s: the instance has no %s IPv4 "
+		            "address", pattern, priv[0] ? "public" : "private");
+	if (r < 0)
+		return fail(b, r, "agent-config: ssh_advertise_addr %s: %s", pattern, strerror(-r));
 	return 0;
 }
 
@@ -505,7 +649,7 @@ int boot_agent_config(struct boot_ctx *b)
 {
 	const struct rd_agent_conf *a = b->conf->agent;
 	struct agent_settings s;
-	char host[256], name[256];
+	char host[256], name[256], advertise[300];
 	struct buf yaml;
 	int r;
 
@@ -529,7 +673,23 @@ int boot_agent_config(struct boot_ctx *b)
 	s.mode = rd_mode_name(a->mode);
 	s.idle_timeout_ms = a->idle_timeout_ms;
 	s.max_run_time_ms = a->max_run_time_ms;
+	s.task_agent_directory = a->task_agent_directory;
+	s.log_level = rd_log_level_name(a->log_level);
 	buf_init(&yaml, 0);
+	if (a->ssh_advertise_addr[0]) {
+		r = advertise_addr(b, a->ssh_advertise_addr, advertise, sizeof(advertise));
+		if (r < 0)
+			goto out;
+		s.ssh_advertise_addr = advertise;
+	}
+	if (s.flavour == AGENT_CIRCLECI_RUNNER) {
+		r = task_agent_dir(a->task_agent_directory);
+		if (r < 0) {
+			(void)fail(b, r, "agent-config: task_agent_directory %s: %s",
+			           a->task_agent_directory, strerror(-r));
+			goto out;
+		}
+	}
 	r = agent_render_config(&s, b->token.data, &yaml);
 	if (r < 0) {
 		(void)fail(b, r, "agent-config: rendering: %s", strerror(-r));

@@ -20,6 +20,8 @@ static const char *const flavours[] = {"circleci-runner", "launch-agent", NULL};
 static const char *const modes[] = {"single-task", "continuous", NULL};
 static const char *const sources[] = {"secretsmanager", "ssm", "file", NULL};
 static const char *const on_exits[] = {"poweroff", "exit", NULL};
+/* "" leaves logging.level out: the agent's default (info). */
+static const char *const log_levels[] = {"", "debug", "info", "warn", "error", NULL};
 
 #define K(sect, field) offsetof(struct sect, field)
 
@@ -46,6 +48,18 @@ static const struct cfg_key agent_keys[] = {
          "CIRCLECI_RUNNER_API_URL"},
         {"download_url", CFG_STRING, K(rd_agent_conf, download_url), "", NULL, 0, 0, 0, NULL},
         {"sha256", CFG_STRING, K(rd_agent_conf, sha256), "", NULL, 0, 0, 0, NULL},
+        /* The package route: the vendor's Debian package from its apt repository. */
+        {"package", CFG_STRING, K(rd_agent_conf, package), "", NULL, 0, 0, 0, NULL},
+        {"apt_source", CFG_STRING, K(rd_agent_conf, apt_source), "", NULL, 0, 0, 0, NULL},
+        {"apt_keyring", CFG_STRING, K(rd_agent_conf, apt_keyring), "", NULL, 0, 0, 0, NULL},
+        {"apt_keyring_sha256", CFG_STRING, K(rd_agent_conf, apt_keyring_sha256), "", NULL, 0, 0,
+         0, NULL},
+        /* Machine runner 3 downloads its task agent here and runs it as the job user. */
+        {"task_agent_directory", CFG_STRING, K(rd_agent_conf, task_agent_directory),
+         "/var/lib/circleci-runner/task-agent", NULL, 0, 0, CFG_REQUIRED, NULL},
+        {"ssh_advertise_addr", CFG_STRING, K(rd_agent_conf, ssh_advertise_addr), "", NULL, 0, 0,
+         0, NULL},
+        {"log_level", CFG_ENUM, K(rd_agent_conf, log_level), "", log_levels, 0, 0, 0, NULL},
 };
 
 static const struct cfg_key token_keys[] = {
@@ -103,6 +117,11 @@ const char *rd_flavour_name(int flavour)
 const char *rd_mode_name(int mode)
 {
 	return mode >= 0 && mode < 2 ? modes[mode] : "unknown";
+}
+
+const char *rd_log_level_name(int level)
+{
+	return level > 0 && level < 5 ? log_levels[level] : "";
 }
 
 const char *rd_token_source_name(int source)
@@ -178,7 +197,7 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 	const struct rd_agent_conf *a = c->agent;
 	const struct rd_token_conf *t = c->token;
 	const struct rd_control_conf *ctl = c->control;
-	char name[256];
+	char name[256], url[2048];
 	struct buf b;
 	int n = 0, r;
 
@@ -212,6 +231,53 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 		    "requires sha256 (the agent binary's SHA-256)");
 	if (*a->sha256 && !is_hex64(a->sha256))
 		ERR(a, "agent", "sha256", NULL, "must be 64 hexadecimal characters");
+	if (*a->download_url && agent_expand_url(a->download_url, "amd64", url, sizeof(url)) < 0)
+		ERR(a, "agent", "download_url", NULL,
+		    "unknown %% escape or too long (%%a is the architecture, %%%% a '%%')");
+	if (a->task_agent_directory[0] != '/')
+		ERR(a, "agent", "task_agent_directory", NULL, "must be an absolute path");
+	if (*a->package) {
+		if (*a->download_url)
+			ERR(a, "agent", "package", NULL,
+			    "either package (the vendor's .deb) or download_url, not both");
+		if (a->package[0] == '-' || strpbrk(a->package, " \t/"))
+			ERR(a, "agent", "package", NULL, "\"%s\" is not a package name", a->package);
+		if (a->flavour != RD_FLAVOUR_CIRCLECI_RUNNER)
+			ERR(a, "agent", "package", NULL,
+			    "only for flavour = circleci-runner (CircleCI ships no launch-agent package)");
+		if (!*a->apt_source)
+			ERR(a, "agent", "package", NULL,
+			    "requires apt_source (the repository: URI SUITE COMPONENT...)");
+		if (!*a->apt_keyring)
+			ERR(a, "agent", "package", NULL,
+			    "requires apt_keyring (the repository's signing key: a path or an "
+			    "https:// URL)");
+	}
+	if (*a->apt_source) {
+		if (!*a->package)
+			ERR(a, "agent", "apt_source", NULL, "only with package");
+		else if (strncmp(a->apt_source, "https://", 8) != 0 ||
+		         strpbrk(a->apt_source, "[]\n") || !strchr(a->apt_source + 8, ' '))
+			ERR(a, "agent", "apt_source", NULL,
+			    "want \"https://HOST/PATH SUITE COMPONENT...\" (runnerd adds deb and "
+			    "signed-by)");
+	}
+	if (*a->apt_keyring) {
+		if (strncmp(a->apt_keyring, "https://", 8) == 0) {
+			if (!*a->apt_keyring_sha256)
+				ERR(a, "agent", "apt_keyring", NULL,
+				    "a URL requires apt_keyring_sha256 (the key file's SHA-256)");
+		} else if (a->apt_keyring[0] != '/') {
+			ERR(a, "agent", "apt_keyring", NULL, "must be an absolute path or an https:// URL");
+		}
+	}
+	if (*a->apt_keyring_sha256 && !is_hex64(a->apt_keyring_sha256))
+		ERR(a, "agent", "apt_keyring_sha256", NULL, "must be 64 hexadecimal characters");
+	if (*a->ssh_advertise_addr &&
+	    agent_expand_advertise(a->ssh_advertise_addr, "10.0.0.1", "203.0.113.1", url,
+	                           sizeof(url)) < 0)
+		ERR(a, "agent", "ssh_advertise_addr", NULL,
+		    "want HOST[:PORT], where %%I is the private and %%P the public IPv4 address");
 	for (size_t i = 0; i < c->packages->install.n; i++) {
 		/* apt-get would take it for an option. */
 		if (c->packages->install.items[i][0] == '-')

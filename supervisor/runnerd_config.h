@@ -28,8 +28,15 @@ struct rd_agent_conf {
 	uint64_t idle_timeout_ms; /* 0 = never */
 	uint64_t max_run_time_ms;
 	char *api_url;      /* "" = leave out; CIRCLECI_RUNNER_API_URL overrides */
-	char *download_url; /* "" = never download */
+	char *download_url; /* "" = never download; %a is the architecture */
 	char *sha256;
+	char *package;     /* "" = no package route */
+	char *apt_source;  /* "URI SUITE COMPONENT..." */
+	char *apt_keyring; /* a path, or an https URL with apt_keyring_sha256 */
+	char *apt_keyring_sha256;
+	char *task_agent_directory;
+	char *ssh_advertise_addr; /* "" = leave out; %I private, %P public IPv4 */
+	int log_level;            /* 0 = leave out; else rd_log_level_name() */
 };
 
 struct rd_token_conf {
@@ -82,5 +89,6 @@ void runnerd_config_free(struct runnerd_config *c);
 const char *rd_flavour_name(int flavour);
 const char *rd_mode_name(int mode);
 const char *rd_token_source_name(int source);
+const char *rd_log_level_name(int level); /* "" for 0 (leave out) */
 
 #endif

@@ -98,7 +98,7 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
         create or replace. instances: a count, or [{id?, state?, health?, protected?}]
   POST /_fake/imds {instance_id, region, availability_zone, role, target_lifecycle_state,
                     spot_action, rebalance, user_data, credential_ttl_s, rotate_credentials,
-                    for_instance}
+                    local_ipv4, public_ipv4, for_instance}
         Sets items of the main-port identity, or of a launched instance's identity when
         for_instance is given. Only the keys present change; null removes an item.
         spot_action is {"action", "time"?} and rebalance is {"noticeTime"?} or true.
@@ -397,6 +397,8 @@ class Identity:
         self.rebalance = None
         self.user_data = None
         self.credential_ttl_s = 21600
+        self.local_ipv4 = "10.0.3.17"
+        self.public_ipv4 = None  # a private subnet's instance has none: 404
         self.creds = None  # the issued session credentials, reused until near expiry
         self.tokens = {}   # IMDS token -> expiry (fake clock)
 
@@ -1489,6 +1491,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return 200, "\n".join(items)
         if rel == "meta-data/instance-type":
             return 200, "t3.micro"
+        if rel == "meta-data/local-ipv4":
+            return 200, ident.local_ipv4
+        if rel == "meta-data/public-ipv4":
+            return (200, ident.public_ipv4) if ident.public_ipv4 else (404, None)
         if rel == "meta-data/ami-id":
             return 200, "ami-0fa4e000000000001"
         if rel in ("meta-data/iam/security-credentials", "meta-data/iam/security-credentials/"):
@@ -2007,6 +2013,8 @@ def c_imds(h, cloud, body):
         "spot_action": F(dict, nullable=True), "rebalance": F((dict, bool), nullable=True),
         "user_data": F(str, nullable=True, maxlen=16384),
         "credential_ttl_s": F(int, lo=1, hi=43200), "rotate_credentials": F(bool),
+        "local_ipv4": F(str, pattern=r"^\d{1,3}(\.\d{1,3}){3}$"),
+        "public_ipv4": F(str, nullable=True, pattern=r"^\d{1,3}(\.\d{1,3}){3}$"),
         "for_instance": F(str, pattern=INSTANCE_ID_RE.pattern)})
     spot = b.get("spot_action")
     if spot is not None:
@@ -2027,7 +2035,7 @@ def c_imds(h, cloud, body):
             if "instance_id" in b:
                 raise Bad("instance_id cannot change for a launched instance")
         for k in ("instance_id", "region", "role", "target_lifecycle_state", "user_data",
-                  "credential_ttl_s"):
+                  "credential_ttl_s", "local_ipv4", "public_ipv4"):
             if k in b:
                 setattr(ident, k, b[k])
         if "availability_zone" in b:

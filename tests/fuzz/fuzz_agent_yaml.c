@@ -33,8 +33,9 @@ static const char *scalar(yaml_node_t *n)
 
 /* The mapping node must hold exactly the keys of exp whose value is set, once each, with those
  * values; sub is for the one key whose value is not a scalar (or NULL). */
-static void check_map(yaml_document_t *doc, yaml_node_t *map, const struct expect *exp, size_t n,
-                      const char *sub_key, yaml_node_t **sub)
+static void check_map2(yaml_document_t *doc, yaml_node_t *map, const struct expect *exp,
+                       size_t n, const char *sub_key, yaml_node_t **sub, const char *sub_key2,
+                       yaml_node_t **sub2)
 {
 	size_t want = 0, seen = 0;
 	bool found[16] = {false};
@@ -43,6 +44,8 @@ static void check_map(yaml_document_t *doc, yaml_node_t *map, const struct expec
 	for (size_t i = 0; i < n; i++)
 		want += exp[i].value != NULL;
 	if (sub_key)
+		want++;
+	if (sub_key2)
 		want++;
 	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
 	     p++) {
@@ -54,6 +57,11 @@ static void check_map(yaml_document_t *doc, yaml_node_t *map, const struct expec
 		if (sub_key && strcmp(k, sub_key) == 0) {
 			FUZZ_CHECK(*sub == NULL);
 			*sub = v;
+			continue;
+		}
+		if (sub_key2 && strcmp(k, sub_key2) == 0) {
+			FUZZ_CHECK(*sub2 == NULL);
+			*sub2 = v;
 			continue;
 		}
 		for (size_t i = 0; i < n; i++) {
@@ -71,15 +79,23 @@ static void check_map(yaml_document_t *doc, yaml_node_t *map, const struct expec
 	FUZZ_CHECK(seen == want);
 }
 
+static void check_map(yaml_document_t *doc, yaml_node_t *map, const struct expect *exp, size_t n,
+                      const char *sub_key, yaml_node_t **sub)
+{
+	check_map2(doc, map, exp, n, sub_key, sub, NULL, NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fdp f = {data, size};
 	struct agent_settings s;
-	char *token, *api_url, *name, *user, *wd, *mode;
+	char *token, *api_url, *name, *user, *wd, *mode, *tad, *ssh, *level;
+	char tadx[64];
 	char idle[64], maxrun[64], wdx[4200];
 	yaml_parser_t parser;
 	yaml_document_t doc;
-	yaml_node_t *root, *api = NULL, *runner = NULL, *logging = NULL, *prefix = NULL;
+	yaml_node_t *root, *api = NULL, *runner = NULL, *logging = NULL, *prefix = NULL,
+	            *sshn = NULL;
 	struct buf out;
 	int r;
 
@@ -94,6 +110,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	user = fdp_utf8(&f, 16);
 	wd = fdp_utf8(&f, 32);
 	mode = fdp_utf8(&f, 16);
+	tad = fdp_utf8(&f, 32);
+	ssh = fdp_utf8(&f, 24);
+	level = fdp_utf8(&f, 8);
+	/* Absolute or not, as the fuzzer likes: a relative one must be refused. */
+	snprintf(tadx, sizeof(tadx), "%s%s", fdp_bool(&f) ? "/" : "", tad);
+	s.task_agent_directory = tadx;
+	s.ssh_advertise_addr = ssh;
+	s.log_level = level;
 	s.api_url = api_url;
 	s.name = name;
 	s.user = user;
@@ -102,7 +126,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	buf_init(&out, 0);
 	r = agent_render_config(&s, token, &out);
-	if (!token[0] || !user[0] || !wd[0]) {
+	if (!token[0] || !user[0] || !wd[0] ||
+	    (s.flavour == AGENT_CIRCLECI_RUNNER && tadx[0] != '/')) {
 		FUZZ_CHECK(r == -EINVAL && out.len == 0);
 		goto out;
 	}
@@ -121,8 +146,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	root = yaml_document_get_root_node(&doc);
 	FUZZ_CHECK(root != NULL && root->type == YAML_MAPPING_NODE);
 	{
-		/* Top level: three mappings, logging only for machine runner 3. */
-		size_t want = s.flavour == AGENT_CIRCLECI_RUNNER ? 3 : 2, seen = 0;
+		/* Top level: three mappings, logging for machine runner 3 or a log level. */
+		size_t want = s.flavour == AGENT_CIRCLECI_RUNNER || level[0] ? 3 : 2, seen = 0;
 
 		for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
 		     p < root->data.mapping.pairs.top; p++) {
@@ -155,11 +180,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		        {"working_directory", wdx, false},
 		        {"cleanup_working_directory",
 		         s.cleanup_working_directory ? "true" : "false", true},
+		        {"task_agent_directory", s.flavour == AGENT_CIRCLECI_RUNNER ? tadx : NULL,
+		         false},
+		        {"disable_auto_update", s.flavour == AGENT_LAUNCH_AGENT ? "true" : NULL, true},
 		};
 		static const char *const argv[] = {"sudo", "-niHu", NULL, "--"};
 		size_t i = 0;
 
-		check_map(&doc, runner, e, 6, "command_prefix", &prefix);
+		check_map2(&doc, runner, e, 8, "command_prefix", &prefix, ssh[0] ? "ssh" : NULL,
+		           &sshn);
 		FUZZ_CHECK(prefix != NULL && prefix->type == YAML_SEQUENCE_NODE);
 		for (yaml_node_item_t *it = prefix->data.sequence.items.start;
 		     it < prefix->data.sequence.items.top; it++, i++) {
@@ -171,10 +200,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		FUZZ_CHECK(i == 4);
 	}
-	if (logging) {
-		const struct expect e[] = {{"file", "-", false}, {"format", "text", false}};
+	if (ssh[0]) {
+		const struct expect e[] = {{"advertise_addr", ssh, false}};
 
-		check_map(&doc, logging, e, 2, NULL, NULL);
+		FUZZ_CHECK(sshn != NULL);
+		check_map(&doc, sshn, e, 1, NULL, NULL);
+	}
+	if (logging) {
+		bool mr3 = s.flavour == AGENT_CIRCLECI_RUNNER;
+		const struct expect e[] = {{"file", mr3 ? "-" : NULL, false},
+		                           {"format", mr3 ? "text" : NULL, false},
+		                           {"level", level[0] ? level : NULL, false}};
+
+		check_map(&doc, logging, e, 3, NULL, NULL);
 	}
 	/* One document only. */
 	{
@@ -194,5 +232,8 @@ out:
 	free(user);
 	free(wd);
 	free(mode);
+	free(tad);
+	free(ssh);
+	free(level);
 	return 0;
 }

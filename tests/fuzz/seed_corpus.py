@@ -459,12 +459,45 @@ def static(cp):
         "/srv/%s/x", "continuous"]), "launch-agent")
 
 
+def tarballs(cp):
+    """CircleCI's release tarball shape and its hostile variants, gzip'd."""
+    import gzip
+    import io
+    import tarfile
+
+    def tgz(entries, fmt=tarfile.USTAR_FORMAT):
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=fmt) as t:
+            for name, kind, data, link in entries:
+                ti = tarfile.TarInfo(name)
+                ti.type = kind
+                ti.mode = 0o755
+                ti.size = len(data) if kind == tarfile.REGTYPE else 0
+                ti.linkname = link or ""
+                t.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        return gzip.compress(raw.getvalue(), mtime=0)
+
+    agent = b"#!/bin/sh\necho agent\n"
+    cp.add("tarball", tgz([("circleci-runner", tarfile.REGTYPE, agent, None)]), "good")
+    cp.add("tarball", tgz([("./circleci-runner", tarfile.REGTYPE, agent, None),
+                           ("LICENSE", tarfile.REGTYPE, b"license", None)]), "dot-slash")
+    cp.add("tarball", tgz([("circleci-runner", tarfile.SYMTYPE, b"", "/bin/sh")]), "symlink")
+    cp.add("tarball", tgz([("../circleci-runner", tarfile.REGTYPE, agent, None)]), "traversal")
+    cp.add("tarball", tgz([("x" * 120 + "/circleci-runner", tarfile.REGTYPE, agent, None)],
+                          tarfile.GNU_FORMAT), "gnu-longname")
+    cp.add("tarball", tgz([("d/" + "y" * 110, tarfile.REGTYPE, agent, None)],
+                          tarfile.PAX_FORMAT), "pax")
+    cp.add("tarball", gzip.compress(b"not a tar at all", mtime=0), "not-tar")
+    cp.add("tarball", b"\x1f\x8b\x08\x00garbage", "bad-gzip")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(REPO / "tests" / "fuzz" / "corpus"))
     args = ap.parse_args()
     cp = Corpus(args.out)
     static(cp)
+    tarballs(cp)
     with tempfile.TemporaryDirectory() as tmp:
         fake = FakeCloud(tmp).start()
         try:

@@ -27,6 +27,7 @@
 
 #include "agent.h"
 #include "http.h"
+#include "tar_builder.h"
 #include "util.h"
 
 /* ---- a tiny YAML loader: flattens the document into "section.key" / "key[i]" -> scalar ---- */
@@ -172,6 +173,7 @@ static const struct agent_settings base_settings = {
         .mode = "single-task",
         .idle_timeout_ms = 60000,
         .max_run_time_ms = 5 * 3600000ull,
+        .task_agent_directory = "/var/lib/circleci-runner/task-agent",
 };
 
 static void expect_str(const struct kvmap *m, const char *key, const char *want)
@@ -246,9 +248,21 @@ static void check_roundtrip(const struct agent_settings *s, const char *token)
 	expect_str(&m, "runner.command_prefix[3]", "--");
 	want += 4;
 	if (s->flavour == AGENT_CIRCLECI_RUNNER) {
+		expect_str(&m, "runner.task_agent_directory", s->task_agent_directory);
 		expect_str(&m, "logging.file", "-");
 		expect_str(&m, "logging.format", "text");
-		want += 2;
+		want += 3;
+	} else {
+		expect_plain(&m, "runner.disable_auto_update", "true");
+		want++;
+	}
+	if (s->ssh_advertise_addr && s->ssh_advertise_addr[0]) {
+		expect_str(&m, "runner.ssh.advertise_addr", s->ssh_advertise_addr);
+		want++;
+	}
+	if (s->log_level && s->log_level[0]) {
+		expect_str(&m, "logging.level", s->log_level);
+		want++;
 	}
 	if (m.n != want) {
 		size_t i;
@@ -282,6 +296,7 @@ static void test_render_circleci_runner(void **state)
 	                    "  working_directory: \"/var/lib/circleci-runner/workdir\"\n"
 	                    "  cleanup_working_directory: true\n"
 	                    "  command_prefix: [\"sudo\", \"-niHu\", \"circleci\", \"--\"]\n"
+	                    "  task_agent_directory: \"/var/lib/circleci-runner/task-agent\"\n"
 	                    "logging:\n"
 	                    "  file: \"-\"\n"
 	                    "  format: \"text\"\n");
@@ -317,6 +332,32 @@ static void test_render_launch_agent(void **state)
 	check_roundtrip(&s, "tok");
 	s.working_directory = "/w/";
 	check_roundtrip(&s, "tok");
+	/* The launch-agent needs no task agent directory, and gets the optional keys too. */
+	s.task_agent_directory = NULL;
+	s.ssh_advertise_addr = "10.0.3.17:54782";
+	s.log_level = "debug";
+	check_roundtrip(&s, "tok");
+}
+
+static void test_render_ssh_and_level(void **state)
+{
+	struct agent_settings s = base_settings;
+
+	s.ssh_advertise_addr = "10.0.3.17:54782";
+	s.log_level = "warn";
+	check_roundtrip(&s, "tok");
+	/* Machine runner 3 without a task agent directory: refused (it would use /root). */
+	{
+		struct buf out;
+
+		buf_init(&out, 0);
+		s.task_agent_directory = NULL;
+		assert_int_equal(agent_render_config(&s, "tok", &out), -EINVAL);
+		s.task_agent_directory = "relative/dir";
+		assert_int_equal(agent_render_config(&s, "tok", &out), -EINVAL);
+		assert_int_equal(out.len, 0);
+		buf_free(&out);
+	}
 }
 
 static void test_render_optional_keys(void **state)
@@ -1079,18 +1120,44 @@ static void hex_of(const char *s, char hex[65])
 		snprintf(hex + 2 * i, 3, "%02x", d[i]);
 }
 
-static int download(struct http_client *h, const char *resp, const char *path, const char *hex,
-                    uint64_t max)
+static const struct tar_limits TAR_LIM = {
+        .max_member = 1 << 20, .max_unpacked = 4 << 20, .max_entries = 100};
+
+static int fetch(struct http_client *h, const char *url, bool explicit_url, const char *hex,
+                 const char *path, uint64_t max, char *why, size_t n)
+{
+	struct agent_fetch f = {.url = url,
+	                        .explicit_url = explicit_url,
+	                        .sha256_hex = hex,
+	                        .dest = path,
+	                        .max_download = max,
+	                        .tar = TAR_LIM,
+	                        .timeout_ms = 5000};
+
+	return agent_fetch(h, &f, why, n);
+}
+
+static int download_as(struct http_client *h, const char *resp, size_t resp_len, const char *name,
+                       const char *path, const char *hex, uint64_t max, char *why, size_t n)
 {
 	struct server sv;
 	char url[128];
 	int r;
 
-	server_start(&sv, resp, strlen(resp));
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d/circleci-launch-agent", sv.port);
-	r = agent_download(h, url, false, hex, path, max, 5000);
+	server_start(&sv, resp, resp_len);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/%s", sv.port, name);
+	r = fetch(h, url, false, hex, path, max, why, n);
 	server_stop(&sv);
 	return r;
+}
+
+static int download(struct http_client *h, const char *resp, const char *path, const char *hex,
+                    uint64_t max)
+{
+	char why[256];
+
+	return download_as(h, resp, strlen(resp), "circleci-launch-agent", path, hex, max, why,
+	                   sizeof(why));
 }
 
 static void test_download(void **state)
@@ -1143,22 +1210,172 @@ static void test_download(void **state)
 	free(resp);
 
 	/* Refused before any transfer. */
-	assert_int_equal(agent_download(h, "https://x.invalid/a.tar.gz", false, hex, path, 1, 1000),
-	                 -ENOTSUP);
-	assert_int_equal(
-	        agent_download(h, "https://x.invalid/a.TGZ?sig=1", false, hex, path, 1, 1000),
-	        -ENOTSUP);
-	assert_int_equal(agent_download(h, "https://x.invalid/a", false, "abc", path, 1, 1000),
-	                 -EINVAL);
-	hex[5] = 'x';
-	assert_int_equal(agent_download(h, "https://x.invalid/a", false, hex, path, 1, 1000),
-	                 -EINVAL);
-	hex_of(body, hex);
-	assert_int_equal(agent_download(h, "http://example.com/a", false, hex, path, 1, 1000),
-	                 -EPERM);
-	assert_int_equal(agent_download(h, "ftp://127.0.0.1/a", true, hex, path, 1, 1000), -EPERM);
+	{
+		char why[256];
+
+		assert_int_equal(fetch(h, "https://x.invalid/a", false, "abc", path, 1, why,
+		                       sizeof(why)),
+		                 -EINVAL);
+		hex[5] = 'x';
+		assert_int_equal(fetch(h, "https://x.invalid/a", false, hex, path, 1, why,
+		                       sizeof(why)),
+		                 -EINVAL);
+		hex_of(body, hex);
+		assert_int_equal(fetch(h, "http://example.com/a", false, hex, path, 1, why,
+		                       sizeof(why)),
+		                 -EPERM);
+		assert_int_equal(fetch(h, "ftp://127.0.0.1/a", true, hex, path, 1, why, sizeof(why)),
+		                 -EPERM);
+	}
 	assert_int_equal(dir_count(dir), 0);
 	http_client_free(h);
+}
+
+/* CircleCI's release tarball: the member named as the binary's basename comes out 0755; a bad
+ * archive leaves nothing behind (no binary, no temp file). */
+static void test_download_tarball(void **state)
+{
+	static const char agent[] = "#!/bin/sh\necho the real agent\n";
+	struct http_client *h;
+	char hex[65], path[192], dir[128], got[128], why[256], *resp;
+	unsigned char *gz, d[32];
+	struct tarb t = {0};
+	struct stat st;
+	size_t gzlen, rlen;
+
+	assert_int_equal(http_client_new(&h), 0);
+	snprintf(dir, sizeof(dir), "%s/usr/bin", tmpdir);
+	snprintf(path, sizeof(path), "%s/circleci-runner", dir);
+
+	tarb_file(&t, "circleci-runner", agent);
+	tarb_end(&t);
+	gzlen = tarb_gzip(&t, &gz);
+	free(t.data);
+	memset(&t, 0, sizeof(t));
+	EVP_Digest(gz, gzlen, d, NULL, EVP_sha256(), NULL);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	assert_true(asprintf(&resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: "
+	                            "close\r\n\r\n",
+	                     gzlen) > 0);
+	rlen = strlen(resp);
+	resp = realloc(resp, rlen + gzlen);
+	memcpy(resp + rlen, gz, gzlen);
+	rlen += gzlen;
+
+	assert_int_equal(download_as(h, resp, rlen, "circleci-runner_linux_amd64.tar.gz", path, hex,
+	                             1 << 20, why, sizeof(why)),
+	                 0);
+	read_file(path, got, sizeof(got));
+	assert_string_equal(got, agent);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0755);
+	assert_int_equal(dir_count(dir), 1);
+	assert_int_equal(unlink(path), 0);
+
+	/* The digest is the download's, not the member's. */
+	hex_of(agent, hex);
+	assert_int_equal(download_as(h, resp, rlen, "x.tgz?X-Amz-Signature=1", path, hex, 1 << 20,
+	                             why, sizeof(why)),
+	                 -EBADMSG);
+	assert_non_null(strstr(why, "SHA-256 of the download is"));
+	assert_int_equal(dir_count(dir), 0);
+	free(resp);
+	free(gz);
+
+	/* A verified archive whose member is a symlink: refused, nothing left. */
+	tarb_entry(&t, "circleci-runner", '2', NULL, 0, 0, "/bin/sh");
+	tarb_end(&t);
+	gzlen = tarb_gzip(&t, &gz);
+	free(t.data);
+	EVP_Digest(gz, gzlen, d, NULL, EVP_sha256(), NULL);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	assert_true(asprintf(&resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: "
+	                            "close\r\n\r\n",
+	                     gzlen) > 0);
+	rlen = strlen(resp);
+	resp = realloc(resp, rlen + gzlen);
+	memcpy(resp + rlen, gz, gzlen);
+	rlen += gzlen;
+	assert_int_equal(download_as(h, resp, rlen, "a.tar.gz", path, hex, 1 << 20, why,
+	                             sizeof(why)),
+	                 -EPERM);
+	assert_non_null(strstr(why, "symbolic link"));
+	assert_int_equal(dir_count(dir), 0);
+	free(resp);
+	free(gz);
+	http_client_free(h);
+}
+
+static void test_expand_url(void **state)
+{
+	static const struct {
+		const char *in, *arch, *out;
+		int r;
+	} cases[] = {
+	        {"https://h/circleci-runner_linux_%a.tar.gz", "amd64",
+	         "https://h/circleci-runner_linux_amd64.tar.gz", 0},
+	        {"https://h/%a/%a", "arm64", "https://h/arm64/arm64", 0},
+	        {"https://h/x?sig=a%%2Fb", "amd64", "https://h/x?sig=a%2Fb", 0},
+	        {"https://h/plain", NULL, "https://h/plain", 0},
+	        {"https://h/%a", NULL, NULL, -EINVAL},
+	        {"https://h/%a", "", NULL, -EINVAL},
+	        {"https://h/%x", "amd64", NULL, -EINVAL},
+	        {"https://h/%", "amd64", NULL, -EINVAL},
+	};
+	char out[128];
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int r = agent_expand_url(cases[i].in, cases[i].arch, out, sizeof(out));
+
+		if (r != cases[i].r)
+			fail_msg("expand_url(%s) = %d", cases[i].in, r);
+		if (r == 0)
+			assert_string_equal(out, cases[i].out);
+	}
+	assert_int_equal(agent_expand_url("https://h/%a", "amd64", out, 12), -ENAMETOOLONG);
+	assert_string_equal(agent_arch_name("x86_64"), "amd64");
+	assert_string_equal(agent_arch_name("aarch64"), "arm64");
+	assert_null(agent_arch_name("riscv64"));
+	assert_null(agent_arch_name(NULL));
+	assert_true(agent_url_is_tarball("https://h/a.tar.gz"));
+	assert_true(agent_url_is_tarball("https://h/a.TGZ?sig=1#x"));
+	assert_false(agent_url_is_tarball("https://h/a.tar.gz.sha256"));
+	assert_false(agent_url_is_tarball("https://h/circleci-runner"));
+}
+
+static void test_expand_advertise(void **state)
+{
+	static const struct {
+		const char *in, *priv, *pub, *out;
+		int r;
+	} cases[] = {
+	        {"%I", "10.0.3.17", NULL, "10.0.3.17:54782", 0},
+	        {"%P:2222", "10.0.3.17", "203.0.113.9", "203.0.113.9:2222", 0},
+	        {"runner-7.internal.example", NULL, NULL, "runner-7.internal.example:54782", 0},
+	        {"[2001:db8::1]", NULL, NULL, "[2001:db8::1]:54782", 0},
+	        {"[2001:db8::1]:22", NULL, NULL, "[2001:db8::1]:22", 0},
+	        {"2001:db8::1", NULL, NULL, NULL, -EINVAL},
+	        {"%P", "10.0.3.17", NULL, NULL, -ENOENT},
+	        {"%I", NULL, NULL, NULL, -ENOENT},
+	        {"%Q", "10.0.0.1", NULL, NULL, -EINVAL},
+	        {"a b", NULL, NULL, NULL, -EINVAL},
+	        {"a\"b", NULL, NULL, NULL, -EINVAL},
+	        {"[::1", NULL, NULL, NULL, -EINVAL},
+	        {"", NULL, NULL, NULL, -EINVAL},
+	};
+	char out[64];
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int r = agent_expand_advertise(cases[i].in, cases[i].priv, cases[i].pub, out,
+		                               sizeof(out));
+
+		if (r != cases[i].r)
+			fail_msg("expand_advertise(%s) = %d", cases[i].in, r);
+		if (r == 0)
+			assert_string_equal(out, cases[i].out);
+	}
 }
 
 int main(void)
@@ -1166,6 +1383,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_render_circleci_runner),
 	        cmocka_unit_test(test_render_launch_agent),
+	        cmocka_unit_test(test_render_ssh_and_level),
 	        cmocka_unit_test(test_render_optional_keys),
 	        cmocka_unit_test(test_render_hostile),
 	        cmocka_unit_test(test_render_all_ascii),
@@ -1188,6 +1406,10 @@ int main(void)
 	                                        teardown_tmpdir),
 	        cmocka_unit_test(test_sha256_matches),
 	        cmocka_unit_test_setup_teardown(test_download, setup_tmpdir, teardown_tmpdir),
+	        cmocka_unit_test_setup_teardown(test_download_tarball, setup_tmpdir,
+	                                        teardown_tmpdir),
+	        cmocka_unit_test(test_expand_url),
+	        cmocka_unit_test(test_expand_advertise),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
