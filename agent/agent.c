@@ -284,7 +284,8 @@ int agent_expand_advertise(const char *pattern, const char *private_ip, const ch
 				return -ENOENT; /* no such address on this instance */
 		} else {
 			/* A host[:port]: no spaces, quotes or controls. */
-			if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\\' || (unsigned char)*p >= 0x7f)
+			if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\\' ||
+			    (unsigned char)*p >= 0x7f)
 				return -EINVAL;
 			one[0] = *p;
 			piece = one;

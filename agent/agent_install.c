@@ -369,8 +369,8 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 	} else if (r == -EFBIG) {
 		say(why, n, "larger than %llu bytes", (unsigned long long)f->max_download);
 	} else if (r < 0) {
-		say(why, n, "%s", r == -EKEYREJECTED ? "TLS certificate verification failed"
-		                                      : strerror(-r));
+		say(why, n, "%s",
+		    r == -EKEYREJECTED ? "TLS certificate verification failed" : strerror(-r));
 	}
 	http_response_free(&resp);
 	if (r < 0)

@@ -404,7 +404,8 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 		}
 		size = h.size;
 		if (h.kind == TAR_LONGNAME || h.kind == TAR_PAX || h.kind == TAR_PAX_GLOBAL) {
-			r = read_meta(g, size, meta, h.kind == TAR_LONGNAME ? LONGNAME_MAX : PAX_MAX);
+			r = read_meta(g, size, meta,
+			              h.kind == TAR_LONGNAME ? LONGNAME_MAX : PAX_MAX);
 			if (r < 0) {
 				say(why, n, "an extended tar header is %s",
 				    r == -EFBIG ? "too large" : "corrupt or truncated");
@@ -425,7 +426,8 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 		r = tar_normalize_name(name, norm, sizeof(norm));
 		pending[0] = '\0';
 		if (r == -EPERM) {
-			say(why, n, "unsafe member name \"%.200s\" (absolute or with \"..\")", name);
+			say(why, n, "unsafe member name \"%.200s\" (absolute or with \"..\")",
+			    name);
 			goto out;
 		}
 		if (r == 0 && strcmp(norm, want) == 0) {
@@ -442,8 +444,9 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 			}
 			if (size > lim->max_member) {
 				r = -EFBIG;
-				say(why, n, "\"%s\" is %llu bytes, more than the limit of %llu", want,
-				    (unsigned long long)size, (unsigned long long)lim->max_member);
+				say(why, n, "\"%s\" is %llu bytes, more than the limit of %llu",
+				    want, (unsigned long long)size,
+				    (unsigned long long)lim->max_member);
 				goto out;
 			}
 			found = true;

@@ -216,7 +216,8 @@ static size_t on_body(char *p, size_t size, size_t n, void *user)
 	long status = 0;
 	int r;
 
-	if (resp->sink && curl_easy_getinfo(resp->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
+	if (resp->sink &&
+	    curl_easy_getinfo(resp->easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK &&
 	    status >= 200 && status < 300) {
 		if (len > resp->body.max || resp->streamed > resp->body.max - len) {
 			resp->cb_error = -EFBIG;

@@ -21,23 +21,22 @@
 #include "subproc.h"
 #include "util.h"
 
-#define IMDS_ATTEMPTS             5
-#define AWS_ATTEMPTS              5
-#define AGENT_DOWNLOAD_MAX        ((uint64_t)512 * 1024 * 1024)
+#define IMDS_ATTEMPTS      5
+#define AWS_ATTEMPTS       5
+#define AGENT_DOWNLOAD_MAX ((uint64_t)512 * 1024 * 1024)
 /* The tarball's agent member (about 40 MiB for machine runner 3), everything it unpacks to,
  * and its entries: far above the real thing, far below what would hurt the instance. */
 #define AGENT_MEMBER_MAX      ((uint64_t)512 * 1024 * 1024)
 #define AGENT_UNPACKED_MAX    ((uint64_t)1024 * 1024 * 1024)
 #define AGENT_TAR_ENTRIES_MAX 10000u
 /* The package route's files, and the vendor unit it masks. */
-#define AGENT_KEYRING_DIR "/etc/apt/keyrings"
-#define AGENT_KEYRING     AGENT_KEYRING_DIR "/runnerd-agent"
-#define AGENT_KEYRING_TMP AGENT_KEYRING_DIR "/runnerd-agent.download"
-#define AGENT_KEYRING_MAX ((uint64_t)1024 * 1024)
-#define AGENT_APT_SOURCE  "/etc/apt/sources.list.d/runnerd-agent.list"
-#define AGENT_VENDOR_UNIT "circleci-runner.service"
+#define AGENT_KEYRING_DIR         "/etc/apt/keyrings"
+#define AGENT_KEYRING             AGENT_KEYRING_DIR "/runnerd-agent"
+#define AGENT_KEYRING_TMP         AGENT_KEYRING_DIR "/runnerd-agent.download"
+#define AGENT_KEYRING_MAX         ((uint64_t)1024 * 1024)
+#define AGENT_APT_SOURCE          "/etc/apt/sources.list.d/runnerd-agent.list"
+#define AGENT_VENDOR_UNIT         "circleci-runner.service"
 #define AGENT_DOWNLOAD_TIMEOUT_MS (10 * 60 * 1000L)
-
 
 static int fail(struct boot_ctx *b, int r, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
@@ -337,8 +336,8 @@ int boot_token(struct boot_ctx *b)
  * before the second attempt (a failed install is most often stale lists: an old AMI), or before
  * the first when update_first (a source just added); from the third on, a full-jitter backoff.
  * what names the phase in the log. */
-static int apt_install_all(struct boot_ctx *b, const char *what, const char *const *names,
-                           size_t n, bool update_first)
+static int apt_install_all(struct boot_ctx *b, const char *what, const char *const *names, size_t n,
+                           bool update_first)
 {
 	const struct rd_packages_conf *p = b->conf->packages;
 	const char *argv[16 + 128];
@@ -358,7 +357,10 @@ static int apt_install_all(struct boot_ctx *b, const char *what, const char *con
 	argv[k++] = "-q";
 	argv[k++] = "-o";
 	argv[k++] = lock;
-	/* A conffile the package ships (the vendor agent's config) is runnerd's to write. */
+	/* Unattended: a conffile changed on the image keeps its version (no prompt, which would
+	 * fail without a terminal); the vendor agent's config is runnerd's to write anyway. */
+	argv[k++] = "-o";
+	argv[k++] = "Dpkg::Options::=--force-confdef";
 	argv[k++] = "-o";
 	argv[k++] = "Dpkg::Options::=--force-confold";
 	argv[k++] = "install";
@@ -485,8 +487,9 @@ static int agent_keyring(struct boot_ctx *b, char *out, size_t n)
 	len = fd < 0 ? -1 : read(fd, head, sizeof(head));
 	if (fd >= 0)
 		close(fd);
-	str_copy(out, len > 0 && apt_key_is_armored(head, (size_t)len) ? AGENT_KEYRING ".asc"
-	                                                                   : AGENT_KEYRING ".gpg",
+	str_copy(out,
+	         len > 0 && apt_key_is_armored(head, (size_t)len) ? AGENT_KEYRING ".asc"
+	                                                          : AGENT_KEYRING ".gpg",
 	         n);
 	if (rename(AGENT_KEYRING_TMP, out) < 0)
 		return fail(b, -errno, "agent-install: cannot rename the key to %s: %s", out,
@@ -567,8 +570,9 @@ int boot_agent_install(struct boot_ctx *b)
 	r = agent_expand_url(a->download_url, arch, url, sizeof(url));
 	if (r < 0)
 		return fail(b, r, "agent-install: [agent] download_url %s: %s", a->download_url,
-		            r == -EINVAL && !arch ? "%a, but CircleCI ships no agent for this machine"
-		                                  : "does not expand (only %a and %% are known)");
+		            r == -EINVAL && !arch
+		                    ? "%a, but CircleCI ships no agent for this machine"
+		                    : "does not expand (only %a and %% are known)");
 	f.url = url;
 	f.sha256_hex = a->sha256;
 	f.dest = a->binary;
@@ -603,7 +607,8 @@ static int task_agent_dir(const char *dir)
 		return -errno;
 	if (!S_ISDIR(st.st_mode))
 		return -ENOTDIR;
-	if ((st.st_uid != geteuid() || st.st_gid != getegid()) && chown(dir, geteuid(), getegid()) < 0)
+	if ((st.st_uid != geteuid() || st.st_gid != getegid()) &&
+	    chown(dir, geteuid(), getegid()) < 0)
 		return -errno;
 	if ((st.st_mode & 07777) != 0755 && chmod(dir, 0755) < 0)
 		return -errno;
@@ -638,8 +643,10 @@ static int advertise_addr(struct boot_ctx *b, const char *pattern, char *out, si
 		return fail(b, r, "agent-config: ssh_advertise_addr: IMDS: %s", strerror(-r));
 	r = agent_expand_advertise(pattern, priv, pub, out, n);
 	if (r == -ENOENT)
-		return fail(b, r, "agent-config: ssh_advertise_addr %s: the instance has no %s IPv4 "
-		            "address", pattern, priv[0] ? "public" : "private");
+		return fail(b, r,
+		            "agent-config: ssh_advertise_addr %s: the instance has no %s IPv4 "
+		            "address",
+		            pattern, priv[0] ? "public" : "private");
 	if (r < 0)
 		return fail(b, r, "agent-config: ssh_advertise_addr %s: %s", pattern, strerror(-r));
 	return 0;

@@ -52,13 +52,13 @@ static const struct cfg_key agent_keys[] = {
         {"package", CFG_STRING, K(rd_agent_conf, package), "", NULL, 0, 0, 0, NULL},
         {"apt_source", CFG_STRING, K(rd_agent_conf, apt_source), "", NULL, 0, 0, 0, NULL},
         {"apt_keyring", CFG_STRING, K(rd_agent_conf, apt_keyring), "", NULL, 0, 0, 0, NULL},
-        {"apt_keyring_sha256", CFG_STRING, K(rd_agent_conf, apt_keyring_sha256), "", NULL, 0, 0,
-         0, NULL},
+        {"apt_keyring_sha256", CFG_STRING, K(rd_agent_conf, apt_keyring_sha256), "", NULL, 0, 0, 0,
+         NULL},
         /* Machine runner 3 downloads its task agent here and runs it as the job user. */
         {"task_agent_directory", CFG_STRING, K(rd_agent_conf, task_agent_directory),
          "/var/lib/circleci-runner/task-agent", NULL, 0, 0, CFG_REQUIRED, NULL},
-        {"ssh_advertise_addr", CFG_STRING, K(rd_agent_conf, ssh_advertise_addr), "", NULL, 0, 0,
-         0, NULL},
+        {"ssh_advertise_addr", CFG_STRING, K(rd_agent_conf, ssh_advertise_addr), "", NULL, 0, 0, 0,
+         NULL},
         {"log_level", CFG_ENUM, K(rd_agent_conf, log_level), "", log_levels, 0, 0, 0, NULL},
 };
 
@@ -241,10 +241,12 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 			ERR(a, "agent", "package", NULL,
 			    "either package (the vendor's .deb) or download_url, not both");
 		if (a->package[0] == '-' || strpbrk(a->package, " \t/"))
-			ERR(a, "agent", "package", NULL, "\"%s\" is not a package name", a->package);
+			ERR(a, "agent", "package", NULL, "\"%s\" is not a package name",
+			    a->package);
 		if (a->flavour != RD_FLAVOUR_CIRCLECI_RUNNER)
 			ERR(a, "agent", "package", NULL,
-			    "only for flavour = circleci-runner (CircleCI ships no launch-agent package)");
+			    "only for flavour = circleci-runner (CircleCI ships no launch-agent "
+			    "package)");
 		if (!*a->apt_source)
 			ERR(a, "agent", "package", NULL,
 			    "requires apt_source (the repository: URI SUITE COMPONENT...)");
@@ -268,14 +270,14 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 				ERR(a, "agent", "apt_keyring", NULL,
 				    "a URL requires apt_keyring_sha256 (the key file's SHA-256)");
 		} else if (a->apt_keyring[0] != '/') {
-			ERR(a, "agent", "apt_keyring", NULL, "must be an absolute path or an https:// URL");
+			ERR(a, "agent", "apt_keyring", NULL,
+			    "must be an absolute path or an https:// URL");
 		}
 	}
 	if (*a->apt_keyring_sha256 && !is_hex64(a->apt_keyring_sha256))
 		ERR(a, "agent", "apt_keyring_sha256", NULL, "must be 64 hexadecimal characters");
-	if (*a->ssh_advertise_addr &&
-	    agent_expand_advertise(a->ssh_advertise_addr, "10.0.0.1", "203.0.113.1", url,
-	                           sizeof(url)) < 0)
+	if (*a->ssh_advertise_addr && agent_expand_advertise(a->ssh_advertise_addr, "10.0.0.1",
+	                                                     "203.0.113.1", url, sizeof(url)) < 0)
 		ERR(a, "agent", "ssh_advertise_addr", NULL,
 		    "want HOST[:PORT], where %%I is the private and %%P the public IPv4 address");
 	for (size_t i = 0; i < c->packages->install.n; i++) {

@@ -79,6 +79,7 @@ binary = {agent}
 config_path = {root}/etc/agent.yaml
 user = {os.environ.get("USER") or "root"}
 working_directory = {root}/work
+task_agent_directory = {root}/task-agent
 api_url = {os.environ["FAKE_CLOUD_URL"]}
 [token]
 source = secretsmanager

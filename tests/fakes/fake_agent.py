@@ -17,8 +17,15 @@ to https://runner.circleci.com, as the real agents do), then:
   --record F    appends one line per event: started, claimed JOB, completed JOB, idle, SIGTERM
 Behaviours:
   success           claim one job from the fake cloud's side door (POST {api.url}/_fake/agent/claim
-                    with the config's token and name), run it (its duration), complete it, exit 0;
-                    exit 0 as well when the queue is empty (like an idle timeout), 2 on 401
+                    with the config's token and name), run it as the real agent does (below),
+                    complete it with the task agent's exit code, exit 0; exit 0 as well when the
+                    queue is empty (like an idle timeout), 2 on 401
+The job, as machine runner 3 runs one: the runner (this process, root under runnerd) writes its
+task agent into runner.task_agent_directory (default ~/.local/libexec/circleci of the runner's
+user, as the real one), mode 0755, and runs it through runner.command_prefix (sudo -niHu USER
+--): the task agent, as the job user, reports `id -un` and exits 0. A directory the job user
+cannot reach (the default under /root) fails the job with the task agent's exit status (126 or
+1 from sudo): recorded as "task-agent STATUS USER", and the job completes with that status.
   crash             exit 3
   signal            kill itself with SIGKILL
   hang              wait for SIGTERM (a drain), record it, exit 0
@@ -30,6 +37,7 @@ Exit 64 on bad usage, 78 when the config is unusable.
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -90,6 +98,45 @@ def post(url, body):
         return e.code, None
 
 
+TASK_AGENT = "#!/bin/sh\n# the stand-in task agent: the job runs as this user\nid -un\n"
+
+
+def run_task_agent(runner, machine_runner):
+    """Write the task agent where machine runner 3 downloads it and run it through the command
+    prefix (the legacy launch-agent: the job's command through the prefix, no file).
+    -> (exit status, the user it ran as or "-")."""
+    prefix = list(runner.get("command_prefix") or [])
+    if not machine_runner:
+        try:
+            r = subprocess.run(prefix + ["/bin/sh", "-c", "id -un"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=60, cwd="/")
+        except (OSError, subprocess.TimeoutExpired):
+            return 1, "-"
+        return r.returncode, (r.stdout.strip() or "-") if r.returncode == 0 else "-"
+    d = runner.get("task_agent_directory") or os.path.expanduser("~/.local/libexec/circleci")
+    try:
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        path = os.path.join(d, "circleci-agent")
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(TASK_AGENT)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    except OSError as e:
+        print(f"fake_agent: task agent: {e!r}", file=sys.stderr)
+        return 1, "-"
+    try:
+        r = subprocess.run(prefix + [path, "_internal", "agent-runner"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"fake_agent: task agent: {e!r}", file=sys.stderr)
+        return 1, "-"
+    if r.returncode != 0:
+        print(f"fake_agent: task agent exited {r.returncode}: {r.stderr.strip()}",
+              file=sys.stderr)
+    return r.returncode, (r.stdout.strip() or "-") if r.returncode == 0 else "-"
+
+
 def main():
     opts, config_path, rest = parse(sys.argv[1:])
     rec = opts["record"]
@@ -147,8 +194,11 @@ def main():
         return 2
     job = body["job_id"]
     record(rec, f"claimed {job}")
+    code, who = run_task_agent(config.get("runner") or {}, rest[:1] == ["machine"])
+    record(rec, f"task-agent {code} {who}")
     time.sleep(float(body.get("duration_s") or 0))  # the job itself, not synchronisation
-    status, _ = post(f"{url.rstrip('/')}/_fake/agent/complete", {"job_id": job, "exit_code": 0})
+    status, _ = post(f"{url.rstrip('/')}/_fake/agent/complete",
+                     {"job_id": job, "exit_code": code})
     if status != 200:
         print(f"fake_agent: complete: HTTP {status}", file=sys.stderr)
         return 2

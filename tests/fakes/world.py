@@ -437,6 +437,11 @@ def enter(spec_path, argv):
         upper, work = root / "upper" / d.lstrip("/"), root / "work" / d.lstrip("/")
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
+        # The merged directory takes the upper one's owner and mode: the host's, so that
+        # /root stays 0700 (a job user must not walk into it on the instance either).
+        st = os.stat(d)
+        os.chown(upper, st.st_uid, st.st_gid)
+        os.chmod(upper, st.st_mode & 0o7777)
         _mount("-t", "overlay", "overlay", "-o",
                f"lowerdir={d},upperdir={upper},workdir={work}", d)
     # The instance's own /run, shared by every process of this Instance (runnerd's control

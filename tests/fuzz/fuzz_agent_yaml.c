@@ -33,8 +33,8 @@ static const char *scalar(yaml_node_t *n)
 
 /* The mapping node must hold exactly the keys of exp whose value is set, once each, with those
  * values; sub is for the one key whose value is not a scalar (or NULL). */
-static void check_map2(yaml_document_t *doc, yaml_node_t *map, const struct expect *exp,
-                       size_t n, const char *sub_key, yaml_node_t **sub, const char *sub_key2,
+static void check_map2(yaml_document_t *doc, yaml_node_t *map, const struct expect *exp, size_t n,
+                       const char *sub_key, yaml_node_t **sub, const char *sub_key2,
                        yaml_node_t **sub2)
 {
 	size_t want = 0, seen = 0;
@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	yaml_node_t *root, *api = NULL, *runner = NULL, *logging = NULL, *prefix = NULL,
-	            *sshn = NULL;
+	                   *sshn = NULL;
 	struct buf out;
 	int r;
 
@@ -182,7 +182,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		         s.cleanup_working_directory ? "true" : "false", true},
 		        {"task_agent_directory", s.flavour == AGENT_CIRCLECI_RUNNER ? tadx : NULL,
 		         false},
-		        {"disable_auto_update", s.flavour == AGENT_LAUNCH_AGENT ? "true" : NULL, true},
+		        {"disable_auto_update", s.flavour == AGENT_LAUNCH_AGENT ? "true" : NULL,
+		         true},
 		};
 		static const char *const argv[] = {"sudo", "-niHu", NULL, "--"};
 		size_t i = 0;

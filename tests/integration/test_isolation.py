@@ -302,6 +302,7 @@ class Setup:
             "[agent]\n"
             f"binary = {self.agent}\nconfig_path = {self.config_path}\nuser = {job_user}\n"
             f"working_directory = {self.pub / 'work'}\nname = iso-%H\n"
+            f"task_agent_directory = {self.pub / 'task-agent'}\n"
             "[token]\nsource = file\n"
             f"id = {self.token}\n"
             "[lifecycle]\n"

@@ -105,7 +105,8 @@ class Runnerd:
         ag = {"flavour": flavour, "binary": str(self.wrapper),
               "config_path": str(self.config_path), "name": "%H-%i", "user": user,
               "working_directory": str(self.tmp / "work"), "mode": "single-task",
-              "idle_timeout": "1m", "max_run_time": "5h"}
+              "idle_timeout": "1m", "max_run_time": "5h",
+              "task_agent_directory": str(self.tmp / "task-agent")}
         ag.update(agent or {})
         sections = {"agent": ag,
                     "token": {"source": token_source, "id": token_id, "key": token_key},
@@ -313,8 +314,13 @@ def assert_agent_config(r, token=TOKEN, flavour="circleci-runner"):
 def test_happy_path(rd, cloud, flavour, argv_head):
     r = rd(flavour=flavour).start()
     assert r.wait() == 0, r.stderr()
-    # The agent ran the job and finished.
-    assert r.events() == ["started", "claimed job-1", "completed job-1"]
+    # The agent ran the job (its task agent as the job user, through command_prefix) and
+    # finished.
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    assert r.events() == ["started", "claimed job-1", f"task-agent 0 {user}", "completed job-1"]
+    if flavour == "circleci-runner":
+        ta = r.tmp / "task-agent"
+        assert os.stat(ta).st_mode & 0o7777 == 0o755 and os.stat(ta).st_uid == os.geteuid()
     done = cloud.state()["jobs"][RC]["done"]
     assert [j["id"] for j in done] == ["job-1"] and done[0]["exit_code"] == 0
     host = os.uname().nodename.split(".")[0]
@@ -534,7 +540,8 @@ def test_warm_pool_then_in_service(rd, cloud):
     assert not r.pidfile.exists()
     cloud.set_imds(target_lifecycle_state="InService")
     assert r.wait() == 0, r.stderr()
-    assert r.events() == ["started", "claimed job-1", "completed job-1"]
+    assert r.events() == ["started", "claimed job-1",
+                          f"task-agent 0 {pwd.getpwuid(os.geteuid()).pw_name}", "completed job-1"]
     assert_exit_path(r, cloud)
 
 
@@ -673,10 +680,13 @@ def test_packages_through_apt(rd, cloud, tmp_path):
     os.close(fd)
     assert r.wait() == 0, r.stderr()
     lines = log.read_text().splitlines()
+    CONF = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
     assert lines == [
-        "noninteractive -y -q -o DPkg::Lock::Timeout=300 install --no-install-recommends nodejs",
+        f"noninteractive -y -q -o DPkg::Lock::Timeout=300 {CONF} install "
+        "--no-install-recommends nodejs",
         "noninteractive -q -o DPkg::Lock::Timeout=300 update",
-        "noninteractive -y -q -o DPkg::Lock::Timeout=300 install --no-install-recommends nodejs",
+        f"noninteractive -y -q -o DPkg::Lock::Timeout=300 {CONF} install "
+        "--no-install-recommends nodejs",
     ]
     assert_exit_path(r, cloud)
     assert s["phases"].get("token") is not None

@@ -70,7 +70,10 @@ static void tarb_header(unsigned char h[512], const char *name, char type, uint6
 	h[156] = (unsigned char)type;
 	if (linkname)
 		memcpy(h + 157, linkname, strlen(linkname) > 100 ? 100 : strlen(linkname));
-	memcpy(h + 257, "ustar\0" "00", 8);
+	memcpy(h + 257,
+	       "ustar\0"
+	       "00",
+	       8);
 	memset(h + 148, ' ', 8);
 	for (int i = 0; i < 512; i++)
 		sum += h[i];

@@ -1213,19 +1213,20 @@ static void test_download(void **state)
 	{
 		char why[256];
 
-		assert_int_equal(fetch(h, "https://x.invalid/a", false, "abc", path, 1, why,
-		                       sizeof(why)),
-		                 -EINVAL);
+		assert_int_equal(
+		        fetch(h, "https://x.invalid/a", false, "abc", path, 1, why, sizeof(why)),
+		        -EINVAL);
 		hex[5] = 'x';
-		assert_int_equal(fetch(h, "https://x.invalid/a", false, hex, path, 1, why,
-		                       sizeof(why)),
-		                 -EINVAL);
+		assert_int_equal(
+		        fetch(h, "https://x.invalid/a", false, hex, path, 1, why, sizeof(why)),
+		        -EINVAL);
 		hex_of(body, hex);
-		assert_int_equal(fetch(h, "http://example.com/a", false, hex, path, 1, why,
-		                       sizeof(why)),
-		                 -EPERM);
-		assert_int_equal(fetch(h, "ftp://127.0.0.1/a", true, hex, path, 1, why, sizeof(why)),
-		                 -EPERM);
+		assert_int_equal(
+		        fetch(h, "http://example.com/a", false, hex, path, 1, why, sizeof(why)),
+		        -EPERM);
+		assert_int_equal(
+		        fetch(h, "ftp://127.0.0.1/a", true, hex, path, 1, why, sizeof(why)),
+		        -EPERM);
 	}
 	assert_int_equal(dir_count(dir), 0);
 	http_client_free(h);
@@ -1255,8 +1256,9 @@ static void test_download_tarball(void **state)
 	EVP_Digest(gz, gzlen, d, NULL, EVP_sha256(), NULL);
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", d[i]);
-	assert_true(asprintf(&resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: "
-	                            "close\r\n\r\n",
+	assert_true(asprintf(&resp,
+	                     "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: "
+	                     "close\r\n\r\n",
 	                     gzlen) > 0);
 	rlen = strlen(resp);
 	resp = realloc(resp, rlen + gzlen);
@@ -1291,16 +1293,17 @@ static void test_download_tarball(void **state)
 	EVP_Digest(gz, gzlen, d, NULL, EVP_sha256(), NULL);
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", d[i]);
-	assert_true(asprintf(&resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: "
-	                            "close\r\n\r\n",
+	assert_true(asprintf(&resp,
+	                     "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: "
+	                     "close\r\n\r\n",
 	                     gzlen) > 0);
 	rlen = strlen(resp);
 	resp = realloc(resp, rlen + gzlen);
 	memcpy(resp + rlen, gz, gzlen);
 	rlen += gzlen;
-	assert_int_equal(download_as(h, resp, rlen, "a.tar.gz", path, hex, 1 << 20, why,
-	                             sizeof(why)),
-	                 -EPERM);
+	assert_int_equal(
+	        download_as(h, resp, rlen, "a.tar.gz", path, hex, 1 << 20, why, sizeof(why)),
+	        -EPERM);
 	assert_non_null(strstr(why, "symbolic link"));
 	assert_int_equal(dir_count(dir), 0);
 	free(resp);

@@ -119,12 +119,12 @@ static void test_pax_path(void **state)
 	        {"20 mtime=1700000000\n24 path=circleci-runner\n", 1, "circleci-runner"},
 	        {"20 mtime=1700000000\n", 0, NULL},
 	        {"", 0, NULL},
-	        {"99 path=x\n", -EBADMSG, NULL},       /* length past the end */
-	        {"10 path=xy", -EBADMSG, NULL},        /* no newline */
-	        {"x path=y\n", -EBADMSG, NULL},        /* no length */
-	        {"9 nokeyx\n", -EBADMSG, NULL},        /* no '=' */
-	        {"3 \n", -EBADMSG, NULL},              /* too short for a record */
-	        {"13 path=../x\n", 1, "../x"},         /* found; the name check refuses it later */
+	        {"99 path=x\n", -EBADMSG, NULL}, /* length past the end */
+	        {"10 path=xy", -EBADMSG, NULL},  /* no newline */
+	        {"x path=y\n", -EBADMSG, NULL},  /* no length */
+	        {"9 nokeyx\n", -EBADMSG, NULL},  /* no '=' */
+	        {"3 \n", -EBADMSG, NULL},        /* too short for a record */
+	        {"13 path=../x\n", 1, "../x"},   /* found; the name check refuses it later */
 	        {"99999999999999999999 p=x\n", -EBADMSG, NULL},
 	};
 	char out[64];
@@ -141,9 +141,8 @@ static void test_pax_path(void **state)
 
 /* ---- extraction ---- */
 
-static const struct tar_limits LIM = {.max_member = 1 << 20,
-                                      .max_unpacked = 8 << 20,
-                                      .max_entries = 100};
+static const struct tar_limits LIM = {
+        .max_member = 1 << 20, .max_unpacked = 8 << 20, .max_entries = 100};
 
 /* Run tarball_extract on the gzip of t; the member's bytes in *got (malloc'd). */
 static int extract(struct tarb *t, const char *member, const struct tar_limits *lim, char **got,
@@ -278,7 +277,8 @@ static void test_extract_refused(void **state)
 			for (int k = 0; k < 101; k++)
 				tarb_file(&t, "f", "");
 		else if (!strcmp(w, "bomb")) {
-			/* 9 MiB of zeros in another member (a few KiB gzip'd): over max_unpacked. */
+			/* 9 MiB of zeros in another member (a few KiB gzip'd): over max_unpacked.
+			 */
 			char *big = calloc(1, 9 << 20);
 
 			assert_non_null(big);
@@ -290,7 +290,8 @@ static void test_extract_refused(void **state)
 		why[0] = '\0';
 		r = extract(&t, "circleci-runner", &LIM, &got, &len, why, sizeof(why));
 		if (r != expect[i].r || !strstr(why, expect[i].says))
-			fail_msg("%s: %d (%s), want %d (%s)", w, r, why, expect[i].r, expect[i].says);
+			fail_msg("%s: %d (%s), want %d (%s)", w, r, why, expect[i].r,
+			         expect[i].says);
 		free(got);
 	}
 }
