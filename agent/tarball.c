@@ -231,6 +231,7 @@ struct gz {
 	int fd;
 	z_stream z;
 	unsigned char in[IN_CHUNK];
+	unsigned char discard[4096]; /* where skipped bytes inflate to */
 	bool eof_in, done;
 	uint64_t unpacked, max;
 };
@@ -240,7 +241,6 @@ struct gz {
  * -EFBIG (over the unpacked limit), -errno from read(2). */
 static int gz_read(struct gz *g, unsigned char *dst, size_t len)
 {
-	unsigned char sink[4096];
 	size_t got = 0;
 
 	while (got < len) {
@@ -262,11 +262,11 @@ static int gz_read(struct gz *g, unsigned char *dst, size_t len)
 			g->z.next_in = g->in;
 			g->z.avail_in = (uInt)r;
 		}
-		if (!dst && want > sizeof(sink))
-			want = sizeof(sink);
+		if (!dst && want > sizeof(g->discard))
+			want = sizeof(g->discard);
 		if (want > UINT32_MAX)
 			want = UINT32_MAX;
-		g->z.next_out = dst ? dst + got : sink;
+		g->z.next_out = dst ? dst + got : g->discard;
 		g->z.avail_out = (uInt)want;
 		zr = inflate(&g->z, Z_NO_FLUSH);
 		want -= g->z.avail_out;

@@ -89,7 +89,7 @@ static void tarb_entry(struct tarb *t, const char *name, char type, const void *
 
 	tarb_header(h, name, type, size_field, linkname, 0, 0);
 	tarb_put(t, h, 512);
-	if (data_len) {
+	if (data && data_len) {
 		tarb_put(t, data, data_len);
 		if (data_len % 512)
 			tarb_put(t, pad, 512 - data_len % 512);

@@ -1110,6 +1110,22 @@ static char *http_200(const char *body)
 	return r;
 }
 
+/* A 200 response carrying len bytes of body (binary-safe). */
+static char *http_200_bytes(const unsigned char *body, size_t len, size_t *out_len)
+{
+	char head[128];
+	int w = snprintf(head, sizeof(head),
+	                 "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+	                 len);
+	char *r = malloc((size_t)w + len);
+
+	assert_non_null(r);
+	memcpy(r, head, (size_t)w);
+	memcpy(r + w, body, len);
+	*out_len = (size_t)w + len;
+	return r;
+}
+
 static void hex_of(const char *s, char hex[65])
 {
 	unsigned char d[32];
@@ -1256,14 +1272,7 @@ static void test_download_tarball(void **state)
 	EVP_Digest(gz, gzlen, d, NULL, EVP_sha256(), NULL);
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", d[i]);
-	assert_true(asprintf(&resp,
-	                     "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: "
-	                     "close\r\n\r\n",
-	                     gzlen) > 0);
-	rlen = strlen(resp);
-	resp = realloc(resp, rlen + gzlen);
-	memcpy(resp + rlen, gz, gzlen);
-	rlen += gzlen;
+	resp = http_200_bytes(gz, gzlen, &rlen);
 
 	assert_int_equal(download_as(h, resp, rlen, "circleci-runner_linux_amd64.tar.gz", path, hex,
 	                             1 << 20, why, sizeof(why)),
@@ -1293,14 +1302,7 @@ static void test_download_tarball(void **state)
 	EVP_Digest(gz, gzlen, d, NULL, EVP_sha256(), NULL);
 	for (int i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", d[i]);
-	assert_true(asprintf(&resp,
-	                     "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: "
-	                     "close\r\n\r\n",
-	                     gzlen) > 0);
-	rlen = strlen(resp);
-	resp = realloc(resp, rlen + gzlen);
-	memcpy(resp + rlen, gz, gzlen);
-	rlen += gzlen;
+	resp = http_200_bytes(gz, gzlen, &rlen);
 	assert_int_equal(
 	        download_as(h, resp, rlen, "a.tar.gz", path, hex, 1 << 20, why, sizeof(why)),
 	        -EPERM);
