@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "fakes"))
 import boot  # noqa: E402
 import stack  # noqa: E402
+import vendor  # noqa: E402
 
 
 def _load_integration_conftest():
@@ -65,7 +66,7 @@ OTHER_INSTANCE = "i-00000000000000002"
 JOB_USER = "circleci"
 BOOT_TIMEOUT_S = int(os.environ.get("RUNNERD_E2E_TIMEOUT", "300"))
 DEB_URL = "https://runnerd-artifacts.s3.amazonaws.com/e2e/runnerd.deb"
-AGENT_URL = "https://runnerd-artifacts.s3.amazonaws.com/e2e/circleci-runner"
+AGENT_VERSION = "3.1.4"  # the stack's default AgentDownloadUrl pins it
 SCENARIOS = ("success", "crash")
 
 
@@ -84,19 +85,23 @@ def secret_arn(name):
             f"{hashlib.sha256(name.encode()).hexdigest()[:6]}")
 
 
-def agent_binary(behaviour):
-    """The stand-in agent as the guest downloads it: guest_agent.py with its defaults baked."""
+def agent_tarball(behaviour):
+    """The stand-in agent as the guest downloads it: guest_agent.py with its defaults baked, as
+    `circleci-runner` in a release tarball laid out like CircleCI's."""
     src = (HERE / "guest_agent.py").read_text()
     src = src.replace('BEHAVIOUR = "success"', f"BEHAVIOUR = {behaviour!r}", 1)
     src = src.replace('RESOURCE_CLASS = ""', f"RESOURCE_CLASS = {RC!r}", 1)
-    return src.encode()
+    return vendor.release_tarball(src.encode())
 
 
-def user_data(deb, agent):
+def user_data(deb, tarball):
     """Exactly what the CloudFormation stack's runner launch template gives an instance,
-    rendered for this deployment: the .deb and the agent at (the world's) S3 URLs with their
-    digests, the token's secret by ARN. Nothing else: no drop-in, no variable."""
-    values = {"AgentDownloadUrl": AGENT_URL, "AgentSha256": hashlib.sha256(agent).hexdigest(),
+    rendered with the template's defaults and this deployment's values: the .deb at an S3 URL
+    and the agent's release tarball (the stack's pinned URL) with their digests, the token's
+    secret by ARN. Nothing else: no drop-in, no variable."""
+    cfn = stack.load_cfn()
+    values = {k: p["Default"] for k, p in cfn["Parameters"].items() if "Default" in p}
+    values.update({"AgentSha256": hashlib.sha256(tarball).hexdigest(),
               "RunnerTokenSecretArn": secret_arn(SECRET_ID),
               "CircleTokenSecretArn": secret_arn("cci-runner-lambda-secrets"),
               "RunnerdDebUrl": DEB_URL,
@@ -104,8 +109,8 @@ def user_data(deb, agent):
               "ScalerDebUrl": "https://runnerd-artifacts.s3.amazonaws.com/e2e/scaler.deb",
               "ScalerDebSha256": "0" * 64, "ResourceClass": RC, "RunnerMaxSize": "5",
               "LeaseTable": "runnerd-LeaseTable-E2E", "AWS::StackName": STACK,
-              "AWS::Region": "us-east-1", "AWS::Partition": "aws", "AWS::AccountId": ACCOUNT}
-    return stack.render_user_data("RunnerLaunchTemplate", values)
+              "AWS::Region": "us-east-1", "AWS::Partition": "aws", "AWS::AccountId": ACCOUNT})
+    return stack.render_user_data("RunnerLaunchTemplate", values, cfn)
 
 
 def meta_data():
@@ -123,7 +128,7 @@ def start_fake(d, image):
     return fake
 
 
-def prepare_fake(fake, deb, agent):
+def prepare_fake(fake, deb, tarball):
     fake.set_secret(SECRET_ID, json.dumps({"runner_token": TOKEN}))
     fake.set_agent_token(TOKEN, RC)
     fake.add_jobs(RC, 1, duration_s=2)
@@ -131,7 +136,7 @@ def prepare_fake(fake, deb, agent):
                  instances=[{"id": it.MAIN_INSTANCE_ID, "state": "InService"},
                             {"id": OTHER_INSTANCE, "state": "InService"}])
     fake.set_blob(DEB_URL, Path(deb).read_bytes())
-    fake.set_blob(AGENT_URL, agent)
+    fake.set_blob(vendor.tarball_url(AGENT_VERSION, "amd64"), tarball, "application/x-gzip")
 
 
 def port_of(fake, kind):
@@ -168,9 +173,9 @@ def boots(tmp_path_factory):
             d = tmp_path_factory.mktemp(f"e2e-{name}")
             fake = start_fake(d, image)
             fakes.append(fake)
-            agent = agent_binary(name)
-            prepare_fake(fake, deb, agent)
-            g = boot.Guest(image, d / "guest", name, user_data(deb, agent), meta_data(),
+            tarball = agent_tarball(name)
+            prepare_fake(fake, deb, tarball)
+            g = boot.Guest(image, d / "guest", name, user_data(deb, tarball), meta_data(),
                            cpus=cpus, imds_port=port_of(fake, "imds"),
                            world_port=port_of(fake, "tls")).prepare()
             out[name] = Boot(name, g, fake, build_s)
@@ -265,7 +270,9 @@ def assert_left_asg(b):
     assert sm["body"]["SecretId"] == secret_arn(SECRET_ID), sm
     blobs = [(r["host"], r["path"], r["status"]) for r in b.requests if r.get("service") == "blob"]
     assert ("runnerd-artifacts.s3.amazonaws.com", "/e2e/runnerd.deb", 200) in blobs, blobs
-    assert ("runnerd-artifacts.s3.amazonaws.com", "/e2e/circleci-runner", 200) in blobs, blobs
+    assert ("circleci-binary-releases.s3.amazonaws.com",
+            f"/circleci-runner/{AGENT_VERSION}/circleci-runner_linux_amd64.tar.gz", 200) in blobs, \
+        blobs
     assert b.state["asgs"][ASG]["desired"] == 1, b.state["asgs"][ASG]
     [inst] = [i for i in b.state["asgs"][ASG]["instances"] + b.state["terminated"]
               if i["id"] == it.MAIN_INSTANCE_ID]

@@ -31,6 +31,7 @@ import pytest
 
 from conftest import MAIN_INSTANCE_ID, PYTHON, REPO
 import stack
+import vendor
 import world as world_mod
 
 FAKE_AGENT = REPO / "tests" / "fakes" / "fake_agent.py"
@@ -43,7 +44,7 @@ OTHER_INSTANCE = "i-00000000000000002"
 REGION = "us-east-1"
 STACK = "runnerd"
 LEASE_TABLE = "runnerd-LeaseTable-DEFAULT"
-AGENT_URL = "https://runnerd-artifacts.s3.amazonaws.com/circleci-runner/3.0/circleci-runner"
+AGENT_VERSION = "3.1.4"
 AGENT_EVENTS = "/var/tmp/agent-events"
 AGENT_DUMP = "/var/tmp/agent-dump.json"
 
@@ -71,7 +72,8 @@ def installed(build):
 
 
 def stack_values(**kw):
-    v = {"AgentDownloadUrl": AGENT_URL, "AgentSha256": "0" * 64,
+    # The stack's default agent URL (the release tarball, %a) unless a test says otherwise.
+    v = {"AgentSha256": "0" * 64,
          "RunnerTokenSecretArn": secret_arn("cci-runner-secrets"),
          "CircleTokenSecretArn": secret_arn("cci-runner-lambda-secrets"),
          "RunnerdDebUrl": "https://runnerd-artifacts.s3.amazonaws.com/runnerd.deb",
@@ -85,7 +87,10 @@ def stack_values(**kw):
 
 
 def stack_file(lt, path, **kw):
-    return stack.written_file(stack.render_user_data(lt, stack_values(**kw)), path)
+    cfn = stack.load_cfn()
+    values = {k: p["Default"] for k, p in cfn["Parameters"].items() if "Default" in p}
+    values.update(stack_values(**kw))
+    return stack.written_file(stack.render_user_data(lt, values, cfn), path)
 
 
 def prepare_runner_world(fake, runner_token_secret="cci-runner-secrets"):
@@ -188,14 +193,18 @@ def test_runnerd_packaged_config_runs_a_job_and_leaves(world, logind, build, tmp
 
 def test_runnerd_stack_user_data_config_downloads_the_agent(world, logind, build, tmp_path):
     """The runnerd.conf the CloudFormation stack's user-data writes (rendered from the template
-    with a deployment's values): the secret by ARN, the agent downloaded from an S3 URL over
-    TLS and checked against its SHA-256, then the same path to power-off."""
+    with its defaults and a deployment's values): the secret by ARN, the agent from CircleCI's
+    release tarball at its real URL (the stack's pinned version, %a), checked against its
+    SHA-256, then the same path to power-off."""
     fake = world.fake
     prepare_runner_world(fake)
     agent = agent_wrapper().encode()
-    fake.set_blob(AGENT_URL, agent)
+    tgz = vendor.release_tarball(agent)
+    url = vendor.tarball_url(AGENT_VERSION, "amd64")
+    fake.set_blob(url, tgz, "application/x-gzip")
     conf = stack_file("RunnerLaunchTemplate", "/etc/runnerd/runnerd.conf",
-                      AgentSha256=hashlib.sha256(agent).hexdigest())
+                      AgentSha256=hashlib.sha256(tgz).hexdigest())
+    assert f"download_url = {vendor.tarball_url(AGENT_VERSION)}" in conf, conf
     inst = world.instance("runner", logind=logind,
                           files={"/etc/runnerd/runnerd.conf": conf, **installed(build)})
     log = tmp_path / "runnerd.log"
@@ -208,8 +217,9 @@ def test_runnerd_stack_user_data_config_downloads_the_agent(world, logind, build
     assert inst.path("/usr/bin/circleci-runner").read_bytes() == agent
     assert os.stat(inst.path("/usr/bin/circleci-runner")).st_mode & 0o777 == 0o755
     blobs = [r for r in fake.requests() if r.get("service") == "blob"]
-    assert [(b["host"], b["status"], b["listener"]) for b in blobs] == [
-        ("runnerd-artifacts.s3.amazonaws.com", 200, "tls")], blobs
+    assert [(b["host"], b["path"], b["status"], b["listener"]) for b in blobs] == [
+        ("circleci-binary-releases.s3.amazonaws.com", url.split(".com", 1)[1], 200, "tls")], \
+        blobs
     [sm] = aws_calls(fake, "secretsmanager", "GetSecretValue")
     assert sm["body"]["SecretId"] == secret_arn("cci-runner-secrets"), sm
     assert inst.path(AGENT_EVENTS).read_text().splitlines()[-1].startswith("completed ")

@@ -293,7 +293,8 @@ def test_cfn_groups_and_table(cfn):
 
 # Values that stand in for the template's parameters and the examples' REPLACE_* markers.
 DUMMY = {
-    "AgentDownloadUrl": "https://downloads.example.com/circleci-runner",
+    "AgentDownloadUrl": "https://circleci-binary-releases.s3.amazonaws.com/circleci-runner/"
+                        "3.1.4/circleci-runner_linux_%a.tar.gz",
     "AgentSha256": "a" * 64,
     "RunnerTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rt-AbCdEf",
     "CircleTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ct-AbCdEf",
@@ -308,8 +309,7 @@ DUMMY = {
     "AWS::Region": "us-east-1",
 }
 REPLACE = {
-    "REPLACE_AGENT_URL": DUMMY["AgentDownloadUrl"],
-    "REPLACE_AGENT_SHA256": DUMMY["AgentSha256"],
+    "REPLACE_AGENT_TARBALL_SHA256": DUMMY["AgentSha256"],
     "REPLACE_RUNNER_TOKEN_SECRET_ARN": DUMMY["RunnerTokenSecretArn"],
     "REPLACE_CIRCLE_TOKEN_SECRET_ARN": DUMMY["CircleTokenSecretArn"],
     "REPLACE_RUNNERD_DEB_URL": DUMMY["RunnerdDebUrl"],
