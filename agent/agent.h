@@ -87,9 +87,9 @@ int agent_child_env(char *const *parent_env, char *storage, size_t storage_len, 
  * tar). The result is made 0755 (owned by the caller, root) and renamed to dest; no temp file is
  * left behind, and nothing unverified ever becomes executable.
  * 0; otherwise -errno with why (n bytes) naming the problem: -EBADMSG digest mismatch (or a
- * corrupt archive), -ENOENT HTTP 404/410 or no such member, -EACCES 401/403, -EPROTO another
- * status, -EPERM an unsafe archive (links, devices, absolute or ".." names), -EFBIG over a limit,
- * -EINVAL bad arguments; transport errors as http_perform. */
+ * corrupt archive), -ENOENT HTTP 404/410 or no such member, -EACCES 401/403, -EAGAIN 429 or
+ * 5xx, -EPROTO another status, -EPERM an unsafe archive (links, devices, absolute or ".." names),
+ * -EFBIG over a limit, -EINVAL bad arguments; transport errors as http_perform. */
 struct http_client;
 struct agent_fetch {
 	const char *url; /* expanded: no %a left */
@@ -108,6 +108,9 @@ struct agent_fetch {
 int agent_write_file(const char *path, const char *data, size_t len, unsigned mode);
 int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why, size_t n);
 
+/* Pure: is agent_fetch's result worth another attempt (a timeout, a refused or broken
+ * connection, HTTP 429 or 5xx: -EAGAIN)? Never a digest mismatch, an unsafe archive, a 404. */
+bool agent_fetch_retryable(int r);
 /* Pure: does the URL's path (query and fragment aside) end in .tar.gz or .tgz? */
 bool agent_url_is_tarball(const char *url);
 /* Pure: expand %a (the architecture: amd64 | arm64) and %% in a download URL. 0, -EINVAL (%a

@@ -19,6 +19,8 @@
 #include "http.h"
 #include "tarball.h"
 
+#define AGENT_CONNECT_TIMEOUT_MS 10000L
+
 static void say(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void say(char *why, size_t n, const char *fmt, ...)
 {
@@ -213,6 +215,14 @@ bool agent_sha256_matches(const unsigned char digest[32], const char *hex)
 }
 
 /* Does the URL's path (query and fragment aside) name a tarball? */
+bool agent_fetch_retryable(int r)
+{
+	/* The network or the server, which may do better in a moment; never what a retry would
+	 * only repeat (a digest, a refused archive, a missing file, a denied request). */
+	return r == -ETIMEDOUT || r == -ECONNREFUSED || r == -EHOSTUNREACH || r == -EPROTO ||
+	       r == -EAGAIN;
+}
+
 bool agent_url_is_tarball(const char *url)
 {
 	size_t len = strcspn(url, "?#");
@@ -356,6 +366,9 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 	req.method = "GET";
 	req.url = f->url;
 	req.timeout_ms = f->timeout_ms;
+	/* A download host across the internet, early in a boot: more than IMDS's couple of
+	 * seconds to connect (and the caller retries). */
+	req.connect_timeout_ms = AGENT_CONNECT_TIMEOUT_MS;
 	req.max_body = f->max_download > SIZE_MAX ? SIZE_MAX : (size_t)f->max_download;
 	req.explicit_endpoint = f->explicit_url;
 	req.sink = fetch_write;
@@ -364,6 +377,7 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 	if (r == 0 && resp.status != 200) {
 		r = resp.status == 404 || resp.status == 410   ? -ENOENT
 		    : resp.status == 401 || resp.status == 403 ? -EACCES
+		    : resp.status == 429 || resp.status >= 500 ? -EAGAIN
 		                                               : -EPROTO;
 		say(why, n, "HTTP status %ld", resp.status);
 	} else if (r == -EFBIG) {

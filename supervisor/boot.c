@@ -26,9 +26,10 @@
 #define AGENT_DOWNLOAD_MAX ((uint64_t)512 * 1024 * 1024)
 /* The tarball's agent member (about 40 MiB for machine runner 3), everything it unpacks to,
  * and its entries: far above the real thing, far below what would hurt the instance. */
-#define AGENT_MEMBER_MAX      ((uint64_t)512 * 1024 * 1024)
-#define AGENT_UNPACKED_MAX    ((uint64_t)1024 * 1024 * 1024)
-#define AGENT_TAR_ENTRIES_MAX 10000u
+#define AGENT_MEMBER_MAX        ((uint64_t)512 * 1024 * 1024)
+#define AGENT_UNPACKED_MAX      ((uint64_t)1024 * 1024 * 1024)
+#define AGENT_TAR_ENTRIES_MAX   10000u
+#define AGENT_DOWNLOAD_ATTEMPTS 4u
 /* The package route's files, and the vendor unit it masks. */
 #define AGENT_KEYRING_DIR         "/etc/apt/keyrings"
 #define AGENT_KEYRING             AGENT_KEYRING_DIR "/runnerd-agent"
@@ -452,6 +453,39 @@ int boot_mkdir_parent(const char *path, unsigned mode)
 	return 0;
 }
 
+/* agent_fetch, retried: S3 answers 503 SlowDown now and then, and a boot's network can be
+ * slow. A few attempts with a full-jitter backoff, within the boot deadline; never again after
+ * what a retry would only repeat. what prefixes the log lines ("" or "apt_keyring "). */
+static int fetch_retrying(struct boot_ctx *b, const struct agent_fetch *f, const char *what,
+                          char *why, size_t n)
+{
+	size_t used;
+	int r;
+
+	for (unsigned attempt = 0;; attempt++) {
+		log_info("agent-install: downloading %s%s%s%s", what, f->url,
+		         !f->raw && agent_url_is_tarball(f->url) ? " (a release tarball)" : "",
+		         attempt ? ", again" : "");
+		r = agent_fetch(b->http, f, why, n);
+		if (r == 0 || !agent_fetch_retryable(r))
+			return r;
+		if (attempt + 1 >= AGENT_DOWNLOAD_ATTEMPTS) {
+			used = strnlen(why, n);
+			if (used + 1 < n)
+				snprintf(why + used, n - used, " (after %u attempts)", attempt + 1);
+			return r;
+		}
+		log_warn("agent-install: %s%s: %s; trying again", what, f->url, why);
+		if (!backoff(b, attempt, 1000, 20000)) {
+			used = strnlen(why, n);
+			if (used + 1 < n)
+				snprintf(why + used, n - used,
+				         " (no time left before the boot deadline)");
+			return r;
+		}
+	}
+}
+
 /* The vendor's signing key where apt finds it: a path as it is, a URL fetched and checked
  * against apt_keyring_sha256 into /etc/apt/keyrings (.asc when armoured, as apt requires). */
 static int agent_keyring(struct boot_ctx *b, char *out, size_t n)
@@ -480,7 +514,7 @@ static int agent_keyring(struct boot_ctx *b, char *out, size_t n)
 	f.raw = true;
 	f.mode = 0644;
 	f.timeout_ms = AGENT_DOWNLOAD_TIMEOUT_MS;
-	r = agent_fetch(b->http, &f, why, sizeof(why));
+	r = fetch_retrying(b, &f, "apt_keyring ", why, sizeof(why));
 	if (r < 0)
 		return fail(b, r, "agent-install: apt_keyring %s: %s", a->apt_keyring, why);
 	fd = open(AGENT_KEYRING_TMP, O_RDONLY | O_CLOEXEC);
@@ -581,9 +615,7 @@ int boot_agent_install(struct boot_ctx *b)
 	f.tar.max_unpacked = AGENT_UNPACKED_MAX;
 	f.tar.max_entries = AGENT_TAR_ENTRIES_MAX;
 	f.timeout_ms = AGENT_DOWNLOAD_TIMEOUT_MS;
-	log_info("agent-install: downloading %s%s", url,
-	         agent_url_is_tarball(url) ? " (a release tarball)" : "");
-	r = agent_fetch(b->http, &f, why, sizeof(why));
+	r = fetch_retrying(b, &f, "", why, sizeof(why));
 	if (r < 0)
 		return fail(b, r, "agent-install: %s: %s", url, why);
 	log_info("agent-install: %s installed (SHA-256 of the download verified)", a->binary);

@@ -27,6 +27,7 @@ import pytest
 
 import vendor
 from conftest import MAIN_INSTANCE_ID, PYTHON, REPO
+from test_packaging import Chroot, debs, journal, out, rootfs_tar  # noqa: F401 (fixtures)
 from test_default_path import (AGENT_EVENTS, RC, TOKEN, agent_wrapper, assert_left_and_powered_off,
                                assert_real_addresses, aws_calls, installed, packaged_conf,
                                prepare_runner_world, wait_proc)
@@ -34,8 +35,8 @@ from test_default_path import (AGENT_EVENTS, RC, TOKEN, agent_wrapper, assert_le
 VERSION = "3.1.4"
 
 
-def run_with(world, logind, build, tmp_path, conf, files=None, timeout=90):
-    inst = world.instance("runner", logind=logind,
+def run_with(world, logind, build, tmp_path, conf, files=None, timeout=90, name="runner"):
+    inst = world.instance(name, logind=logind,
                           files={"/etc/runnerd/runnerd.conf": conf, **(files or {}),
                                  **installed(build)})
     log = tmp_path / "runnerd.log"
@@ -83,6 +84,35 @@ def test_tarball_route(world, logind, build, tmp_path):
     assert "task-agent 0 circleci" in ev, ev
     assert_real_addresses(fake)
     assert_left_and_powered_off(fake, logind)
+
+
+def test_tarball_download_retried(world, logind, build, tmp_path):
+    """S3's 503 SlowDown and a dropped connection are tried again (with a backoff, within the
+    boot deadline); a 404 is not: it would only repeat."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    tgz = vendor.release_tarball(agent_wrapper().encode())
+    url = vendor.tarball_url(VERSION, "amd64")
+    fake.set_blob(url, tgz, "application/x-gzip")
+    match = "blob:" + url.split("://", 1)[1]
+    # A dropped connection first (a fresh one: curl cannot quietly retry it), then a 503.
+    fake.fault(match, close=True, times=1)
+    fake.fault(match, status=503, code="SlowDown", times=1)
+    inst, rc, text = run_with(world, logind, build, tmp_path,
+                              tarball_conf(hashlib.sha256(tgz).hexdigest()))
+    assert rc == 0, text
+    assert text.count("trying again") == 2, text
+    got = [r["status"] for r in fake.requests() if r.get("service") == "blob"]
+    assert got == [None, 503, 200], got
+
+    fake.reset()
+    prepare_runner_world(fake)
+    (tmp_path / "404").mkdir()
+    inst, rc, text = run_with(world, logind, build, tmp_path / "404",
+                              tarball_conf(hashlib.sha256(tgz).hexdigest()), name="again")
+    assert rc == 69, text
+    assert "HTTP status 404" in text and "trying again" not in text, text
+    assert [r["status"] for r in fake.requests() if r.get("service") == "blob"] == [404]
 
 
 @pytest.mark.parametrize("case, says", [
@@ -199,3 +229,95 @@ def test_task_agent_under_root_fails_the_job(world, logind, build, tmp_path):
     assert failed and not failed[0].startswith("task-agent 0 "), ev
     done = fake.state()["jobs"][RC]["done"]
     assert done and done[0]["exit_code"] != 0, done
+
+
+# ---- the digest, at deploy time --------------------------------------------------------------
+
+def test_agent_sha256_from_the_manifest(world, logind, build, tmp_path):
+    """packaging/agent-sha256 reads CircleCI's manifest.json at its real URL and prints the
+    download_url and sha256 lines for the runners' config; --verify checks the tarball against
+    it; those lines, pasted into runnerd.conf, make a runner that installs the agent."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    tgz = {a: vendor.release_tarball(agent_wrapper().encode() + f"# {a}\n".encode())
+           for a in ("amd64", "arm64")}
+    manifest = {"releases": {VERSION: {"linux": {
+        a: {"url": vendor.tarball_url(VERSION, a), "sha256": hashlib.sha256(t).hexdigest()}
+        for a, t in tgz.items()}}}}
+    fake.set_blob(vendor.TARBALL_BASE + "/manifest.json", json.dumps(manifest).encode(),
+                  "application/json")
+    for a, t in tgz.items():
+        fake.set_blob(vendor.tarball_url(VERSION, a), t, "application/x-gzip")
+    script = str(REPO / "packaging" / "agent-sha256")
+    inst = world.instance("deployer")
+    r = inst.run([script, VERSION, "amd64", "--verify"])
+    assert r.returncode == 0, r.stderr
+    lines = [x for x in r.stdout.splitlines() if not x.startswith("#")]
+    assert lines == [f"download_url = {vendor.tarball_url(VERSION, 'amd64')}",
+                     f"sha256 = {hashlib.sha256(tgz['amd64']).hexdigest()}"], r.stdout
+    both = inst.run([script, VERSION])
+    assert both.returncode == 0 and both.stdout.count("sha256 = ") == 2, both
+    # A release the manifest does not have, and a digest that does not match the tarball.
+    assert inst.run([script, "9.9.9"]).returncode == 1
+    fake.set_blob(vendor.tarball_url(VERSION, "arm64"), tgz["arm64"] + b"x")
+    bad = inst.run([script, VERSION, "arm64", "--verify"])
+    assert bad.returncode == 1 and "the manifest says" in bad.stderr, bad
+    # The printed lines are a working config.
+    conf = packaged_conf(download_url=lines[0].split(" = ")[1], sha256=lines[1].split(" = ")[1])
+    _, rc, text = run_with(world, logind, build, tmp_path, conf)
+    assert rc == 0, text
+
+
+# ---- the package route under a real systemd -------------------------------------------------
+
+def test_package_route_under_systemd(world, rootfs_tar, debs, tmp_path):
+    """The runnerd package installed in a Debian root booted by systemd-nspawn inside the
+    world's network (IMDS, AWS, packagecloud.io at their addresses): runnerd.service installs
+    the vendor package, whose postinst enables and starts circleci-runner.service; the mask
+    keeps it from starting, so exactly one agent runs, runnerd's; the machine powers off."""
+    assert shutil.which("systemd-nspawn"), "systemd-nspawn is missing: run scripts/install-deps"
+    fake = world.fake
+    _, conf = package_world(world, tmp_path)
+    ch = Chroot(rootfs_tar, tmp_path)
+    try:
+        r = ch.install(debs["runnerd"])
+        assert r.returncode == 0, out(r)
+        ch.unstub()
+        root = ch.root
+        files = {"etc/runnerd/runnerd.conf": conf, "etc/hosts": world.hosts_file(),
+                 "etc/ssl/certs/ca-certificates.crt": Path(world.ca).read_text(),
+                 "etc/apt/sources.list": "", "etc/apt/sources.list.d/debian.sources": ""}
+        for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
+        log = tmp_path / "nspawn.log"
+        with open(log, "wb") as logf:
+            boot = subprocess.Popen(
+                ["ip", "netns", "exec", world.netns, "systemd-nspawn", "--quiet",
+                 "--register=no", "--keep-unit", f"--bind-ro={REPO / 'tests' / 'fakes'}",
+                 "-D", str(root), "-b"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        try:
+            boot.wait(240)  # runnerd powers the container off when its job is done
+        except subprocess.TimeoutExpired:
+            os.killpg(boot.pid, 9)
+            boot.wait(10)
+            raise AssertionError("the container did not power off:\n" + journal(ch))
+        everything = journal(ch)
+        ev = (root / "var/tmp/agent-events").read_text().splitlines() \
+            if (root / "var/tmp/agent-events").exists() else []
+        assert ev.count("started") == 1 and ev[-1] == "completed job-1", \
+            f"{ev}\n{everything}"
+        assert "task-agent 0 circleci" in ev, ev
+        assert os.readlink(root / "etc/systemd/system/circleci-runner.service") == "/dev/null"
+        assert "circleci-runner.service is masked" in everything, everything
+        assert "Started circleci-runner.service" not in everything, everything
+        assert "logind accepted PowerOff" in journal(ch, "-u", "runnerd.service"), everything
+        done = fake.state()["jobs"][RC]["done"]
+        assert len(done) == 1 and done[0]["exit_code"] == 0, done
+        [t] = aws_calls(fake, "autoscaling", "TerminateInstanceInAutoScalingGroup")
+        assert t["params"]["InstanceId"] == MAIN_INSTANCE_ID and t["status"] == 200, t
+    finally:
+        ch.remove()

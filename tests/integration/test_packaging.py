@@ -34,7 +34,9 @@ BUILD_DEB = REPO / "packaging" / "build-deb"
 SUITE = "bookworm"
 # What the chroot needs so that dpkg -i of both packages succeeds without the network: their
 # run-time dependencies, and systemd (sysusers, tmpfiles, systemctl, unit targets).
-ROOTFS_INCLUDE = "systemd,sudo,procps,libcurl4,libcjson1,libinih1,libssl3,libyaml-0-2"
+# python3 and python3-yaml: the stand-in agent (tests/fakes/fake_agent.py) runs in it when booted.
+ROOTFS_INCLUDE = ("systemd,sudo,procps,libcurl4,libcjson1,libinih1,libssl3,libyaml-0-2,zlib1g,"
+                  "python3,python3-yaml")
 ROOTFS_RECIPE = f"debootstrap --variant=minbase --include={ROOTFS_INCLUDE} {SUITE}; " \
                 "minus var/cache/apt/archives/*.deb and var/lib/apt/lists/*"
 
