@@ -16,6 +16,25 @@
 
 extern char **environ;
 
+void spawn_child_env(char *const *src, char **out, size_t max)
+{
+	/* systemd's hand-over to runnerd itself: a child that found them would speak for
+	 * runnerd's unit (sd_notify) or take its sockets. */
+	static const char *const drop[] = {"NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=",
+	                                   "LISTEN_FDS=",    "LISTEN_PID=",   "LISTEN_FDNAMES="};
+	size_t n = 0;
+
+	for (; src && *src && n + 1 < max; src++) {
+		bool keep = true;
+
+		for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]) && keep; i++)
+			keep = strncmp(*src, drop[i], strlen(drop[i])) != 0;
+		if (keep)
+			out[n++] = *src;
+	}
+	out[n] = NULL;
+}
+
 int spawn_status_code(int wstatus)
 {
 	if (WIFEXITED(wstatus))
@@ -141,6 +160,7 @@ static int input_pipe(const char *input, size_t len)
 
 int spawn_run(const char *const argv[], const struct spawn_opts *o, int *status)
 {
+	char *envp[SPAWN_ENV_MAX];
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none, all;
@@ -182,12 +202,11 @@ int spawn_run(const char *const argv[], const struct spawn_opts *o, int *status)
 	}
 	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	posix_spawn_file_actions_addchdir_np(&fa, "/");
+	spawn_child_env(o->envp ? o->envp : environ, envp, SPAWN_ENV_MAX);
 	if (o->search_path)
-		r = posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv,
-		                 o->envp ? o->envp : environ);
+		r = posix_spawnp(&pid, argv[0], &fa, &attr, (char *const *)argv, envp);
 	else
-		r = posix_spawn(&pid, argv[0], &fa, &attr, (char *const *)argv,
-		                o->envp ? o->envp : environ);
+		r = posix_spawn(&pid, argv[0], &fa, &attr, (char *const *)argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	if (pfd[1] >= 0)

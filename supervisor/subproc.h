@@ -24,6 +24,13 @@ struct spawn_opts {
  * or waiting. */
 int spawn_run(const char *const argv[], const struct spawn_opts *o, int *status);
 
+#define SPAWN_ENV_MAX 512
+
+/* Pure: src without systemd's hand-over to runnerd (NOTIFY_SOCKET, WATCHDOG_*, LISTEN_*), into
+ * out (max slots, NULL-terminated; entries point into src). Every child runnerd spawns gets this:
+ * apt, dpkg and their scripts must not speak for runnerd's unit. */
+void spawn_child_env(char *const *src, char **out, size_t max);
+
 /* Pure: a wait status as runnerd reports it: exit code, or 128 + signal number. */
 int spawn_status_code(int wstatus);
 

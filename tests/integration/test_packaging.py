@@ -36,7 +36,7 @@ SUITE = "bookworm"
 # run-time dependencies, and systemd (sysusers, tmpfiles, systemctl, unit targets).
 # python3 and python3-yaml: the stand-in agent (tests/fakes/fake_agent.py) runs in it when booted.
 ROOTFS_INCLUDE = ("systemd,sudo,procps,libcurl4,libcjson1,libinih1,libssl3,libyaml-0-2,zlib1g,"
-                  "python3,python3-yaml")
+                  "python3,python3-yaml,ca-certificates")
 ROOTFS_RECIPE = f"debootstrap --variant=minbase --include={ROOTFS_INCLUDE} {SUITE}; " \
                 "minus var/cache/apt/archives/*.deb and var/lib/apt/lists/*"
 
