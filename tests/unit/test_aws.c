@@ -591,6 +591,41 @@ static void test_deadline(void **state)
 	assert_string_equal(f.err.code, "http-500");
 }
 
+/* A deadline bounds the call it was set for and ends with it: a call made after an earlier
+ * call's deadline passed still goes out (issue 10: the scaler's lease renewals all failed
+ * locally with "timeout" once 2 x request_timeout had passed since start-up). */
+static void test_deadline_per_call(void **state)
+{
+	static const struct ls_response script[] = {
+	        {LS_STALL, 0, NULL, NULL, 0},
+	        {LS_REPLY, 200, NULL, "{}", 0},
+	        {LS_REPLY, 200, NULL, "{}", 0},
+	};
+	struct fixture f;
+	uint64_t t0;
+
+	fixture_start(&f, script, ARRAY_SIZE(script));
+	f.ctx.max_attempts = 1;
+	f.ctx.deadline_mono_ms = now_mono_ms() + 300;
+	/* The first call hangs: it ends at its deadline (well before the 3 s attempt timeout). */
+	t0 = now_mono_ms();
+	assert_int_equal(
+	        aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "GetItem", "{}", &f.out, &f.err),
+	        -ETIMEDOUT);
+	assert_true(now_mono_ms() - t0 < 2000);
+	/* Its deadline has passed now; the next calls have their own. */
+	if (aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "PutItem", "{}", &f.out, &f.err) != 0)
+		fail_msg("a call after the previous call's deadline did not go out: %s: %s",
+		         f.err.code, f.err.message);
+	assert_int_equal(
+	        aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "UpdateItem", "{}", &f.out, &f.err), 0);
+	fixture_stop(&f);
+	assert_int_equal(f.srv.nreqs, 3);
+	assert_string_equal(ls_header(&f.srv.reqs[1], "X-Amz-Target"), "DynamoDB_20120810.PutItem");
+	assert_string_equal(ls_header(&f.srv.reqs[2], "X-Amz-Target"),
+	                    "DynamoDB_20120810.UpdateItem");
+}
+
 static void test_json_headers_and_errors(void **state)
 {
 	static const struct ls_response script[] = {
@@ -807,6 +842,7 @@ int main(void)
 	        cmocka_unit_test(test_retry_after_over_cap_stops),
 	        cmocka_unit_test(test_retry_after_honoured),
 	        cmocka_unit_test(test_deadline),
+	        cmocka_unit_test(test_deadline_per_call),
 	        cmocka_unit_test(test_json_headers_and_errors),
 	        cmocka_unit_test(test_ssm_target_and_transport),
 	        cmocka_unit_test(test_refusals),
