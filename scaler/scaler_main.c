@@ -111,13 +111,14 @@ static int print_config_errors(const char *path, int r, const char *errors)
 	return EX_CONFIG;
 }
 
-/* Time-bounded blocking AWS calls (token, lease): never past the --once budget. */
+/* The blocking AWS calls (the token fetch; the lease sets its own for each tick): each call
+ * may take two request timeouts, counted from its own start. The one absolute bound is --once's
+ * budget (app.aws.cap_mono_ms, set in main for the whole process). */
 static void aws_bound(long timeout_ms, unsigned attempts)
 {
 	app.aws.timeout_ms = timeout_ms;
 	app.aws.max_attempts = attempts;
-	app.aws.deadline_mono_ms =
-	        app.once_deadline ? app.once_deadline : now_mono_ms() + 2 * (uint64_t)timeout_ms;
+	app.aws.call_budget_ms = 2 * (uint64_t)timeout_ms;
 }
 
 static bool need_default_region(const struct scaler_config *c)
@@ -834,6 +835,7 @@ int main(int argc, char **argv)
 	imds_init(&app.imds, app.http);
 	app.aws.http = app.http;
 	aws_bound((long)cfg.scaler->request_timeout_ms, 2);
+	app.aws.cap_mono_ms = app.once_deadline; /* the process's own deadline: never restored */
 
 	/* Everything below reads the config; a problem in it is a config error (78). */
 	rc = EX_CONFIG;

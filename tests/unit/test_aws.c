@@ -367,6 +367,51 @@ static void test_creds_expiring(void **state)
 	assert_true(aws_creds_expiring(&c, now));
 }
 
+static void test_call_deadline(void **state)
+{
+	static const struct {
+		uint64_t budget, cap, now, want;
+	} cases[] = {
+	        {0, 0, 1000, 0},                 /* nothing: attempts and timeouts bound it */
+	        {300, 0, 1000, 1300},            /* the budget counts from the call's start */
+	        {300, 0, 50000, 50300},          /* ... whenever that is */
+	        {300, 1200, 1000, 1200},         /* a cap earlier than the budget wins */
+	        {300, 9000, 1000, 1300},         /* a later one does not */
+	        {0, 9000, 1000, 9000},           /* a cap alone */
+	        {0, 500, 1000, 500},             /* a cap already past: the call will not start */
+	        {UINT64_MAX, 0, 10, UINT64_MAX}, /* no overflow */
+	};
+	struct aws_ctx ctx;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		uint64_t got;
+
+		memset(&ctx, 0, sizeof(ctx));
+		ctx.call_budget_ms = cases[i].budget;
+		ctx.cap_mono_ms = cases[i].cap;
+		got = aws_call_deadline(&ctx, cases[i].now);
+		if (got != cases[i].want)
+			fail_msg("case %zu: %llu want %llu", i, (unsigned long long)got,
+			         (unsigned long long)cases[i].want);
+	}
+	/* A cap scope keeps an earlier cap and restores what was there. */
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(aws_cap_begin(&ctx, 5000), 0);
+	assert_int_equal(ctx.cap_mono_ms, 5000);
+	assert_int_equal(aws_cap_begin(&ctx, 7000), 5000);
+	assert_int_equal(ctx.cap_mono_ms, 5000);
+	aws_cap_end(&ctx, 5000);
+	assert_int_equal(aws_cap_begin(&ctx, 3000), 5000);
+	assert_int_equal(ctx.cap_mono_ms, 3000);
+	aws_cap_end(&ctx, 5000);
+	assert_int_equal(ctx.cap_mono_ms, 5000);
+	assert_int_equal(aws_cap_begin(&ctx, 0), 5000); /* none added */
+	assert_int_equal(ctx.cap_mono_ms, 5000);
+	aws_cap_end(&ctx, 0);
+	assert_int_equal(ctx.cap_mono_ms, 0);
+}
+
 /* ---- against a loopback server ------------------------------------------------------------ */
 
 struct fixture {
@@ -571,9 +616,9 @@ static void test_deadline(void **state)
 	};
 	struct fixture f;
 
-	/* Already past: no attempt at all. */
+	/* A cap already past: no attempt at all. */
 	fixture_start(&f, script, ARRAY_SIZE(script));
-	f.ctx.deadline_mono_ms = 1;
+	f.ctx.cap_mono_ms = 1;
 	assert_int_equal(
 	        aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "GetItem", "{}", &f.out, &f.err),
 	        -ETIMEDOUT);
@@ -582,7 +627,8 @@ static void test_deadline(void **state)
 
 	/* A retry sleep that would cross the deadline is not taken (Retry-After makes it 5 s). */
 	f.ctx.backoff_cap_ms = 60000;
-	f.ctx.deadline_mono_ms = now_mono_ms() + 2000;
+	f.ctx.cap_mono_ms = 0;
+	f.ctx.call_budget_ms = 2000;
 	assert_int_equal(
 	        aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "GetItem", "{}", &f.out, &f.err),
 	        -EREMOTEIO);
@@ -606,7 +652,7 @@ static void test_deadline_per_call(void **state)
 
 	fixture_start(&f, script, ARRAY_SIZE(script));
 	f.ctx.max_attempts = 1;
-	f.ctx.deadline_mono_ms = now_mono_ms() + 300;
+	f.ctx.call_budget_ms = 300;
 	/* The first call hangs: it ends at its deadline (well before the 3 s attempt timeout). */
 	t0 = now_mono_ms();
 	assert_int_equal(
@@ -835,6 +881,7 @@ int main(void)
 	        cmocka_unit_test(test_parse_json_error),
 	        cmocka_unit_test(test_retryable),
 	        cmocka_unit_test(test_creds_expiring),
+	        cmocka_unit_test(test_call_deadline),
 	        cmocka_unit_test(test_query_success),
 	        cmocka_unit_test(test_query_retry_then_ok),
 	        cmocka_unit_test(test_query_not_retried),

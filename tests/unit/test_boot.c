@@ -204,6 +204,7 @@ static void test_boot_deadline_ends_with_the_step(void **state)
 	assert_true(now_mono_ms() - t0 < 5000); /* cut at the deadline, not the 10 s timeout */
 	/* The boot is over (its deadline passed); the exit path's call must still go out. */
 	b.deadline_mono_ms = 0;
+	assert_int_equal(b.aws.cap_mono_ms, 0);
 	r = asg_terminate_instance(&b.aws, b.region, b.instance_id, true, &err);
 	if (r != 0)
 		fail_msg("a call after the boot deadline did not go out: %d %s: %s", r, err.code,

@@ -179,7 +179,7 @@ static void test_tick_after_an_earlier_deadline(void **state)
 	 * attempt's own timeout). */
 	ctx.timeout_ms = 2000;
 	ctx.max_attempts = 1;
-	ctx.deadline_mono_ms = now_mono_ms() + 300;
+	ctx.call_budget_ms = 300;
 	buf_init(&out, 0);
 	assert_int_equal(aws_json(&ctx, AWS_SSM, "us-east-1", "GetParameter", "{}", &out, &err),
 	                 -ETIMEDOUT);
@@ -199,6 +199,10 @@ static void test_tick_after_an_earlier_deadline(void **state)
 		fail_msg("renew: event %d, rc %d (%s: %s)", (int)ev, e.last_rc, e.last_error.code,
 		         e.last_error.message);
 	assert_int_equal(e.lease.version, 2);
+	/* The tick's bounds ended with it. */
+	assert_int_equal(ctx.cap_mono_ms, 0);
+	assert_int_equal(ctx.call_budget_ms, 300);
+	assert_int_equal(ctx.timeout_ms, 2000);
 	ls_stop(&srv);
 	unsetenv("AWS_ENDPOINT_URL");
 	http_client_free(http);
