@@ -67,7 +67,8 @@ struct app {
 	struct election el;
 	char default_region[64];
 	struct mhttp *mh;
-	char *listen; /* the address mh listens on */
+	struct mhttp *mh_retired; /* replaced by a reload: freed after the epoll batch */
+	char *listen;             /* the address mh listens on */
 
 	uint64_t once_deadline;
 	bool ready_sent, stop, reload, done;
@@ -352,7 +353,9 @@ static int listen_setup(const char *listen)
 
 	if (app.mh && listen && app.listen && strcmp(listen, app.listen) == 0)
 		return 0;
-	mhttp_close(app.mh);
+	/* A reload runs inside an epoll batch that may still hold events of this server's
+	 * connections: it stops serving now and is freed after the batch (loop()). */
+	mhttp_retire(app.mh, &app.mh_retired);
 	app.mh = NULL;
 	free(app.listen);
 	app.listen = NULL;
@@ -661,7 +664,10 @@ static int loop(void)
 			if (app.s.finished)
 				cycle_finished();
 		}
+		/* What this batch retired (curl sockets, a metrics server a reload replaced): no
+		 * event of it is left to dispatch now. */
 		scaler_reap(&app.s);
+		mhttp_reap(&app.mh_retired);
 	}
 	return app.exit_code;
 }
@@ -769,6 +775,7 @@ static void cleanup(void)
 	if (app.el.enabled)
 		election_release(&app.el, &app.aws);
 	mhttp_close(app.mh);
+	mhttp_reap(&app.mh_retired);
 	free(app.listen);
 	scaler_free(&app.s);
 	imds_clear(&app.imds);
