@@ -309,6 +309,32 @@ bool aws_creds_expiring(const struct aws_creds *c, time_t now)
 	return c->expiration != 0 && c->expiration - now <= AWS_CREDS_REFRESH_WINDOW_S;
 }
 
+uint64_t aws_call_deadline(const struct aws_ctx *ctx, uint64_t now_ms)
+{
+	uint64_t d = 0;
+
+	if (ctx->call_budget_ms)
+		d = ctx->call_budget_ms > UINT64_MAX - now_ms ? UINT64_MAX
+		                                              : now_ms + ctx->call_budget_ms;
+	if (ctx->cap_mono_ms && (!d || ctx->cap_mono_ms < d))
+		d = ctx->cap_mono_ms;
+	return d;
+}
+
+uint64_t aws_cap_begin(struct aws_ctx *ctx, uint64_t cap_mono_ms)
+{
+	uint64_t saved = ctx->cap_mono_ms;
+
+	if (cap_mono_ms && (!saved || cap_mono_ms < saved))
+		ctx->cap_mono_ms = cap_mono_ms;
+	return saved;
+}
+
+void aws_cap_end(struct aws_ctx *ctx, uint64_t saved)
+{
+	ctx->cap_mono_ms = saved;
+}
+
 static void error_reset(struct aws_error *err, const char *svc, const char *op)
 {
 	memset(err, 0, sizeof(*err));
@@ -503,6 +529,8 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 	uint64_t base = ctx->backoff_base_ms ? ctx->backoff_base_ms : AWS_BACKOFF_BASE_DEFAULT_MS;
 	uint64_t cap = ctx->backoff_cap_ms ? ctx->backoff_cap_ms : AWS_BACKOFF_CAP_DEFAULT_MS;
 	long timeout_ms = ctx->timeout_ms > 0 ? ctx->timeout_ms : AWS_TIMEOUT_DEFAULT_MS;
+	/* This call's own deadline: it starts now and ends with the call. */
+	uint64_t deadline = aws_call_deadline(ctx, now_mono_ms());
 	unsigned attempt;
 	uint64_t now, delay, ra_ms;
 	int r;
@@ -522,13 +550,13 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 		bool need_refresh;
 
 		now = now_mono_ms();
-		if (ctx->deadline_mono_ms) {
-			if (now >= ctx->deadline_mono_ms) {
+		if (deadline) {
+			if (now >= deadline) {
 				error_transport(err, -ETIMEDOUT, 0);
 				return -ETIMEDOUT;
 			}
-			if (ctx->deadline_mono_ms - now < (uint64_t)t)
-				t = (long)(ctx->deadline_mono_ms - now);
+			if (deadline - now < (uint64_t)t)
+				t = (long)(deadline - now);
 		}
 
 		need_refresh = forced_refresh || aws_creds_expiring(&ctx->creds, time(NULL));
@@ -582,7 +610,7 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 				delay = ra_ms;
 		}
 		now = now_mono_ms();
-		if (ctx->deadline_mono_ms && now + delay >= ctx->deadline_mono_ms)
+		if (deadline && now + delay >= deadline)
 			return r;
 		sleep_ms(delay);
 	}

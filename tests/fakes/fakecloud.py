@@ -135,7 +135,8 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   DELETE /_fake/faults               remove all faults (also DELETE /_fake/fault)
   GET  /_fake/requests?since=N       {"requests": [...], "last": N}, the log of non-control
                                      requests (service, op, params/body, akid, token_used,
-                                     signature_ok, status, ...)
+                                     signature_ok, status, ...; an IMDS credentials answer
+                                     also has issued_akid and expiration, fake clock)
   GET  /_fake/state[?wait=G&timeout_s=T]  asgs, instances, terminated, jobs, runners, and the
                                      generation. With wait=G it blocks until the generation
                                      differs from G. Any change bumps the generation.
@@ -1498,6 +1499,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not ident.role or role != ident.role:
                 return 404, None
             c = cloud.issue_credentials(ident)
+            if self.entry is not None:  # which session this answer handed out, until when
+                self.entry.update(issued_akid=c.akid, expiration=c.expiry)
             return 200, json.dumps({"Code": "Success", "LastUpdated": iso(c.issued),
                                     "Type": "AWS-HMAC", "AccessKeyId": c.akid,
                                     "SecretAccessKey": c.secret, "Token": c.token,
