@@ -160,3 +160,85 @@ def test_daemon_scales_out_a_large_fleet(fleet, build, tmp_path, daemon):
     d.wait_for(r"pool=p01 .*current=100 desired=140 action=set", timeout=30, start=mark)
     assert_no_size_hold(daemon_lines(d))
     assert written(fleet, since=seq) == {"giant": 6750, "fleet-01": 140}
+
+
+def describe_names(r):
+    return sorted(v for k, v in r["params"].items() if k.startswith("AutoScalingGroupNames"))
+
+
+def wide_fleet(fake):
+    """Four pools of max 10 with 10 tasks each, in one region. Three groups hold 10 instances
+    (noop); one lists 3,000 (someone else sized it): the first describe's limit, sized from the
+    pools' max, is too small for the answer, and that pool is set to its max of 10."""
+    pools = []
+    for name, n in (("s0", 10), ("wide", 3000), ("s1", 10), ("s2", 10)):
+        fake.set_asg(name, 0, max(n, 10), n, instances=n)
+        add_jobs(fake, f"acme/{name}", 10)
+        pools.append(pool(name, f"acme/{name}", name, max=10))
+    return pools
+
+
+def test_once_splits_a_batch_whose_answer_outgrew_its_limit(fleet, build, tmp_path):
+    """The batch's answer is over its limit: it is described in halves within the cycle, down
+    to the large group alone at the ceiling, and every pool is decided (none holds)."""
+    pools = wide_fleet(fleet)
+    conf = write_conf(tmp_path / "s.conf", pools, request_timeout="10s")
+    p = run_once(build, conf, scaler_env(fleet), timeout=60)
+    assert_no_size_hold(p.stderr.splitlines())
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert re.search(r"DescribeAutoScalingGroups of 4 groups in us-east-1: answer over its "
+                     r"limit of \d+ KiB, describing them in two halves", p.stderr), p.stderr
+    assert re.search(r"DescribeAutoScalingGroups of wide: answer over its limit of \d+ KiB, "
+                     r"describing it again with 16384 KiB", p.stderr), p.stderr
+    describes = [describe_names(r) for r in fleet.requests()
+                 if r.get("op") == "DescribeAutoScalingGroups"]
+    assert describes[0] == ["s0", "s1", "s2", "wide"]
+    assert describes.count(["wide"]) == 2  # at the split's limit, then at the ceiling
+    assert re.search(r"pool=wide .*current=3000 desired=10 action=set", p.stderr), p.stderr
+    assert written(fleet) == {"wide": 10}
+
+
+def test_daemon_learns_the_size_of_a_group(fleet, build, tmp_path, daemon):
+    """After the first cycle has read the large group, later cycles size their describe from
+    what it listed: one call for all four groups, no more splitting."""
+    pools = wide_fleet(fleet)
+    conf = write_conf(tmp_path / "s.conf", pools, interval="1s", request_timeout="10s")
+    d = daemon(build, conf, scaler_env(fleet))
+    d.wait_for(r"pool=s2 .*action=", timeout=30)  # the last line of the first cycle
+    assert any("describing them in two halves" in ln for ln in daemon_lines(d))
+    seq = fleet.requests()[-1]["seq"]
+    mark = d.mark()
+    d.wait_for(r"pool=s2 .*action=noop", timeout=30, start=mark)
+    d.wait_for(r"pool=s2 .*action=noop", timeout=30, start=d.mark())
+    later = daemon_lines(d)[mark:]
+    assert_no_size_hold(later)
+    assert not [ln for ln in later if "answer over its limit" in ln]
+    describes = [describe_names(r) for r in fleet.requests(seq)
+                 if r.get("op") == "DescribeAutoScalingGroups"]
+    assert len(describes) >= 2  # two cycles at least
+    assert all(x == ["s0", "s1", "s2", "wide"] for x in describes), describes
+
+
+@pytest.mark.parametrize("pad,reason", [
+    # Over the ceiling: even alone at 16 MiB the answer does not fit.
+    (17 * MIB, r"response too large \(over 16384 KiB for 1 groups\)"),
+    # Fits the ceiling, but 2 MiB for one group of 3 instances is padding, not an answer.
+    (2 * MIB, r"response too large for its content \(\d+ bytes for 1 groups of 3 instances\)"),
+])
+def test_oversized_answers_still_hold(fleet, build, tmp_path, pad, reason):
+    """A larger limit is no licence: an answer over the ceiling, or larger than its content
+    accounts for, holds the pool (no write); the next run, without the fault, writes."""
+    fleet.set_asg("g", 0, 10, 3, instances=3)
+    add_jobs(fleet, RC, 1)  # demand 1 < 3: a blind write would scale in
+    fleet.fault("autoscaling:DescribeAutoScalingGroups", oversize_bytes=pad)
+    conf = write_conf(tmp_path / "s.conf", [pool("g", RC, "g", max=10)], request_timeout="10s")
+    env = scaler_env(fleet)
+    p = run_once(build, conf, env, timeout=60)
+    assert p.returncode == 69, p.stderr
+    assert re.search(r"pool=g .*action=hold reason=.*autoscaling:DescribeAutoScalingGroups: "
+                     + reason, p.stderr), p.stderr
+    assert written(fleet) == {}
+    fleet.clear_faults()
+    p = run_once(build, conf, env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert written(fleet) == {"g": 1}
