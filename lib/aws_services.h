@@ -44,10 +44,12 @@ struct asg_group {
  * fleet: about 700 bytes an instance as AWS sends it, megabytes for thousands of instances.
  * Generous bounds of what a legitimate answer holds, for response limits (DESIGN.md: every
  * buffer sized to the largest legitimate answer): */
-#define ASG_DESCRIBE_BASE_BYTES     ((size_t)16 * 1024)  /* envelope, NextToken, RequestId */
-#define ASG_DESCRIBE_GROUP_BYTES    ((size_t)128 * 1024) /* a group without its instances: 50 */
-                                                         /* tags, target groups, policies */
-#define ASG_DESCRIBE_INSTANCE_BYTES ((size_t)2048)       /* one instance member */
+/* the envelope, NextToken and RequestId */
+#define ASG_DESCRIBE_BASE_BYTES ((size_t)16 * 1024)
+/* one group without its instances: 50 tags, target groups, a mixed instances policy */
+#define ASG_DESCRIBE_GROUP_BYTES ((size_t)128 * 1024)
+/* one instance member (about 700 bytes as AWS writes it, indented) */
+#define ASG_DESCRIBE_INSTANCE_BYTES ((size_t)2048)
 /* The ceiling of one answer whatever it holds (about 20,000 instances as AWS writes them):
  * memory stays bounded; more names than fit are read in smaller calls. */
 #define ASG_DESCRIBE_MAX_BYTES ((size_t)16 * 1024 * 1024)

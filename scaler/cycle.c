@@ -938,10 +938,11 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 			/* Padding or garbage: no legitimate answer is larger than its content. */
 			for (size_t g = 0; g < ng; g++)
 				ninst += groups[g].ninstances;
-			str_printf(text, sizeof(text),
-			           "autoscaling:DescribeAutoScalingGroups: response too large for its "
-			           "content (%zu bytes for %zu groups of %zu instances)",
-			           sl->resp.body.len, ng, ninst);
+			str_printf(
+			        text, sizeof(text),
+			        "autoscaling:DescribeAutoScalingGroups: response too large for its "
+			        "content (%zu bytes for %zu groups of %zu instances)",
+			        sl->resp.body.len, ng, ninst);
 			asg_groups_free(groups, ng);
 			describe_failed(s, ci, API_ERR_MALFORMED, -1, text);
 			return;
@@ -983,10 +984,11 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 		if (describe_again_smaller(s, ci))
 			return;
 		c = &s->chunks[ci];
-		str_printf(text, sizeof(text),
-		           "autoscaling:DescribeAutoScalingGroups: response too large (over %zu KiB "
-		           "for %zu groups)",
-		           c->cap / 1024, c->n);
+		str_printf(
+		        text, sizeof(text),
+		        "autoscaling:DescribeAutoScalingGroups: response too large (over %zu KiB "
+		        "for %zu groups)",
+		        c->cap / 1024, c->n);
 		describe_failed(s, ci, API_ERR_MALFORMED, -1, text);
 		return;
 	}

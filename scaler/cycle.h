@@ -149,7 +149,8 @@ struct scaler {
 	size_t qhead, qlen, qcap;
 	struct chunk *chunks;
 	size_t nchunks, chunks_cap;
-	size_t *pool_bytes;       /* per pool this cycle: asg_describe_group_bytes of its estimate */
+	/* per pool this cycle: what its group may take in a describe answer (bytes) */
+	size_t *pool_bytes;
 	size_t describe_reserved; /* response limits of the describes in flight */
 	uint32_t *deferred;       /* describes (chunk indices) waiting for budget; chunks_cap */
 	size_t ndeferred;
@@ -223,8 +224,7 @@ enum describe_retry {
 enum describe_retry cycle_describe_retry(size_t npools, size_t cap, uint64_t left_ms);
 /* c's pools in two halves, the first ceil(n/2) in *a and the rest in *b, each from its first
  * page with its own cap (cycle_chunk_cap). c may be a or b. -EINVAL when c has fewer than 2. */
-int cycle_split_chunk(const struct chunk *c, const size_t *bytes, struct chunk *a,
-                      struct chunk *b);
+int cycle_split_chunk(const struct chunk *c, const size_t *bytes, struct chunk *a, struct chunk *b);
 
 /* The Auto Scaling form bodies this cycle sends (Action, Version, ...): 0 or -errno. */
 int cycle_describe_form(const char *const *names, size_t n, const char *next_token,

@@ -283,9 +283,14 @@ static void test_node_limit_of_caller(void **state)
 		size_t limit;
 		int want;
 	} cases[] = {
-	        {9, 10, 0},         {10, 10, -E2BIG}, {0, 1, 0},
-	        {1, 1, -E2BIG},     {999, 1000, 0},   {1000, 1000, -E2BIG},
-	        {XML_MAX_NODES - 1, 0, 0},           {XML_MAX_NODES, 0, -E2BIG},
+	        {9, 10, 0},
+	        {10, 10, -E2BIG},
+	        {0, 1, 0},
+	        {1, 1, -E2BIG},
+	        {999, 1000, 0},
+	        {1000, 1000, -E2BIG},
+	        {XML_MAX_NODES - 1, 0, 0},
+	        {XML_MAX_NODES, 0, -E2BIG},
 	        {XML_MAX_NODES, XML_MAX_NODES + 1, 0},
 	};
 	struct buf b;
