@@ -941,8 +941,8 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 			str_printf(
 			        text, sizeof(text),
 			        "autoscaling:DescribeAutoScalingGroups: response too large for its "
-			        "content (%zu bytes for %zu groups of %zu instances)",
-			        sl->resp.body.len, ng, ninst);
+			        "content (%zu bytes for %zu group%s of %zu instances)",
+			        sl->resp.body.len, ng, ng == 1 ? "" : "s", ninst);
 			asg_groups_free(groups, ng);
 			describe_failed(s, ci, API_ERR_MALFORMED, -1, text);
 			return;
@@ -987,8 +987,8 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 		str_printf(
 		        text, sizeof(text),
 		        "autoscaling:DescribeAutoScalingGroups: response too large (over %zu KiB "
-		        "for %zu groups)",
-		        c->cap / 1024, c->n);
+		        "for %zu group%s)",
+		        c->cap / 1024, c->n, c->n == 1 ? "" : "s");
 		describe_failed(s, ci, API_ERR_MALFORMED, -1, text);
 		return;
 	}

@@ -221,9 +221,9 @@ def test_daemon_learns_the_size_of_a_group(fleet, build, tmp_path, daemon):
 
 @pytest.mark.parametrize("pad,reason", [
     # Over the ceiling: even alone at 16 MiB the answer does not fit.
-    (17 * MIB, r"response too large \(over 16384 KiB for 1 groups\)"),
+    (17 * MIB, r"response too large \(over 16384 KiB for 1 group\)"),
     # Fits the ceiling, but 2 MiB for one group of 3 instances is padding, not an answer.
-    (2 * MIB, r"response too large for its content \(\d+ bytes for 1 groups of 3 instances\)"),
+    (2 * MIB, r"response too large for its content \(\d+ bytes for 1 group of 3 instances\)"),
 ])
 def test_oversized_answers_still_hold(fleet, build, tmp_path, pad, reason):
     """A larger limit is no licence: an answer over the ceiling, or larger than its content
