@@ -399,6 +399,7 @@ struct aws_call {
 	const char *target; /* full "Prefix.Op" or NULL */
 	const char *body;
 	size_t body_len;
+	size_t max_body; /* response limit; 0 = BUF_MAX_DEFAULT */
 	bool query;
 };
 
@@ -451,7 +452,7 @@ static int aws_attempt(struct aws_ctx *ctx, const struct aws_call *call, const c
 	req.body = call->body;
 	req.body_len = call->body_len;
 	req.timeout_ms = timeout_ms;
-	req.max_body = BUF_MAX_DEFAULT;
+	req.max_body = call->max_body ? call->max_body : BUF_MAX_DEFAULT;
 	req.sigv4 = sigv4;
 	req.userpwd = userpwd.data;
 	req.explicit_endpoint = explicit_endpoint;
@@ -619,6 +620,12 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
               struct buf *out, struct aws_error *err)
 {
+	return aws_query_max(ctx, region, action, form, 0, out, err);
+}
+
+int aws_query_max(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
+                  size_t max_body, struct buf *out, struct aws_error *err)
+{
 	struct aws_error local;
 	struct aws_call call;
 	struct buf body;
@@ -647,6 +654,7 @@ int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const
 	call.content_type = "application/x-www-form-urlencoded; charset=utf-8";
 	call.body = body.data;
 	call.body_len = body.len;
+	call.max_body = max_body;
 	call.query = true;
 	r = aws_do(ctx, &call, out, err);
 out:

@@ -82,6 +82,10 @@ const char *aws_signing_name(enum aws_service svc);
  * Retries throttling/transient codes per aws_error_retryable() with full-jitter backoff. */
 int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
               struct buf *out, struct aws_error *err);
+/* The same with a response limit of its own (0 = BUF_MAX_DEFAULT, 1 MiB), for answers whose
+ * legitimate size the caller knows to be larger (describes of large fleets): -EFBIG above it. */
+int aws_query_max(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
+                  size_t max_body, struct buf *out, struct aws_error *err);
 /* JSON 1.0/1.1 (Secrets Manager, SSM: 1.1 with target prefix; DynamoDB: 1.0). target is the
  * operation ("GetSecretValue"). Same returns as aws_query; err from {"__type","message"}. */
 int aws_json(struct aws_ctx *ctx, enum aws_service svc, const char *region, const char *operation,
