@@ -89,6 +89,16 @@ demo: deps
 	$(MAKE) all tools
 	RUNNERD_BUILD=$(abspath $(B)) $(PYTHON) tests/demo.py
 
+# The soak (not part of check): two runner-scalers contending for the lease through dynalite
+# and runnerd with one long job, for SOAK_MINUTES under injected faults (tests/soak.py). One
+# line per minute; fails on RSS growth after the warm-up or a minute without lease renewals
+# while no lease fault was active.
+SOAK_MINUTES ?= 30
+.PHONY: soak
+soak: deps
+	$(MAKE) all tools
+	RUNNERD_BUILD=$(abspath $(B)) SOAK_MINUTES=$(SOAK_MINUTES) $(PYTHON) tests/soak.py
+
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
 	install -m 0755 $(B)/runnerd $(B)/runner-scaler $(DESTDIR)$(SBINDIR)/
@@ -151,14 +161,16 @@ fuzz-replay: fuzz-build
 # ---- Sanitizers: the unit and integration suites again on a separate ASan+UBSan tree
 # (ASAN_B, default $(B)-asan), and the runnerd integration suite with runnerd under valgrind
 # memcheck. scripts/run-sanitized sends every report to a log directory and fails on any.
-# Left out under ASan: the fake's contract tests (Python against boto3, no C) and the packaging
-# tests (they check the .debs built from $(B)).
+# Left out under ASan: the fake's contract tests (Python against boto3, no C), the packaging
+# tests (they check the .debs built from $(B)), and test_lasting (its two minutes of wall time
+# run once, in the plain integration suite; `make soak` is the long run).
 ASAN_B ?= $(B)-asan
 SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 ASAN_MAKE = $(MAKE) --no-print-directory B=$(ASAN_B) CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)"
 ASAN_UNIT_BINS = $(patsubst $(B)/%,$(ASAN_B)/%,$(UNIT_BINS))
 ASAN_SKIP := --ignore=tests/integration/test_fake_contract.py \
-	--ignore-glob='tests/integration/test_packaging*'
+	--ignore-glob='tests/integration/test_packaging*' \
+	--ignore=tests/integration/test_lasting.py
 
 .PHONY: asan memcheck
 asan:

@@ -309,6 +309,32 @@ bool aws_creds_expiring(const struct aws_creds *c, time_t now)
 	return c->expiration != 0 && c->expiration - now <= AWS_CREDS_REFRESH_WINDOW_S;
 }
 
+uint64_t aws_call_deadline(const struct aws_ctx *ctx, uint64_t now_ms)
+{
+	uint64_t d = 0;
+
+	if (ctx->call_budget_ms)
+		d = ctx->call_budget_ms > UINT64_MAX - now_ms ? UINT64_MAX
+		                                              : now_ms + ctx->call_budget_ms;
+	if (ctx->cap_mono_ms && (!d || ctx->cap_mono_ms < d))
+		d = ctx->cap_mono_ms;
+	return d;
+}
+
+uint64_t aws_cap_begin(struct aws_ctx *ctx, uint64_t cap_mono_ms)
+{
+	uint64_t saved = ctx->cap_mono_ms;
+
+	if (cap_mono_ms && (!saved || cap_mono_ms < saved))
+		ctx->cap_mono_ms = cap_mono_ms;
+	return saved;
+}
+
+void aws_cap_end(struct aws_ctx *ctx, uint64_t saved)
+{
+	ctx->cap_mono_ms = saved;
+}
+
 static void error_reset(struct aws_error *err, const char *svc, const char *op)
 {
 	memset(err, 0, sizeof(*err));
@@ -373,6 +399,7 @@ struct aws_call {
 	const char *target; /* full "Prefix.Op" or NULL */
 	const char *body;
 	size_t body_len;
+	size_t max_body; /* response limit; 0 = BUF_MAX_DEFAULT */
 	bool query;
 };
 
@@ -425,7 +452,7 @@ static int aws_attempt(struct aws_ctx *ctx, const struct aws_call *call, const c
 	req.body = call->body;
 	req.body_len = call->body_len;
 	req.timeout_ms = timeout_ms;
-	req.max_body = BUF_MAX_DEFAULT;
+	req.max_body = call->max_body ? call->max_body : BUF_MAX_DEFAULT;
 	req.sigv4 = sigv4;
 	req.userpwd = userpwd.data;
 	req.explicit_endpoint = explicit_endpoint;
@@ -503,6 +530,8 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 	uint64_t base = ctx->backoff_base_ms ? ctx->backoff_base_ms : AWS_BACKOFF_BASE_DEFAULT_MS;
 	uint64_t cap = ctx->backoff_cap_ms ? ctx->backoff_cap_ms : AWS_BACKOFF_CAP_DEFAULT_MS;
 	long timeout_ms = ctx->timeout_ms > 0 ? ctx->timeout_ms : AWS_TIMEOUT_DEFAULT_MS;
+	/* This call's own deadline: it starts now and ends with the call. */
+	uint64_t deadline = aws_call_deadline(ctx, now_mono_ms());
 	unsigned attempt;
 	uint64_t now, delay, ra_ms;
 	int r;
@@ -522,13 +551,13 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 		bool need_refresh;
 
 		now = now_mono_ms();
-		if (ctx->deadline_mono_ms) {
-			if (now >= ctx->deadline_mono_ms) {
+		if (deadline) {
+			if (now >= deadline) {
 				error_transport(err, -ETIMEDOUT, 0);
 				return -ETIMEDOUT;
 			}
-			if (ctx->deadline_mono_ms - now < (uint64_t)t)
-				t = (long)(ctx->deadline_mono_ms - now);
+			if (deadline - now < (uint64_t)t)
+				t = (long)(deadline - now);
 		}
 
 		need_refresh = forced_refresh || aws_creds_expiring(&ctx->creds, time(NULL));
@@ -582,7 +611,7 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 				delay = ra_ms;
 		}
 		now = now_mono_ms();
-		if (ctx->deadline_mono_ms && now + delay >= ctx->deadline_mono_ms)
+		if (deadline && now + delay >= deadline)
 			return r;
 		sleep_ms(delay);
 	}
@@ -590,6 +619,12 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 
 int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
               struct buf *out, struct aws_error *err)
+{
+	return aws_query_max(ctx, region, action, form, 0, out, err);
+}
+
+int aws_query_max(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
+                  size_t max_body, struct buf *out, struct aws_error *err)
 {
 	struct aws_error local;
 	struct aws_call call;
@@ -619,6 +654,7 @@ int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const
 	call.content_type = "application/x-www-form-urlencoded; charset=utf-8";
 	call.body = body.data;
 	call.body_len = body.len;
+	call.max_body = max_body;
 	call.query = true;
 	r = aws_do(ctx, &call, out, err);
 out:

@@ -48,11 +48,19 @@ struct aws_ctx {
 	struct aws_creds creds;
 	aws_creds_refresh_fn refresh; /* NULL = static credentials */
 	void *refresh_user;
-	long timeout_ms;           /* per attempt; 0 = 10000 */
-	unsigned max_attempts;     /* 0 = 3 */
-	uint64_t backoff_base_ms;  /* 0 = 1000; tests may set 1 */
-	uint64_t backoff_cap_ms;   /* 0 = 20000 */
-	uint64_t deadline_mono_ms; /* 0 = none: no retry sleeps past it */
+	long timeout_ms;          /* per attempt; 0 = 10000 */
+	unsigned max_attempts;    /* 0 = 3 */
+	uint64_t backoff_base_ms; /* 0 = 1000; tests may set 1 */
+	uint64_t backoff_cap_ms;  /* 0 = 20000 */
+	/* How long one aws_query/aws_json call may take, its retries and their sleeps included:
+	 * each call turns it into a deadline of its own when it starts, and that deadline ends
+	 * with the call. 0 = no budget (attempts, timeouts and backoff bound the call). */
+	uint64_t call_budget_ms;
+	/* An absolute cap (monotonic ms) for a caller whose whole run has one: runner-scaler
+	 * --once's budget, runnerd's boot deadline during a boot step. No call starts at or past
+	 * it and none runs beyond it. 0 = none. Set it for a scope with aws_cap_begin and end the
+	 * scope with aws_cap_end, so it never outlives the calls it was meant for. */
+	uint64_t cap_mono_ms;
 };
 
 /* Endpoint for a service: AWS_ENDPOINT_URL_<SERVICE> (AUTO_SCALING, SECRETS_MANAGER, SSM,
@@ -74,12 +82,25 @@ const char *aws_signing_name(enum aws_service svc);
  * Retries throttling/transient codes per aws_error_retryable() with full-jitter backoff. */
 int aws_query(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
               struct buf *out, struct aws_error *err);
+/* The same with a response limit of its own (0 = BUF_MAX_DEFAULT, 1 MiB), for answers whose
+ * legitimate size the caller knows to be larger (describes of large fleets): -EFBIG above it. */
+int aws_query_max(struct aws_ctx *ctx, const char *region, const char *action, const char *form,
+                  size_t max_body, struct buf *out, struct aws_error *err);
 /* JSON 1.0/1.1 (Secrets Manager, SSM: 1.1 with target prefix; DynamoDB: 1.0). target is the
  * operation ("GetSecretValue"). Same returns as aws_query; err from {"__type","message"}. */
 int aws_json(struct aws_ctx *ctx, enum aws_service svc, const char *region, const char *operation,
              const char *json, struct buf *out, struct aws_error *err);
 
+/* Bound the calls made from here to the matching aws_cap_end by the absolute deadline cap
+ * (monotonic ms; 0 = add none). An earlier cap already in force stays. Returns what
+ * aws_cap_end must restore. */
+uint64_t aws_cap_begin(struct aws_ctx *ctx, uint64_t cap_mono_ms);
+void aws_cap_end(struct aws_ctx *ctx, uint64_t saved);
+
 /* Pure helpers (unit-tested). */
+/* The deadline of one call starting at now_ms: now_ms + call_budget_ms, or cap_mono_ms when
+ * that is earlier; 0 = none. */
+uint64_t aws_call_deadline(const struct aws_ctx *ctx, uint64_t now_ms);
 /* Form-encode "name=value" (unreserved kept, space -> '+', else %XX uppercase) and append it
  * to out, preceded by '&' when out is not empty. */
 int aws_form_append(struct buf *out, const char *name, const char *value);

@@ -401,6 +401,50 @@ void asg_groups_free(struct asg_group *groups, size_t n)
 	free(groups);
 }
 
+/* ---- sizes of DescribeAutoScalingGroups answers -------------------------------------------- */
+
+size_t asg_describe_group_bytes(int64_t instances)
+{
+	uint64_t n = instances > 0 ? (uint64_t)instances : 0;
+
+	if (n >= (ASG_DESCRIBE_MAX_BYTES - ASG_DESCRIBE_GROUP_BYTES) / ASG_DESCRIBE_INSTANCE_BYTES)
+		return ASG_DESCRIBE_MAX_BYTES;
+	return ASG_DESCRIBE_GROUP_BYTES + (size_t)n * ASG_DESCRIBE_INSTANCE_BYTES;
+}
+
+size_t asg_describe_cap(const int64_t *instances, size_t n)
+{
+	size_t total = ASG_DESCRIBE_BASE_BYTES;
+
+	for (size_t i = 0; i < n && total < ASG_DESCRIBE_MAX_BYTES; i++) {
+		total += asg_describe_group_bytes(instances ? instances[i] : 0);
+		if (total > ASG_DESCRIBE_MAX_BYTES)
+			total = ASG_DESCRIBE_MAX_BYTES;
+	}
+	return total;
+}
+
+bool asg_describe_plausible(size_t len, const struct asg_group *groups, size_t n)
+{
+	size_t cap = ASG_DESCRIBE_BASE_BYTES;
+
+	if (n && !groups)
+		return false;
+	for (size_t i = 0; i < n && cap < ASG_DESCRIBE_MAX_BYTES; i++) {
+		cap += asg_describe_group_bytes((int64_t)groups[i].ninstances);
+		if (cap > ASG_DESCRIBE_MAX_BYTES)
+			cap = ASG_DESCRIBE_MAX_BYTES;
+	}
+	return len <= cap;
+}
+
+size_t asg_describe_max_nodes(size_t len)
+{
+	size_t n = len / ASG_DESCRIBE_NODE_BYTES;
+
+	return n > XML_MAX_NODES ? n : XML_MAX_NODES;
+}
+
 int asg_parse_describe(const char *xml, size_t len, struct asg_group **groups, size_t *ngroups,
                        char *next_token, size_t next_token_len)
 {
@@ -417,7 +461,7 @@ int asg_parse_describe(const char *xml, size_t len, struct asg_group **groups, s
 		next_token[0] = '\0';
 	if (!xml || len == 0)
 		return -EBADMSG;
-	r = xml_parse(xml, len, &root);
+	r = xml_parse_limit(xml, len, asg_describe_max_nodes(len), &root);
 	if (r < 0)
 		goto out;
 	r = -EBADMSG;
@@ -481,33 +525,42 @@ static int describe_form(struct buf *form, const char *const *names, size_t nnam
 	return r;
 }
 
-int asg_describe(struct aws_ctx *ctx, const char *region, const char *const *names, size_t nnames,
-                 struct asg_group **groups, size_t *ngroups, struct aws_error *err)
+/* Append groups[0..n) to *all (moving their instances); frees the groups array. */
+static int groups_append(struct asg_group **all, size_t *nall, struct asg_group *groups, size_t n)
 {
-	struct aws_error local;
-	struct asg_group *all = NULL, *page = NULL, *grown;
-	size_t nall = 0, npage = 0;
+	struct asg_group *grown;
+
+	if (n) {
+		grown = realloc(*all, (*nall + n) * sizeof(*grown));
+		if (!grown) {
+			asg_groups_free(groups, n);
+			return -ENOMEM;
+		}
+		*all = grown;
+		memcpy(*all + *nall, groups, n * sizeof(*groups));
+		*nall += n;
+	}
+	free(groups); /* its instances moved into all */
+	return 0;
+}
+
+/* Every page for one set of names, each read up to ASG_DESCRIBE_MAX_BYTES and then held to
+ * what its content accounts for (asg_describe_plausible). On success the groups are appended
+ * to *all; on failure *all is unchanged. *too_big: the answer did not fit the ceiling (or the
+ * node limit), so fewer names per call may. */
+static int describe_names(struct aws_ctx *ctx, const char *region, const char *const *names,
+                          size_t nnames, struct asg_group **all, size_t *nall,
+                          struct aws_error *err, bool *too_big)
+{
+	struct asg_group *mine = NULL, *page = NULL;
+	size_t nmine = 0, npage = 0;
 	char token[ASG_NEXT_TOKEN_MAX] = "";
 	struct buf form, resp;
 	int r = 0;
 
-	if (!err)
-		err = &local;
-	error_clear(err);
-	*groups = NULL;
-	*ngroups = 0;
+	*too_big = false;
 	buf_init(&form, 0);
-	buf_init(&resp, 0);
-	if (nnames > ASG_MAX_NAMES) {
-		r = -E2BIG;
-		goto out;
-	}
-	for (size_t i = 0; i < nnames; i++) {
-		if (!names[i] || !names[i][0]) {
-			r = -EINVAL;
-			goto out;
-		}
-	}
+	buf_init(&resp, ASG_DESCRIBE_MAX_BYTES);
 	for (unsigned pageno = 0;; pageno++) {
 		if (pageno == ASG_MAX_PAGES) {
 			r = -E2BIG;
@@ -518,42 +571,101 @@ int asg_describe(struct aws_ctx *ctx, const char *region, const char *const *nam
 		r = describe_form(&form, names, nnames, token);
 		if (r < 0)
 			goto out;
-		r = aws_query(ctx, region, "DescribeAutoScalingGroups", form.data, &resp, err);
+		r = aws_query_max(ctx, region, "DescribeAutoScalingGroups", form.data,
+		                  ASG_DESCRIBE_MAX_BYTES, &resp, err);
+		if (r == -EFBIG)
+			*too_big = true;
 		if (r < 0)
 			goto out;
 		r = asg_parse_describe(resp.data, resp.len, &page, &npage, token, sizeof(token));
+		if (r == -E2BIG) {
+			*too_big = true;
+			r = -EFBIG;
+			error_note(err, "autoscaling:DescribeAutoScalingGroups", "too-large",
+			           "more elements than the node limit");
+			goto out;
+		}
 		if (r < 0) {
 			if (r == -EBADMSG)
 				error_malformed(err, "autoscaling:DescribeAutoScalingGroups",
 				                "unparsable DescribeAutoScalingGroups");
 			goto out;
 		}
-		if (npage) {
-			grown = realloc(all, (nall + npage) * sizeof(*all));
-			if (!grown) {
-				r = -ENOMEM;
-				goto out;
-			}
-			all = grown;
-			memcpy(all + nall, page, npage * sizeof(*page));
-			nall += npage;
+		if (!asg_describe_plausible(resp.len, page, npage)) {
+			r = -EFBIG;
+			error_note(err, "autoscaling:DescribeAutoScalingGroups", "too-large",
+			           "answer larger than its groups and instances account for");
+			goto out;
 		}
-		free(page); /* its instances moved into all */
+		r = groups_append(&mine, &nmine, page, npage);
 		page = NULL;
 		npage = 0;
+		if (r < 0)
+			goto out;
 		if (!token[0])
 			break;
 	}
-	*groups = all;
-	*ngroups = nall;
-	all = NULL;
-	nall = 0;
+	r = groups_append(all, nall, mine, nmine);
+	mine = NULL;
+	nmine = 0;
 out:
 	asg_groups_free(page, npage);
-	asg_groups_free(all, nall);
+	asg_groups_free(mine, nmine);
 	buf_free(&form);
 	buf_free(&resp);
 	return r;
+}
+
+/* describe_names, and when the answer is too large for one call, each half of the names on its
+ * own (down to one name a call). */
+static int describe_split(struct aws_ctx *ctx, const char *region, const char *const *names,
+                          size_t nnames, struct asg_group **all, size_t *nall,
+                          struct aws_error *err)
+{
+	size_t before = *nall, half = (nnames + 1) / 2;
+	bool too_big = false;
+	int r;
+
+	r = describe_names(ctx, region, names, nnames, all, nall, err, &too_big);
+	if (r != -EFBIG || !too_big || nnames < 2)
+		return r;
+	r = describe_split(ctx, region, names, half, all, nall, err);
+	if (r == 0)
+		r = describe_split(ctx, region, names + half, nnames - half, all, nall, err);
+	if (r < 0) { /* all or nothing: drop what the first half added */
+		for (size_t i = before; i < *nall; i++)
+			free((*all)[i].instances);
+		*nall = before;
+	}
+	return r;
+}
+
+int asg_describe(struct aws_ctx *ctx, const char *region, const char *const *names, size_t nnames,
+                 struct asg_group **groups, size_t *ngroups, struct aws_error *err)
+{
+	struct aws_error local;
+	struct asg_group *all = NULL;
+	size_t nall = 0;
+	int r = 0;
+
+	if (!err)
+		err = &local;
+	error_clear(err);
+	*groups = NULL;
+	*ngroups = 0;
+	if (nnames > ASG_MAX_NAMES)
+		return -E2BIG;
+	for (size_t i = 0; i < nnames; i++)
+		if (!names[i] || !names[i][0])
+			return -EINVAL;
+	r = describe_split(ctx, region, names, nnames, &all, &nall, err);
+	if (r < 0) {
+		asg_groups_free(all, nall);
+		return r;
+	}
+	*groups = all;
+	*ngroups = nall;
+	return 0;
 }
 
 /* Send an action whose reply carries nothing we need. */

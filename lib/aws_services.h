@@ -40,10 +40,42 @@ struct asg_group {
 	size_t ninstances;
 };
 
-/* DescribeAutoScalingGroups for up to 50 names (-E2BIG above), following NextToken.
- * *groups (caller frees with asg_groups_free) holds the groups found, in response order. */
+/* DescribeAutoScalingGroups lists every instance of every group, so an answer grows with the
+ * fleet: about 700 bytes an instance as AWS sends it, megabytes for thousands of instances.
+ * Generous bounds of what a legitimate answer holds, for response limits (DESIGN.md: every
+ * buffer sized to the largest legitimate answer): */
+/* the envelope, NextToken and RequestId */
+#define ASG_DESCRIBE_BASE_BYTES ((size_t)16 * 1024)
+/* one group without its instances: 50 tags, target groups, a mixed instances policy */
+#define ASG_DESCRIBE_GROUP_BYTES ((size_t)128 * 1024)
+/* one instance member (about 700 bytes as AWS writes it, indented) */
+#define ASG_DESCRIBE_INSTANCE_BYTES ((size_t)2048)
+/* The ceiling of one answer whatever it holds (about 20,000 instances as AWS writes them):
+ * memory stays bounded; more names than fit are read in smaller calls. */
+#define ASG_DESCRIBE_MAX_BYTES ((size_t)16 * 1024 * 1024)
+/* Parsing: at least this many bytes of answer per XML element (about 50 in AWS's answers, 40
+ * without indentation), so a tree never holds more than len / 16 nodes. */
+#define ASG_DESCRIBE_NODE_BYTES 16
+
+/* Pure. Bytes one group of n instances may take in an answer (n < 0 counts as 0), and the
+ * largest legitimate answer for groups of instances[0..n) instances: BASE + their group bytes;
+ * both saturate at ASG_DESCRIBE_MAX_BYTES. instances NULL: groups of unknown (0) size. */
+size_t asg_describe_group_bytes(int64_t instances);
+size_t asg_describe_cap(const int64_t *instances, size_t n);
+/* Pure. Does an answer of len bytes fit what the groups parsed from it account for (len <=
+ * the cap of their instance counts)? A larger one is padded or broken, never legitimate. */
+bool asg_describe_plausible(size_t len, const struct asg_group *groups, size_t n);
+/* Pure. The XML node limit for parsing an answer of len bytes (at least XML_MAX_NODES). */
+size_t asg_describe_max_nodes(size_t len);
+
+/* DescribeAutoScalingGroups for up to 50 names (-E2BIG above), following NextToken. Each call
+ * reads up to ASG_DESCRIBE_MAX_BYTES and must be plausible for its content (else -EFBIG, err
+ * "too-large"); when a call's answer is larger than the ceiling, its names are described in
+ * halves, down to one name a call. *groups (caller frees with asg_groups_free) holds the
+ * groups found, in response order. */
 int asg_describe(struct aws_ctx *ctx, const char *region, const char *const *names, size_t nnames,
                  struct asg_group **groups, size_t *ngroups, struct aws_error *err);
+/* -E2BIG when the answer has more elements than asg_describe_max_nodes(len). */
 int asg_parse_describe(const char *xml, size_t len, struct asg_group **groups, size_t *ngroups,
                        char *next_token, size_t next_token_len);
 void asg_groups_free(struct asg_group *groups, size_t n);

@@ -16,16 +16,17 @@ struct xml_frame {
 	struct xml_node *last_child;
 	const char *qname; /* points into the input, for matching the close tag */
 	size_t qlen;
-	struct buf text;
+	struct buf text; /* reused by every element at this depth; each node gets an exact copy */
 };
 
 struct xml_parser {
 	const char *s;
 	size_t len;
 	size_t pos;
-	size_t nodes;
+	size_t nodes, max_nodes;
 	struct xml_frame stack[XML_MAX_DEPTH];
 	size_t depth;
+	size_t frames_used; /* stack[0 .. frames_used) hold text buffers to free */
 };
 
 static bool is_space(char c)
@@ -64,6 +65,14 @@ static int skip_past(struct xml_parser *p, const char *lit)
 		p->pos++;
 	}
 	return -EBADMSG;
+}
+
+static bool all_space(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!is_space(s[i]))
+			return false;
+	return true;
 }
 
 static void skip_spaces(struct xml_parser *p)
@@ -252,7 +261,7 @@ static int open_element(struct xml_parser *p, struct xml_node **root)
 		return r;
 	if (p->depth == 0 && *root)
 		return -EBADMSG; /* a second root element */
-	if (p->depth >= XML_MAX_DEPTH || p->nodes >= XML_MAX_NODES)
+	if (p->depth >= XML_MAX_DEPTH || p->nodes >= p->max_nodes)
 		return -E2BIG;
 	r = skip_attributes(p);
 	if (r < 0)
@@ -300,8 +309,13 @@ static int open_element(struct xml_parser *p, struct xml_node **root)
 	f->last_child = NULL;
 	f->qname = name;
 	f->qlen = nlen;
-	/* Text can never be longer than the input it came from. */
-	buf_init(&f->text, p->len + 1);
+	/* Text can never be longer than the input it came from. The buffer's memory stays with the
+	 * frame for the next element at this depth. */
+	if (p->depth > p->frames_used) {
+		buf_init(&f->text, p->len + 1);
+		p->frames_used = p->depth;
+	}
+	buf_reset(&f->text);
 	return 0;
 }
 
@@ -325,14 +339,14 @@ static int close_element(struct xml_parser *p)
 	if (p->pos >= p->len || p->s[p->pos] != '>')
 		return -EBADMSG;
 	p->pos++;
-	if (f->text.data) {
-		f->node->text = f->text.data; /* hand the allocation over */
-		buf_init(&f->text, 0);
-	} else {
-		f->node->text = strdup("");
-		if (!f->node->text)
-			return -ENOMEM;
-	}
+	/* The indentation between an element's children is not its text: a large document
+	 * would keep megabytes of it. */
+	if (f->node->child && all_space(f->text.data, f->text.len))
+		buf_reset(&f->text);
+	/* An exact copy: a buffer sized for growth would cost every leaf hundreds of bytes. */
+	f->node->text = strndup(f->text.data ? f->text.data : "", f->text.len);
+	if (!f->node->text)
+		return -ENOMEM;
 	p->depth--;
 	return 0;
 }
@@ -356,6 +370,11 @@ static int parse_cdata(struct xml_parser *p)
 
 int xml_parse(const char *s, size_t len, struct xml_node **root)
 {
+	return xml_parse_limit(s, len, XML_MAX_NODES, root);
+}
+
+int xml_parse_limit(const char *s, size_t len, size_t max_nodes, struct xml_node **root)
+{
 	struct xml_parser *p;
 	int r = 0;
 
@@ -367,6 +386,7 @@ int xml_parse(const char *s, size_t len, struct xml_node **root)
 		return -ENOMEM;
 	p->s = s;
 	p->len = len;
+	p->max_nodes = max_nodes ? max_nodes : XML_MAX_NODES;
 	if (starts_with(p, "\xEF\xBB\xBF"))
 		p->pos = 3;
 
@@ -391,8 +411,8 @@ int xml_parse(const char *s, size_t len, struct xml_node **root)
 	if (!*root || p->depth != 0)
 		r = -EBADMSG; /* empty, or truncated inside an element */
 out:
-	while (p->depth > 0)
-		buf_free(&p->stack[--p->depth].text);
+	for (size_t i = 0; i < p->frames_used; i++)
+		buf_free(&p->stack[i].text);
 	free(p);
 	if (r < 0) {
 		xml_free(*root);

@@ -17,6 +17,10 @@ struct xml_node {
 
 /* 0, -EBADMSG for malformed/truncated XML, -E2BIG past depth/node limits, -ENOMEM. */
 int xml_parse(const char *s, size_t len, struct xml_node **root);
+/* The same with a node limit of its own (0 = XML_MAX_NODES): for documents whose legitimate
+ * size is known to be larger, like a describe of a large fleet. Each node costs about 100
+ * bytes of memory. */
+int xml_parse_limit(const char *s, size_t len, size_t max_nodes, struct xml_node **root);
 void xml_free(struct xml_node *root);
 /* First child named name, or NULL. */
 struct xml_node *xml_child(const struct xml_node *n, const char *name);

@@ -228,24 +228,64 @@ int cycle_format_decision(const struct decision_line *d, int format, char *out, 
 	return r;
 }
 
-int cycle_plan_chunks(const char *const *regions, const bool *take, size_t n, struct chunk **out,
-                      size_t *nout)
+int64_t cycle_expected_instances(int64_t pool_max, int64_t seen_instances, int64_t seen_desired)
+{
+	int64_t base;
+
+	if (seen_instances < 0 && seen_desired < 0)
+		base = pool_max;
+	else
+		base = seen_instances > seen_desired ? seen_instances : seen_desired;
+	if (base < 0)
+		base = 0;
+	if (base > INT64_MAX / 2)
+		return INT64_MAX;
+	return base + base / 4 + 16;
+}
+
+static size_t pool_bytes_of(const size_t *bytes, size_t pool)
+{
+	return bytes ? bytes[pool] : asg_describe_group_bytes(0);
+}
+
+size_t cycle_chunk_cap(const struct chunk *c, const size_t *bytes)
+{
+	size_t cap = ASG_DESCRIBE_BASE_BYTES;
+
+	for (size_t i = 0; i < c->n && cap < ASG_DESCRIBE_MAX_BYTES; i++) {
+		size_t b = pool_bytes_of(bytes, c->pools[i]);
+
+		cap = b >= ASG_DESCRIBE_MAX_BYTES - cap ? ASG_DESCRIBE_MAX_BYTES : cap + b;
+	}
+	return cap;
+}
+
+int cycle_plan_chunks(const char *const *regions, const size_t *bytes, const bool *take, size_t n,
+                      struct chunk **out, size_t *nout, size_t *cap_out)
 {
 	struct chunk *cs = NULL, *grown;
+	size_t *sums = NULL, *gsums;
 	size_t nc = 0, cap = 0;
 
 	*out = NULL;
 	*nout = 0;
+	if (cap_out)
+		*cap_out = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct chunk *c = NULL;
+		size_t b;
 
 		if (take && !take[i])
 			continue;
+		b = pool_bytes_of(bytes, i);
 		/* The newest batch of this region, if it has room (older ones are full). */
 		for (size_t j = nc; j-- > 0;) {
 			if (strcmp(cs[j].region, regions[i]) == 0) {
-				if (cs[j].n < CYCLE_DESCRIBE_BATCH)
+				if (cs[j].n < CYCLE_DESCRIBE_BATCH && b <= CYCLE_BATCH_BYTES &&
+				    sums[j] <= CYCLE_BATCH_BYTES - b) {
 					c = &cs[j];
+					sums[j] += b;
+				}
 				break;
 			}
 		}
@@ -253,20 +293,59 @@ int cycle_plan_chunks(const char *const *regions, const bool *take, size_t n, st
 			if (nc == cap) {
 				cap = cap ? cap * 2 : 4;
 				grown = realloc(cs, cap * sizeof(*cs));
-				if (!grown) {
-					free(cs);
+				gsums = grown ? realloc(sums, cap * sizeof(*sums)) : NULL;
+				if (!grown || !gsums) {
+					free(grown ? grown : cs);
+					free(sums);
 					return -ENOMEM;
 				}
 				cs = grown;
+				sums = gsums;
 			}
-			c = &cs[nc++];
+			c = &cs[nc];
 			memset(c, 0, sizeof(*c));
 			c->region = regions[i];
+			sums[nc++] = b;
 		}
 		c->pools[c->n++] = i;
 	}
+	for (size_t j = 0; j < nc; j++)
+		cs[j].cap = cycle_chunk_cap(&cs[j], bytes);
+	free(sums);
 	*out = cs;
 	*nout = nc;
+	if (cap_out)
+		*cap_out = cap;
+	return 0;
+}
+
+enum describe_retry cycle_describe_retry(size_t npools, size_t cap, uint64_t left_ms)
+{
+	if (npools == 0 || left_ms < CYCLE_RETRY_MIN_LEFT_MS)
+		return DESCRIBE_GIVE_UP;
+	if (npools >= 2)
+		return DESCRIBE_SPLIT;
+	return cap < ASG_DESCRIBE_MAX_BYTES ? DESCRIBE_ALONE : DESCRIBE_GIVE_UP;
+}
+
+int cycle_split_chunk(const struct chunk *c, const size_t *bytes, struct chunk *a, struct chunk *b)
+{
+	struct chunk src;
+	size_t half;
+
+	if (c->n < 2 || c->n > CYCLE_DESCRIBE_BATCH)
+		return -EINVAL;
+	src = *c; /* c may be a or b */
+	half = (src.n + 1) / 2;
+	memset(a, 0, sizeof(*a));
+	memset(b, 0, sizeof(*b));
+	a->region = b->region = src.region;
+	memcpy(a->pools, src.pools, half * sizeof(src.pools[0]));
+	a->n = half;
+	memcpy(b->pools, src.pools + half, (src.n - half) * sizeof(src.pools[0]));
+	b->n = src.n - half;
+	a->cap = cycle_chunk_cap(a, bytes);
+	b->cap = cycle_chunk_cap(b, bytes);
 	return 0;
 }
 
@@ -547,6 +626,7 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 			for (size_t i = 0; i < c->n; i++)
 				names[i] = s->pools[c->pools[i]].cfg->asg;
 			region = c->region;
+			req.max_body = c->cap;
 			r = cycle_describe_form(names, c->n, c->next_token, &sl->body);
 		} else {
 			const struct pool_state *p = &s->pools[job.index];
@@ -621,6 +701,21 @@ out:
 
 static void job_failed(struct scaler *s, struct job job, int rc);
 
+/* Describes whose response limits would take the describes in flight over
+ * CYCLE_DESCRIBE_BUDGET wait (one always runs); they go back in the queue when one ends. */
+static bool describe_must_wait(struct scaler *s, struct job job)
+{
+	if (job.kind != XFER_DESCRIBE || s->describe_reserved == 0 ||
+	    s->chunks[job.index].cap <= CYCLE_DESCRIBE_BUDGET - s->describe_reserved)
+		return false;
+	/* A batch has one describe at a time, so one entry per batch is enough; deferred has
+	 * chunks_cap entries (chunks_grow). */
+	if (s->ndeferred >= s->chunks_cap)
+		return false;
+	s->deferred[s->ndeferred++] = job.index;
+	return true;
+}
+
 static void pump(struct scaler *s)
 {
 	while (s->qhead < s->qlen && s->inflight < CYCLE_MAX_INFLIGHT) {
@@ -633,6 +728,8 @@ static void pump(struct scaler *s)
 			job_failed(s, job, -ETIMEDOUT);
 			continue;
 		}
+		if (describe_must_wait(s, job))
+			continue;
 		for (size_t i = 0; i < CYCLE_MAX_INFLIGHT; i++) {
 			if (!s->slots[i].busy) {
 				sl = &s->slots[i];
@@ -640,8 +737,12 @@ static void pump(struct scaler *s)
 			}
 		}
 		r = slot_start(s, sl, job, (long)(s->phase_deadline - now));
-		if (r < 0)
+		if (r < 0) {
 			job_failed(s, job, r);
+		} else if (job.kind == XFER_DESCRIBE) {
+			sl->reserved = s->chunks[job.index].cap;
+			s->describe_reserved += sl->reserved;
+		}
 	}
 }
 
@@ -747,11 +848,87 @@ static void aws_failure(struct slot *sl, int rc, const char *call, char *text, s
 	           *kind == API_ERR_MALFORMED ? "malformed response" : "unparsable error", status);
 }
 
+/* Room for want batches, and as many deferred entries. 0 or -ENOMEM. */
+static int chunks_grow(struct scaler *s, size_t want)
+{
+	size_t cap = s->chunks_cap ? s->chunks_cap : 4;
+	struct chunk *c;
+	uint32_t *d;
+
+	while (cap < want)
+		cap *= 2;
+	if (cap > s->chunks_cap) {
+		c = realloc(s->chunks, cap * sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		s->chunks = c;
+	}
+	d = realloc(s->deferred, cap * sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	s->deferred = d;
+	s->chunks_cap = cap;
+	return 0;
+}
+
+static void describe_failed(struct scaler *s, size_t ci, enum api_error_kind kind,
+                            long retry_after_s, const char *text)
+{
+	const struct chunk *c = &s->chunks[ci];
+
+	for (size_t i = 0; i < c->n; i++)
+		pool_fail(&s->pools[c->pools[i]], kind, retry_after_s, "%s", text);
+}
+
+/* Batch ci's answer was larger than its limit (or than the XML node limit): describe it again
+ * in smaller pieces while the phase allows (cycle_describe_retry). True when it was queued
+ * again; false when its pools must hold. */
+static bool describe_again_smaller(struct scaler *s, size_t ci)
+{
+	uint64_t now = now_mono_ms();
+	uint64_t left = s->phase_deadline > now ? s->phase_deadline - now : 0;
+	struct chunk *c = &s->chunks[ci];
+	size_t n = c->n, cap = c->cap, ni;
+
+	switch (cycle_describe_retry(n, cap, left)) {
+	case DESCRIBE_SPLIT:
+		if (chunks_grow(s, s->nchunks + 1) < 0)
+			return false;
+		c = &s->chunks[ci]; /* chunks_grow may have moved it */
+		ni = s->nchunks;
+		if (cycle_split_chunk(c, s->pool_bytes, &s->chunks[ci], &s->chunks[ni]) < 0)
+			return false;
+		s->nchunks++;
+		report(s, LOG_INFO,
+		       "autoscaling:DescribeAutoScalingGroups of %zu groups in %s: answer over its "
+		       "limit of %zu KiB, describing them in two halves",
+		       n, c->region, cap / 1024);
+		if (queue_push(s, XFER_DESCRIBE, ci) < 0)
+			job_failed(s, (struct job){XFER_DESCRIBE, (uint32_t)ci}, -ENOMEM);
+		if (queue_push(s, XFER_DESCRIBE, ni) < 0)
+			job_failed(s, (struct job){XFER_DESCRIBE, (uint32_t)ni}, -ENOMEM);
+		return true;
+	case DESCRIBE_ALONE:
+		c->cap = ASG_DESCRIBE_MAX_BYTES;
+		c->next_token[0] = '\0';
+		c->pages = 0;
+		report(s, LOG_INFO,
+		       "autoscaling:DescribeAutoScalingGroups of %s: answer over its limit of %zu "
+		       "KiB, describing it again with %zu KiB",
+		       s->pools[c->pools[0]].cfg->asg, cap / 1024, ASG_DESCRIBE_MAX_BYTES / 1024);
+		return queue_push(s, XFER_DESCRIBE, ci) == 0;
+	case DESCRIBE_GIVE_UP:
+	default:
+		return false;
+	}
+}
+
 static void on_describe(struct scaler *s, struct slot *sl, int rc)
 {
-	struct chunk *c = &s->chunks[sl->job.index];
+	size_t ci = sl->job.index;
+	struct chunk *c = &s->chunks[ci];
 	struct asg_group *groups = NULL;
-	size_t ng = 0;
+	size_t ng = 0, ninst = 0;
 	long status = sl->resp.status;
 	enum api_error_kind kind;
 	char text[CYCLE_ERR_MAX];
@@ -759,6 +936,19 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 	if (rc == 0 && status >= 200 && status <= 299) {
 		rc = asg_parse_describe(sl->resp.body.data, sl->resp.body.len, &groups, &ng,
 		                        c->next_token, sizeof(c->next_token));
+		if (rc == 0 && !asg_describe_plausible(sl->resp.body.len, groups, ng)) {
+			/* Padding or garbage: no legitimate answer is larger than its content. */
+			for (size_t g = 0; g < ng; g++)
+				ninst += groups[g].ninstances;
+			str_printf(
+			        text, sizeof(text),
+			        "autoscaling:DescribeAutoScalingGroups: response too large for its "
+			        "content (%zu bytes for %zu group%s of %zu instances)",
+			        sl->resp.body.len, ng, ng == 1 ? "" : "s", ninst);
+			asg_groups_free(groups, ng);
+			describe_failed(s, ci, API_ERR_MALFORMED, -1, text);
+			return;
+		}
 		if (rc == 0) {
 			for (size_t i = 0; i < c->n; i++) {
 				struct pool_state *p = &s->pools[c->pools[i]];
@@ -770,12 +960,14 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 					p->asg_desired = groups[g].desired;
 					p->asg_min = groups[g].min_size;
 					p->asg_max = groups[g].max_size;
+					p->seen_instances = (int64_t)groups[g].ninstances;
+					p->seen_desired = groups[g].desired;
 					break;
 				}
 			}
 			asg_groups_free(groups, ng);
 			if (c->next_token[0] && ++c->pages < DESCRIBE_MAX_PAGES &&
-			    queue_push(s, XFER_DESCRIBE, sl->job.index) == 0)
+			    queue_push(s, XFER_DESCRIBE, ci) == 0)
 				return;
 			for (size_t i = 0; i < c->n; i++) {
 				struct pool_state *p = &s->pools[c->pools[i]];
@@ -786,12 +978,24 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 			}
 			return;
 		}
-		rc = -EBADMSG;
+		/* More elements than a tree of this size may hold: too large, like -EFBIG. */
+		rc = rc == -E2BIG ? -EFBIG : -EBADMSG;
 		status = 0;
 	}
+	if (rc == -EFBIG) {
+		if (describe_again_smaller(s, ci))
+			return;
+		c = &s->chunks[ci];
+		str_printf(
+		        text, sizeof(text),
+		        "autoscaling:DescribeAutoScalingGroups: response too large (over %zu KiB "
+		        "for %zu group%s)",
+		        c->cap / 1024, c->n, c->n == 1 ? "" : "s");
+		describe_failed(s, ci, API_ERR_MALFORMED, -1, text);
+		return;
+	}
 	aws_failure(sl, rc, "autoscaling:DescribeAutoScalingGroups", text, sizeof(text), &kind);
-	for (size_t i = 0; i < c->n; i++)
-		pool_fail(&s->pools[c->pools[i]], kind, sl->resp.retry_after_s, "%s", text);
+	describe_failed(s, ci, kind, sl->resp.retry_after_s, text);
 }
 
 static void on_set(struct scaler *s, struct slot *sl, int rc)
@@ -807,6 +1011,7 @@ static void on_set(struct scaler *s, struct slot *sl, int rc)
 	}
 	if (rc == 0 && status >= 200 && status <= 299) {
 		p->write = WRITE_OK;
+		p->seen_desired = p->decision.desired; /* the next describe may list that many */
 		return;
 	}
 	p->write = WRITE_FAILED;
@@ -845,6 +1050,17 @@ static void job_failed(struct scaler *s, struct job job, int rc)
 
 static void advance(struct scaler *s);
 
+/* Budget came free: the waiting describes go back in the queue (pump decides again). */
+static void requeue_deferred(struct scaler *s)
+{
+	size_t n = s->ndeferred;
+
+	s->ndeferred = 0;
+	for (size_t i = 0; i < n; i++)
+		if (queue_push(s, XFER_DESCRIBE, s->deferred[i]) < 0)
+			job_failed(s, (struct job){XFER_DESCRIBE, s->deferred[i]}, -ENOMEM);
+}
+
 static void drain(struct scaler *s)
 {
 	CURLMsg *msg;
@@ -879,6 +1095,11 @@ static void drain(struct scaler *s)
 		sl->hdrs = NULL;
 		sl->busy = false;
 		s->inflight--;
+		if (sl->reserved) {
+			s->describe_reserved -= sl->reserved;
+			sl->reserved = 0;
+			requeue_deferred(s);
+		}
 	}
 	advance(s);
 }
@@ -1069,11 +1290,15 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 	s->qhead = s->qlen = 0;
 	free(s->chunks);
 	s->chunks = NULL;
-	s->nchunks = 0;
+	s->nchunks = s->chunks_cap = 0;
+	s->ndeferred = 0;
+	free(s->pool_bytes);
+	s->pool_bytes = NULL;
 	if (s->npools) {
 		regions = calloc(s->npools, sizeof(*regions));
 		take = calloc(s->npools, sizeof(*take));
-		if (!regions || !take) {
+		s->pool_bytes = calloc(s->npools, sizeof(*s->pool_bytes));
+		if (!regions || !take || !s->pool_bytes) {
 			r = -ENOMEM;
 			goto out;
 		}
@@ -1093,8 +1318,13 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 		p->write = WRITE_NONE;
 		regions[i] = p->region;
 		take[i] = p->due && !s->creds_problem[0];
+		s->pool_bytes[i] = asg_describe_group_bytes(
+		        cycle_expected_instances(p->cfg->max, p->seen_instances, p->seen_desired));
 	}
-	r = cycle_plan_chunks(regions, take, s->npools, &s->chunks, &s->nchunks);
+	r = cycle_plan_chunks(regions, s->pool_bytes, take, s->npools, &s->chunks, &s->nchunks,
+	                      &s->chunks_cap);
+	if (r == 0)
+		r = chunks_grow(s, s->nchunks); /* the deferred list's room */
 	if (r < 0)
 		goto out;
 	/* Describes first: few and each carries 50 pools. */
@@ -1205,6 +1435,8 @@ void scaler_free(struct scaler *s)
 	}
 	free(s->queue);
 	free(s->chunks);
+	free(s->deferred);
+	free(s->pool_bytes);
 	free(s->pools);
 	scaler_config_free(&s->cfg);
 	memset(s, 0, sizeof(*s));
@@ -1236,6 +1468,7 @@ int scaler_apply_config(struct scaler *s, struct scaler_config *cfg)
 		const struct pool_section *ps = cfg->pools[i];
 		const char *region = ps->region && ps->region[0] ? ps->region : s->default_region;
 
+		np[i].seen_instances = np[i].seen_desired = -1; /* never read */
 		for (size_t j = 0; j < s->npools; j++) {
 			const struct pool_state *old = &s->pools[j];
 
@@ -1258,7 +1491,8 @@ int scaler_apply_config(struct scaler *s, struct scaler_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	free(s->chunks); /* they pointed at the old regions */
 	s->chunks = NULL;
-	s->nchunks = 0;
+	s->nchunks = s->chunks_cap = 0;
+	s->ndeferred = 0;
 	return 0;
 }
 

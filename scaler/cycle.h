@@ -1,8 +1,12 @@
 /* One scaling cycle for every pool at once, on one curl multi handle inside the scaler's epoll
  * loop:
  *   fetch:  Runner API unclaimed + running per pool, DescribeAutoScalingGroups per region in
- *           batches of 50 — all concurrent, at most CYCLE_MAX_INFLIGHT at a time over reused
- *           connections;
+ *           batches of up to 50 — all concurrent, at most CYCLE_MAX_INFLIGHT at a time over
+ *           reused connections. Every group in an answer lists all its instances, so each
+ *           describe's response limit is sized to what its groups may hold (learned from the
+ *           last read), batches are cut to fit the ceiling, and an answer that is too large
+ *           anyway splits its batch in two and is retried within the phase (one group alone
+ *           finally at the ceiling); describes in flight share a memory budget;
  *   decide: policy_decide() per pool;
  *   write:  SetDesiredCapacity(HonorCooldown=false) where the value changes, concurrently,
  *           each one checked against the election deadline right before it is sent; beside
@@ -21,6 +25,7 @@
 #include <curl/curl.h>
 
 #include "aws.h"
+#include "aws_services.h"
 #include "buf.h"
 #include "election.h"
 #include "evloop.h"
@@ -33,6 +38,12 @@
 #define CYCLE_MAX_INFLIGHT   128
 #define CYCLE_DESCRIBE_BATCH 50
 #define CYCLE_ERR_MAX        192
+/* A batch's groups may add up to this many bytes of answer (ASG_DESCRIBE_MAX_BYTES). */
+#define CYCLE_BATCH_BYTES ASG_DESCRIBE_MAX_BYTES
+/* The response limits of the describes in flight add up to at most this (one always runs). */
+#define CYCLE_DESCRIBE_BUDGET ((size_t)64 * 1024 * 1024)
+/* A too-large describe is retried smaller only with this much of the phase left. */
+#define CYCLE_RETRY_MIN_LEFT_MS 500
 
 enum write_result {
 	WRITE_NONE,
@@ -51,6 +62,9 @@ struct pool_state {
 	bool listed;       /* the class check was done (or was not needed) */
 	uint64_t holds;
 	uint64_t api_errors[API_ERR_KINDS];
+	/* what the group listed at its last read (-1: never read), and its desired capacity then
+	 * or as this scaler wrote it since: they size the next describe */
+	int64_t seen_instances, seen_desired;
 	/* this cycle */
 	bool due;
 	bool have_unclaimed, have_running, asg_ok, failed, auth_failed;
@@ -82,6 +96,7 @@ struct chunk {
 	const char *region;
 	size_t pools[CYCLE_DESCRIBE_BATCH];
 	size_t n;
+	size_t cap; /* response limit of its describes, bytes */
 	char next_token[2048];
 	unsigned pages;
 };
@@ -97,6 +112,7 @@ struct slot {
 	struct http_response resp;
 	struct buf body;
 	struct job job;
+	size_t reserved; /* a describe's share of CYCLE_DESCRIBE_BUDGET while it runs */
 };
 
 enum cycle_phase {
@@ -132,7 +148,12 @@ struct scaler {
 	struct job *queue;
 	size_t qhead, qlen, qcap;
 	struct chunk *chunks;
-	size_t nchunks;
+	size_t nchunks, chunks_cap;
+	/* per pool this cycle: what its group may take in a describe answer (bytes) */
+	size_t *pool_bytes;
+	size_t describe_reserved; /* response limits of the describes in flight */
+	uint32_t *deferred;       /* describes (chunk indices) waiting for budget; chunks_cap */
+	size_t ndeferred;
 	enum cycle_phase phase;
 	uint64_t cycle_start, phase_deadline;
 	/* results, read by the caller once finished is set */
@@ -174,10 +195,36 @@ struct decision_line {
 /* The decision line in text ("pool=... action=set reason=\"...\"") or JSON. 0 or -ENOSPC. */
 int cycle_format_decision(const struct decision_line *d, int format, char *out, size_t n);
 
-/* Group pools into DescribeAutoScalingGroups batches: same region, at most 50 each, in pool
- * order. regions[i] is pool i's region; take[i] false skips it. *out (caller frees). */
-int cycle_plan_chunks(const char *const *regions, const bool *take, size_t n, struct chunk **out,
-                      size_t *nout);
+/* How many instances a pool's group may list at its next read: the most of what it listed and
+ * its desired capacity at the last read (or what this scaler wrote since), plus a quarter and
+ * 16 for instances in transit (Terminating beside their replacements, rebalancing above
+ * MaxSize). Before the first read (both < 0) the pool's max stands for them. */
+int64_t cycle_expected_instances(int64_t pool_max, int64_t seen_instances, int64_t seen_desired);
+
+/* Group pools into DescribeAutoScalingGroups batches, in pool order: same region, at most 50
+ * names, and their bytes[i] (what pool i's group may take in an answer; NULL: the least a
+ * group takes) adding up to at most CYCLE_BATCH_BYTES, or one pool alone. regions[i] is pool
+ * i's region; take[i] false skips it. Each batch's cap is cycle_chunk_cap. *out (caller frees)
+ * has *cap_out entries allocated, *nout used. */
+int cycle_plan_chunks(const char *const *regions, const size_t *bytes, const bool *take, size_t n,
+                      struct chunk **out, size_t *nout, size_t *cap_out);
+/* The response limit of a batch: ASG_DESCRIBE_BASE_BYTES plus its pools' bytes (NULL: the
+ * least), at most ASG_DESCRIBE_MAX_BYTES. */
+size_t cycle_chunk_cap(const struct chunk *c, const size_t *bytes);
+
+enum describe_retry {
+	DESCRIBE_GIVE_UP, /* the batch's pools hold */
+	DESCRIBE_SPLIT,   /* each half of the batch its own describe */
+	DESCRIBE_ALONE,   /* the one group again at ASG_DESCRIBE_MAX_BYTES */
+};
+/* A describe of npools groups with response limit cap came back too large (over the limit, or
+ * over the XML node limit), with left_ms of the phase left: two or more groups split; one
+ * group below the ceiling goes once more at the ceiling; otherwise, or with less than
+ * CYCLE_RETRY_MIN_LEFT_MS left, give up. */
+enum describe_retry cycle_describe_retry(size_t npools, size_t cap, uint64_t left_ms);
+/* c's pools in two halves, the first ceil(n/2) in *a and the rest in *b, each from its first
+ * page with its own cap (cycle_chunk_cap). c may be a or b. -EINVAL when c has fewer than 2. */
+int cycle_split_chunk(const struct chunk *c, const size_t *bytes, struct chunk *a, struct chunk *b);
 
 /* The Auto Scaling form bodies this cycle sends (Action, Version, ...): 0 or -errno. */
 int cycle_describe_form(const char *const *names, size_t n, const char *next_token,

@@ -105,26 +105,48 @@ enum election_event election_apply(struct election *e, int rc, uint64_t sent_mon
 	return election_expire(e, now_mono);
 }
 
+/* What the lease calls change on the shared context, to put back afterwards. */
+struct call_bounds {
+	long timeout_ms;
+	unsigned max_attempts;
+	uint64_t budget_ms, cap;
+};
+
+static void bounds_set(struct aws_ctx *ctx, long call_timeout_ms, uint64_t cap,
+                       struct call_bounds *saved)
+{
+	saved->timeout_ms = ctx->timeout_ms;
+	saved->max_attempts = ctx->max_attempts;
+	saved->budget_ms = ctx->call_budget_ms;
+	ctx->timeout_ms = call_timeout_ms;
+	ctx->max_attempts = 1;
+	ctx->call_budget_ms = (uint64_t)call_timeout_ms;
+	saved->cap = aws_cap_begin(ctx, cap);
+}
+
+static void bounds_restore(struct aws_ctx *ctx, const struct call_bounds *saved)
+{
+	ctx->timeout_ms = saved->timeout_ms;
+	ctx->max_attempts = saved->max_attempts;
+	ctx->call_budget_ms = saved->budget_ms;
+	aws_cap_end(ctx, saved->cap);
+}
+
 enum election_event election_tick(struct election *e, struct aws_ctx *ctx, uint64_t now_mono)
 {
 	enum election_event ev, ev2;
-	long saved_timeout;
-	unsigned saved_attempts;
-	uint64_t saved_deadline, sent;
+	struct call_bounds saved;
+	uint64_t sent;
 	int rc;
 
 	ev = election_expire(e, now_mono);
 	if (!e->enabled || now_mono < e->next_due)
 		return ev;
-	saved_timeout = ctx->timeout_ms;
-	saved_attempts = ctx->max_attempts;
-	saved_deadline = ctx->deadline_mono_ms;
-	ctx->timeout_ms = e->call_timeout_ms;
-	ctx->max_attempts = 1; /* the next tick is the retry */
-	if (!saved_deadline || saved_deadline > now_mono + (uint64_t)e->call_timeout_ms * 2)
-		ctx->deadline_mono_ms = now_mono + (uint64_t)e->call_timeout_ms * 2;
-
 	sent = now_mono_ms();
+	/* Each call gets call_timeout (one attempt: the next tick is the retry), and the whole
+	 * tick (a renew, or the two calls of an acquire) two of them. Both end with the tick. */
+	bounds_set(ctx, e->call_timeout_ms, sent + 2 * (uint64_t)e->call_timeout_ms, &saved);
+
 	if (e->leader) {
 		rc = ddb_lease_renew(ctx, e->region, e->table, e->lease_id, e->owner,
 		                     (int64_t)now_wall_ms(), (int64_t)e->lease_ms, &e->lease,
@@ -143,9 +165,7 @@ enum election_event election_tick(struct election *e, struct aws_ctx *ctx, uint6
 		                       (int64_t)now_wall_ms(), (int64_t)e->lease_ms, &e->lease,
 		                       &e->last_error);
 	}
-	ctx->timeout_ms = saved_timeout;
-	ctx->max_attempts = saved_attempts;
-	ctx->deadline_mono_ms = saved_deadline;
+	bounds_restore(ctx, &saved);
 	e->last_rc = rc;
 	ev2 = election_apply(e, rc, sent, now_mono_ms());
 	return ev2 != ELECTION_NONE ? ev2 : ev;
@@ -153,22 +173,17 @@ enum election_event election_tick(struct election *e, struct aws_ctx *ctx, uint6
 
 void election_release(struct election *e, struct aws_ctx *ctx)
 {
-	long saved_timeout;
-	unsigned saved_attempts;
+	struct call_bounds saved;
 
 	if (!e->enabled || !e->lease.exists || !e->leader)
 		return;
-	saved_timeout = ctx->timeout_ms;
-	saved_attempts = ctx->max_attempts;
-	ctx->timeout_ms = e->call_timeout_ms;
-	ctx->max_attempts = 1;
+	bounds_set(ctx, e->call_timeout_ms, 0, &saved);
 	/* Stop acting first: from here on nothing may write, whatever the call says. */
 	e->leader = false;
 	e->valid_until = 0;
 	(void)ddb_lease_release(ctx, e->region, e->table, e->lease_id, e->owner, &e->lease,
 	                        &e->last_error);
-	ctx->timeout_ms = saved_timeout;
-	ctx->max_attempts = saved_attempts;
+	bounds_restore(ctx, &saved);
 }
 
 int election_owner_id(const char *instance_id, char *out, size_t n)

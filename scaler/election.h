@@ -58,8 +58,10 @@ enum election_event election_apply(struct election *e, int rc, uint64_t sent_mon
 /* Expire leadership whose local deadline passed (no call). */
 enum election_event election_expire(struct election *e, uint64_t now_mono);
 
-/* If due, renew (leader) or acquire (everyone else); blocking, bounded by call_timeout_ms.
- * ctx is used for the call; its timeout and attempts are set for the call and restored. */
+/* If due, renew (leader) or acquire (everyone else); blocking: each DynamoDB call is bounded
+ * by call_timeout_ms (one attempt) and the whole tick by twice that, counted from the tick's
+ * start (and never past a cap already on ctx). ctx is used for the calls; its timeout,
+ * attempts, call budget and cap are set for the tick and restored. */
 enum election_event election_tick(struct election *e, struct aws_ctx *ctx, uint64_t now_mono);
 /* Give the lease up (at exit) so another scaler takes over at once; best effort. */
 void election_release(struct election *e, struct aws_ctx *ctx);

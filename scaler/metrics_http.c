@@ -42,6 +42,8 @@ struct mhttp {
 	int epfd;
 	struct ev_source listen;
 	uint16_t port;
+	bool retired; /* closed; events still pointing here are ignored */
+	struct mhttp *next_retired;
 	struct body *current;
 	struct client clients[MHTTP_MAX_CLIENTS];
 };
@@ -149,6 +151,8 @@ static void client_event(struct ev_source *src, uint32_t events)
 	struct client *c = (struct client *)src;
 	int status, is_head;
 
+	if (!c->used)
+		return; /* closed earlier in this epoll batch (its server retired, say) */
 	if (c->writing) {
 		if (events & (EPOLLERR | EPOLLHUP))
 			client_close(c);
@@ -189,6 +193,8 @@ static void listen_event(struct ev_source *src, uint32_t events)
 {
 	struct mhttp *h = (struct mhttp *)((char *)src - offsetof(struct mhttp, listen));
 
+	if (h->retired)
+		return; /* its fd is closed (and its number maybe someone else's now) */
 	for (;;) {
 		struct client *c = NULL;
 		int fd = accept4(src->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -287,16 +293,43 @@ out:
 	return r;
 }
 
-void mhttp_close(struct mhttp *h)
+static void mhttp_stop(struct mhttp *h)
 {
-	if (!h)
+	if (h->retired)
 		return;
 	for (size_t i = 0; i < MHTTP_MAX_CLIENTS; i++)
 		client_close(&h->clients[i]);
 	(void)epoll_ctl(h->epfd, EPOLL_CTL_DEL, h->listen.fd, NULL);
 	close(h->listen.fd);
+	h->retired = true;
+}
+
+void mhttp_close(struct mhttp *h)
+{
+	if (!h)
+		return;
+	mhttp_stop(h);
 	body_put(h->current);
 	free(h);
+}
+
+void mhttp_retire(struct mhttp *h, struct mhttp **graveyard)
+{
+	if (!h)
+		return;
+	mhttp_stop(h);
+	h->next_retired = *graveyard;
+	*graveyard = h;
+}
+
+void mhttp_reap(struct mhttp **graveyard)
+{
+	while (*graveyard) {
+		struct mhttp *h = *graveyard;
+
+		*graveyard = h->next_retired;
+		mhttp_close(h);
+	}
 }
 
 int mhttp_set_body(struct mhttp *h, const char *text, size_t len)

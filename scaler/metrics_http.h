@@ -14,7 +14,14 @@ struct mhttp;
 
 /* Listen on host (numeric, "" = any) and port; register with epfd. 0 or -errno. */
 int mhttp_open(int epfd, const char *host, uint16_t port, struct mhttp **out);
+/* Close and free at once: only outside an epoll batch (at exit). NULL: nothing. */
 void mhttp_close(struct mhttp *h);
+/* Stop serving from inside an epoll batch (a reload): the listener and every connection are
+ * closed and out of epfd at once, but h stays allocated, because events of the current batch
+ * may still point into it (they are ignored now). h goes onto *graveyard; mhttp_reap frees
+ * the graveyard after the batch. NULL h: nothing. */
+void mhttp_retire(struct mhttp *h, struct mhttp **graveyard);
+void mhttp_reap(struct mhttp **graveyard);
 /* Replace the body served from now on (copied; clients already answering keep theirs). */
 int mhttp_set_body(struct mhttp *h, const char *text, size_t len);
 /* Close connections past their deadline; returns the next deadline (monotonic ms), 0 = none. */

@@ -67,7 +67,8 @@ struct app {
 	struct election el;
 	char default_region[64];
 	struct mhttp *mh;
-	char *listen; /* the address mh listens on */
+	struct mhttp *mh_retired; /* replaced by a reload: freed after the epoll batch */
+	char *listen;             /* the address mh listens on */
 
 	uint64_t once_deadline;
 	bool ready_sent, stop, reload, done;
@@ -111,13 +112,14 @@ static int print_config_errors(const char *path, int r, const char *errors)
 	return EX_CONFIG;
 }
 
-/* Time-bounded blocking AWS calls (token, lease): never past the --once budget. */
+/* The blocking AWS calls (the token fetch; the lease sets its own for each tick): each call
+ * may take two request timeouts, counted from its own start. The one absolute bound is --once's
+ * budget (app.aws.cap_mono_ms, set in main for the whole process). */
 static void aws_bound(long timeout_ms, unsigned attempts)
 {
 	app.aws.timeout_ms = timeout_ms;
 	app.aws.max_attempts = attempts;
-	app.aws.deadline_mono_ms =
-	        app.once_deadline ? app.once_deadline : now_mono_ms() + 2 * (uint64_t)timeout_ms;
+	app.aws.call_budget_ms = 2 * (uint64_t)timeout_ms;
 }
 
 static bool need_default_region(const struct scaler_config *c)
@@ -351,7 +353,9 @@ static int listen_setup(const char *listen)
 
 	if (app.mh && listen && app.listen && strcmp(listen, app.listen) == 0)
 		return 0;
-	mhttp_close(app.mh);
+	/* A reload runs inside an epoll batch that may still hold events of this server's
+	 * connections: it stops serving now and is freed after the batch (loop()). */
+	mhttp_retire(app.mh, &app.mh_retired);
 	app.mh = NULL;
 	free(app.listen);
 	app.listen = NULL;
@@ -660,7 +664,10 @@ static int loop(void)
 			if (app.s.finished)
 				cycle_finished();
 		}
+		/* What this batch retired (curl sockets, a metrics server a reload replaced): no
+		 * event of it is left to dispatch now. */
 		scaler_reap(&app.s);
+		mhttp_reap(&app.mh_retired);
 	}
 	return app.exit_code;
 }
@@ -768,6 +775,7 @@ static void cleanup(void)
 	if (app.el.enabled)
 		election_release(&app.el, &app.aws);
 	mhttp_close(app.mh);
+	mhttp_reap(&app.mh_retired);
 	free(app.listen);
 	scaler_free(&app.s);
 	imds_clear(&app.imds);
@@ -834,6 +842,7 @@ int main(int argc, char **argv)
 	imds_init(&app.imds, app.http);
 	app.aws.http = app.http;
 	aws_bound((long)cfg.scaler->request_timeout_ms, 2);
+	app.aws.cap_mono_ms = app.once_deadline; /* the process's own deadline: never restored */
 
 	/* Everything below reads the config; a problem in it is a config error (78). */
 	rc = EX_CONFIG;

@@ -277,19 +277,24 @@ int boot_token(struct boot_ctx *b)
 	struct aws_error err;
 	const char *what = rd_token_source_name(t->source);
 	const char *call;
+	uint64_t cap;
 	int r;
 
 	memset(&err, 0, sizeof(err));
 	buf_wipe(&b->token);
 	buf_init(&b->token, BOOT_TOKEN_FILE_MAX);
-	b->aws.deadline_mono_ms = b->deadline_mono_ms;
 	switch (t->source) {
 	case RD_TOKEN_SECRETSMANAGER:
+		/* The boot deadline bounds this step's call, and ends with it. */
+		cap = aws_cap_begin(&b->aws, b->deadline_mono_ms);
 		r = sm_get_secret(&b->aws, b->region, t->id, t->key[0] ? t->key : NULL, &b->token,
 		                  &err);
+		aws_cap_end(&b->aws, cap);
 		break;
 	case RD_TOKEN_SSM:
+		cap = aws_cap_begin(&b->aws, b->deadline_mono_ms);
 		r = ssm_get_parameter(&b->aws, b->region, t->id, &b->token, &err);
+		aws_cap_end(&b->aws, cap);
 		break;
 	default:
 		r = token_from_file(b, t->id);

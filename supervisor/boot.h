@@ -34,7 +34,8 @@ struct boot_ctx {
 	char region[32];
 	char lifecycle_state[40];  /* "" = none */
 	struct buf token;          /* wiped after agent-config */
-	uint64_t deadline_mono_ms; /* 0 = none: bounds retry sleeps */
+	uint64_t deadline_mono_ms; /* the current step's (0 = none): bounds its retry sleeps and
+	                            * AWS calls; set and cleared per worker job */
 	char err[256];
 };
 

@@ -102,6 +102,7 @@ static uint32_t real_random(void *user)
 int exit_leave_asg(struct boot_ctx *b, uint64_t deadline_mono_ms, struct leave_report *rep)
 {
 	const struct leave_ops ops = {real_terminate, real_now, real_sleep, real_random, b};
+	uint64_t cap;
 	int r;
 
 	memset(rep, 0, sizeof(*rep));
@@ -134,8 +135,10 @@ int exit_leave_asg(struct boot_ctx *b, uint64_t deadline_mono_ms, struct leave_r
 		}
 		b->have_creds = true;
 	}
-	b->aws.deadline_mono_ms = deadline_mono_ms;
+	/* The leave deadline bounds these calls (and the retry sleeps between them), no other. */
+	cap = aws_cap_begin(&b->aws, deadline_mono_ms);
 	r = leave_asg_run(&ops, deadline_mono_ms, LEAVE_MAX_ATTEMPTS, rep);
+	aws_cap_end(&b->aws, cap);
 	switch (rep->outcome) {
 	case LEAVE_DONE:
 		log_info("leaving-asg: done%s", rep->decremented ? " (desired capacity decremented)"

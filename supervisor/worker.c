@@ -105,6 +105,8 @@ static void run_job(struct boot_ctx *b, const struct job *j, struct job_result *
 		res->r = -EINVAL;
 		break;
 	}
+	/* The job's deadline was this job's alone. */
+	b->deadline_mono_ms = 0;
 	str_copy(res->instance_id, b->instance_id, sizeof(res->instance_id));
 	str_copy(res->region, b->region, sizeof(res->region));
 	str_copy(res->err, b->err, sizeof(res->err));

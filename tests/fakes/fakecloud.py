@@ -94,8 +94,10 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   POST /_fake/secret {id, string | binary(base64) | null}   null deletes
   POST /_fake/parameter {name, value | null, type?}         type defaults to SecureString
   POST /_fake/asg {name, min, max, desired?, instances?, protect_new?, launch_command?,
-                   launch_env?, region?, role?, tags?, stop_grace_s?, user_data?}
-        create or replace. instances: a count, or [{id?, state?, health?, protected?}]
+                   launch_env?, region?, role?, tags?, stop_grace_s?, user_data?,
+                   instance_type?}
+        create or replace. instances: a count, or [{id?, state?, health?, protected?}];
+        up to 20000 per group, or 200 (max too) with a launch_command
   POST /_fake/imds {instance_id, region, availability_zone, role, target_lifecycle_state,
                     spot_action, rebalance, user_data, credential_ttl_s, rotate_credentials,
                     local_ipv4, public_ipv4, for_instance}
@@ -135,7 +137,8 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   DELETE /_fake/faults               remove all faults (also DELETE /_fake/fault)
   GET  /_fake/requests?since=N       {"requests": [...], "last": N}, the log of non-control
                                      requests (service, op, params/body, akid, token_used,
-                                     signature_ok, status, ...)
+                                     signature_ok, status, ...; an IMDS credentials answer
+                                     also has issued_akid and expiration, fake clock)
   GET  /_fake/state[?wait=G&timeout_s=T]  asgs, instances, terminated, jobs, runners, and the
                                      generation. With wait=G it blocks until the generation
                                      differs from G. Any change bumps the generation.
@@ -450,6 +453,7 @@ class Asg:
         self.tags = {}
         self.stop_grace_s = 5.0
         self.user_data = None
+        self.instance_type = "t3.micro"
         self.created = now
         self.instances = []  # not yet Terminated
         self.arn_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "asg:" + name))
@@ -806,42 +810,104 @@ def query_error_xml(code, message, request_id, status):
             f"  <RequestId>{request_id}</RequestId>\n</ErrorResponse>\n")
 
 
-def launch_template_xml(asg):
-    lt_id = "lt-0" + hashlib.sha256(asg.name.encode()).hexdigest()[:16]
-    return el("LaunchTemplate", [el("LaunchTemplateId", lt_id),
-                                 el("LaunchTemplateName", f"{asg.name}-lt"), el("Version", "1")])
+# DescribeAutoScalingGroups is rendered the way AWS sends it: indented two spaces a level, every
+# group with all its instances, each instance with the fields AWS fills in (about 700 bytes a
+# member, so a few thousand instances run to megabytes, as on the wire).
+DESCRIBE_INDENT = "  "
+MAX_GROUP_INSTANCES = 20000  # per group without a launch_command (plain records, no processes)
 
 
-def instance_xml(inst):
-    return [el("InstanceId", inst.id), el("InstanceType", "t3.micro"),
-            el("AvailabilityZone", inst.az), el("LifecycleState", inst.state),
-            el("HealthStatus", inst.health), launch_template_xml(inst.asg),
-            el("ProtectedFromScaleIn", inst.protected)]
+def az_id(az):
+    """us-east-1a -> use1-az1, eu-central-1b -> euc1-az2 (AWS's AZ ID shape)."""
+    region, letter = az[:-1], az[-1]
+    parts = region.split("-")
+    short = parts[0] + "".join(p[0] for p in parts[1:-1]) + parts[-1]
+    return f"{short}-az{ord(letter) - ord('a') + 1}"
 
 
-def group_xml(asg):
-    tags = [[el("ResourceId", asg.name), el("ResourceType", "auto-scaling-group"),
-             el("Key", k), el("Value", v), el("PropagateAtLaunch", True)]
+def _x(tag, content, ind):
+    """One indented element: None or [] -> <tag/>; a list -> rendered child lines; else text."""
+    if content is None or (isinstance(content, list) and not content):
+        return f"{ind}<{tag}/>"
+    if isinstance(content, list):
+        return f"{ind}<{tag}>\n" + "\n".join(content) + f"\n{ind}</{tag}>"
+    if isinstance(content, bool):
+        content = "true" if content else "false"
+    return f"{ind}<{tag}>{xesc(content)}</{tag}>"
+
+
+def _lt(asg):
+    return ("lt-0" + hashlib.sha256(asg.name.encode()).hexdigest()[:16], f"{asg.name}-lt", "1")
+
+
+def launch_template_xml(asg, ind=""):
+    lt_id, lt_name, version = _lt(asg)
+    i2 = ind + DESCRIBE_INDENT
+    return _x("LaunchTemplate", [_x("LaunchTemplateId", lt_id, i2),
+                                 _x("LaunchTemplateName", lt_name, i2),
+                                 _x("Version", version, i2)], ind)
+
+
+def instance_xml(inst, ind=""):
+    """One <member> of a group's Instances, at indentation ind: every field the Instance shape
+    has that AWS fills in for a launch-template group (no WeightedCapacity: no mixed policy;
+    no ImageId: no AMI override or root volume replacement)."""
+    lt_id, lt_name, version = _lt(inst.asg)
+    a, b = ind + DESCRIBE_INDENT, ind + 2 * DESCRIBE_INDENT
+    return (f"{ind}<member>\n"
+            f"{a}<InstanceId>{inst.id}</InstanceId>\n"
+            f"{a}<InstanceType>{xesc(inst.asg.instance_type)}</InstanceType>\n"
+            f"{a}<AvailabilityZone>{inst.az}</AvailabilityZone>\n"
+            f"{a}<AvailabilityZoneId>{az_id(inst.az)}</AvailabilityZoneId>\n"
+            f"{a}<LifecycleState>{inst.state}</LifecycleState>\n"
+            f"{a}<HealthStatus>{inst.health}</HealthStatus>\n"
+            f"{a}<LaunchTemplate>\n"
+            f"{b}<LaunchTemplateId>{lt_id}</LaunchTemplateId>\n"
+            f"{b}<LaunchTemplateName>{xesc(lt_name)}</LaunchTemplateName>\n"
+            f"{b}<Version>{version}</Version>\n"
+            f"{a}</LaunchTemplate>\n"
+            f"{a}<ProtectedFromScaleIn>{'true' if inst.protected else 'false'}"
+            f"</ProtectedFromScaleIn>\n"
+            f"{ind}</member>")
+
+
+def group_xml(asg, ind="", instances=True):
+    """One <member> of AutoScalingGroups at indentation ind, with every instance (unless the
+    request said IncludeInstances=false: then no Instances element)."""
+    a, b, c = ind + DESCRIBE_INDENT, ind + 2 * DESCRIBE_INDENT, ind + 3 * DESCRIBE_INDENT
+
+    def mem(tag, values):
+        return _x(tag, [_x("member", v, b) for v in values], a)
+
+    tags = [_x("member", [_x("ResourceId", asg.name, c),
+                          _x("ResourceType", "auto-scaling-group", c),
+                          _x("Key", k, c), _x("Value", v, c),
+                          _x("PropagateAtLaunch", True, c)], b)
             for k, v in sorted(asg.tags.items())]
-    return [el("AutoScalingGroupName", asg.name), el("AutoScalingGroupARN", asg.arn()),
-            launch_template_xml(asg),
-            el("MinSize", asg.min), el("MaxSize", asg.max), el("DesiredCapacity", asg.desired),
-            el("DefaultCooldown", 300),
-            members("AvailabilityZones", [asg.region + "a", asg.region + "b"]),
-            el("LoadBalancerNames"), el("TargetGroupARNs"),
-            el("HealthCheckType", "EC2"), el("HealthCheckGracePeriod", 300),
-            members("Instances", [instance_xml(i) for i in asg.instances]),
-            el("CreatedTime", iso(asg.created, ms=True)),
-            el("SuspendedProcesses"),
-            el("VPCZoneIdentifier", "subnet-0fa4e00000000000a,subnet-0fa4e00000000000b"),
-            el("EnabledMetrics"),
-            members("Tags", tags),
-            members("TerminationPolicies", ["OldestInstance"]),
-            el("NewInstancesProtectedFromScaleIn", asg.protect_new),
-            el("ServiceLinkedRoleARN",
+    zones = [asg.region + "a", asg.region + "b"]
+    head = [_x("AutoScalingGroupName", asg.name, a), _x("AutoScalingGroupARN", asg.arn(), a),
+            launch_template_xml(asg, a),
+            _x("MinSize", asg.min, a), _x("MaxSize", asg.max, a),
+            _x("DesiredCapacity", asg.desired, a), _x("DefaultCooldown", 300, a),
+            mem("AvailabilityZones", zones),
+            mem("AvailabilityZoneIds", [az_id(z) for z in zones]),
+            _x("LoadBalancerNames", None, a), _x("TargetGroupARNs", None, a),
+            _x("HealthCheckType", "EC2", a), _x("HealthCheckGracePeriod", 300, a)]
+    if instances:
+        head.append(_x("Instances", [instance_xml(i, b) for i in asg.instances], a))
+    tail = [_x("CreatedTime", iso(asg.created, ms=True), a),
+            _x("SuspendedProcesses", None, a),
+            _x("VPCZoneIdentifier", "subnet-0fa4e00000000000a,subnet-0fa4e00000000000b", a),
+            _x("EnabledMetrics", None, a),
+            _x("Tags", tags, a),
+            mem("TerminationPolicies", ["OldestInstance"]),
+            _x("NewInstancesProtectedFromScaleIn", asg.protect_new, a),
+            _x("ServiceLinkedRoleARN",
                f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/autoscaling.amazonaws.com/"
-               "AWSServiceRoleForAutoScaling"),
-            el("CapacityRebalance", False)]
+               "AWSServiceRoleForAutoScaling", a),
+            _x("CapacityRebalance", False, a),
+            _x("TrafficSources", None, a)]
+    return _x("member", head + tail, ind)
 
 
 # ---- Auto Scaling operations (under the lock) ----------------------------------------------
@@ -894,20 +960,59 @@ def q_group(cloud, params, region):
     return asg
 
 
+# NextToken: opaque, standard base64 (so '+', '/' and '=' need form-encoding on the way back),
+# bound to the region and the names it was issued for, like AWS's.
+_TOKEN_MAGIC = b"\xfb\xef\xbe\xff\xff\xff"  # encodes to "++++////"
+
+
+def _describe_token(region, names, offset):
+    key = hashlib.sha256(("\n".join([region] + sorted(set(names)))).encode()).hexdigest()[:24]
+    raw = _TOKEN_MAGIC + json.dumps({"o": offset, "k": key, "v": 2}).encode()
+    raw += b" " * ((1 - len(raw)) % 3)  # length = 1 (mod 3): always "==" padding
+    return base64.b64encode(raw).decode(), key
+
+
+def _describe_offset(token, region, names, ngroups):
+    """The offset a token stands for; InvalidNextToken when it is not one we issued for this
+    request (garbage, another region or other names, past the end)."""
+    bad = AwsError("InvalidNextToken", f"The token '{token}' is invalid.")
+    try:
+        raw = base64.b64decode(token, validate=True)
+    except ValueError:
+        raise bad
+    if not raw.startswith(_TOKEN_MAGIC):
+        raise bad
+    try:
+        d = json.loads(raw[len(_TOKEN_MAGIC):].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        raise bad
+    _, key = _describe_token(region, names, 0)
+    if (not isinstance(d, dict) or d.get("k") != key or not isinstance(d.get("o"), int)
+            or isinstance(d.get("o"), bool) or not 0 < d["o"] <= ngroups):
+        raise bad
+    return d["o"]
+
+
 def op_describe_groups(cloud, params, region, rid):
+    """Pages by groups (MaxRecords, default 50, at most 100), every group with all its
+    instances, however many: the answer runs to megabytes for a large fleet, as on AWS."""
     names = q_members(params, "AutoScalingGroupNames")
-    if len(names) > 50:
-        raise AwsError("ValidationError",
-                       "The number of group names that may be passed in is limited to 50")
     if any(k.startswith("Filters.") for k in params):
         raise AwsError("ValidationError", "fakecloud: Filters are not supported")
+    include = q_bool(params, "IncludeInstances", "includeInstances")
     max_records = q_int(params, "MaxRecords", "maxRecords")
-    if max_records is None:
-        max_records = 50
-    if not 1 <= max_records <= 100:
+    if max_records is not None and not 1 <= max_records <= 100:
         raise AwsError("ValidationError", f"1 validation error detected: Value '{max_records}' "
                        "at 'maxRecords' failed to satisfy constraint: Member must have value "
                        "less than or equal to 100 and greater than or equal to 1")
+    # "By default, you can only specify up to 50 names. You can optionally increase this limit
+    # using the MaxRecords property."
+    limit = max(50, max_records or 0)
+    if len(names) > limit:
+        raise AwsError("ValidationError",
+                       f"The number of group names that may be passed in is limited to {limit}")
+    if max_records is None:
+        max_records = 50
     groups = sorted((a for a in cloud.asgs.values() if a.region == region), key=lambda a: a.name)
     if names:
         wanted = set(names)
@@ -915,16 +1020,23 @@ def op_describe_groups(cloud, params, region, rid):
     start = 0
     token = params.get("NextToken")
     if token:
-        m = re.fullmatch(r"fakecloud:(\d{1,6})", _b64d(token) or "")
-        if not m or int(m.group(1)) > len(groups):
-            raise AwsError("InvalidNextToken", f"The token '{token}' is invalid.")
-        start = int(m.group(1))
+        start = _describe_offset(token, region, names, len(groups))
     page = groups[start:start + max_records]
-    children = [members("AutoScalingGroups", [group_xml(a) for a in page])]
+    i1, i2, i3 = DESCRIBE_INDENT, 2 * DESCRIBE_INDENT, 3 * DESCRIBE_INDENT
+    out = [f'<DescribeAutoScalingGroupsResponse xmlns="{AS_NS}">',
+           f"{i1}<DescribeAutoScalingGroupsResult>"]
+    if page:
+        out.append(f"{i2}<AutoScalingGroups>")
+        out += [group_xml(a, i3, include is not False) for a in page]
+        out.append(f"{i2}</AutoScalingGroups>")
+    else:
+        out.append(f"{i2}<AutoScalingGroups/>")
     if start + max_records < len(groups):
-        nxt = base64.b64encode(f"fakecloud:{start + max_records}".encode()).decode()
-        children.append(el("NextToken", nxt))
-    return query_response("DescribeAutoScalingGroups", children, rid)
+        out.append(_x("NextToken", _describe_token(region, names, start + max_records)[0], i2))
+    out += [f"{i1}</DescribeAutoScalingGroupsResult>", f"{i1}<ResponseMetadata>",
+            f"{i2}<RequestId>{rid}</RequestId>", f"{i1}</ResponseMetadata>",
+            "</DescribeAutoScalingGroupsResponse>", ""]
+    return "\n".join(out)
 
 
 def _b64d(s):
@@ -1504,6 +1616,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not ident.role or role != ident.role:
                 return 404, None
             c = cloud.issue_credentials(ident)
+            if self.entry is not None:  # which session this answer handed out, until when
+                self.entry.update(issued_akid=c.akid, expiration=c.expiry)
             return 200, json.dumps({"Code": "Success", "LastUpdated": iso(c.issued),
                                     "Type": "AWS-HMAC", "AccessKeyId": c.akid,
                                     "SecretAccessKey": c.secret, "Token": c.token,
@@ -1942,9 +2056,11 @@ def c_parameter(h, cloud, body):
 def c_asg(h, cloud, body):
     b = validate(body, {
         "name": F(str, True, maxlen=255, pattern=r"^[\w.:/+=@-]+$"),
-        "min": F(int, True, lo=0, hi=MAX_INSTANCES), "max": F(int, True, lo=0, hi=MAX_INSTANCES),
-        "desired": F(int, lo=0, hi=MAX_INSTANCES),
-        "instances": F((int, list), lo=0, hi=MAX_INSTANCES, maxlen=MAX_INSTANCES),
+        "min": F(int, True, lo=0, hi=MAX_GROUP_INSTANCES),
+        "max": F(int, True, lo=0, hi=MAX_GROUP_INSTANCES),
+        "desired": F(int, lo=0, hi=MAX_GROUP_INSTANCES),
+        "instances": F((int, list), lo=0, hi=MAX_GROUP_INSTANCES, maxlen=MAX_GROUP_INSTANCES),
+        "instance_type": F(str, maxlen=64, pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"),
         "protect_new": F(bool), "launch_command": F(list, nullable=True),
         "launch_env": F(dict), "region": F(str, pattern=REGION_RE.pattern),
         "role": F(str, nullable=True, maxlen=64, pattern=r"^[\w+=,.@-]+$"),
@@ -1967,13 +2083,16 @@ def c_asg(h, cloud, body):
                 "state": F(str, choices=("Pending", "InService")),
                 "health": F(str, choices=("Healthy", "Unhealthy")),
                 "protected": F(bool)}))
-    if len(specs) > MAX_INSTANCES:
-        raise Bad("too many instances")
+    # A launched instance owns a process and a listener: a few hundred at most. Plain records
+    # (no launch_command) go to thousands, for large-fleet reads.
+    if cmd and (len(specs) > MAX_INSTANCES or b["max"] > MAX_INSTANCES):
+        raise Bad(f"with a launch_command, at most {MAX_INSTANCES} instances (max too)")
     ids = [s["id"] for s in specs if "id" in s]
     with cloud.lock:
-        others = {i.id for i in cloud.all_instances() if i.asg.name != b["name"]}
-        if len(set(ids)) != len(ids) or others & set(ids):
-            raise Bad("instance ids must be unique")
+        if ids:
+            others = {i.id for i in cloud.all_instances() if i.asg.name != b["name"]}
+            if len(set(ids)) != len(ids) or others & set(ids):
+                raise Bad("instance ids must be unique")
         old = cloud.asgs.pop(b["name"], None)
         if old is not None:  # replacing a group: its instances go away first
             for i in old.instances:
@@ -1993,6 +2112,7 @@ def c_asg(h, cloud, body):
         asg.tags = tags
         asg.stop_grace_s = float(b.get("stop_grace_s", 5.0))
         asg.user_data = b.get("user_data")
+        asg.instance_type = b.get("instance_type", asg.instance_type)
         cloud.asgs[asg.name] = asg
         for s in specs:
             i = cloud.launch(asg, state=s.get("state", "InService"), iid=s.get("id"),

@@ -223,6 +223,83 @@ def test_describe_paging_names_and_region(fake):
     assert err_code(e) == "ValidationError" and "not found" in str(e.value)
 
 
+def test_describe_large_fleet_pages_by_groups(fake):
+    """Thousands of instances across groups, as AWS answers them: pages of MaxRecords groups,
+    each group with every instance (complete members, about 650 bytes each on the wire), so a
+    page runs to megabytes; botocore parses it all; NextToken is opaque, needs form-encoding
+    and is only good for the request it came from."""
+    big = [f"big{i:02d}" for i in range(12)]
+    for n in big:
+        fake.set_asg(n, 0, 1000, 400, instances=400)
+    fake.set_asg("huge", 0, 5000, 3000, instances=3000, instance_type="m5.large")
+    names = sorted(big + ["huge"])
+    a = client(fake, "autoscaling")
+    pages = list(a.get_paginator("describe_auto_scaling_groups").paginate(
+        AutoScalingGroupNames=names, PaginationConfig={"PageSize": 5}))
+    assert [len(p["AutoScalingGroups"]) for p in pages] == [5, 5, 3]
+    assert ["NextToken" in p for p in pages] == [True, True, False]
+    groups = {g["AutoScalingGroupName"]: g for p in pages for g in p["AutoScalingGroups"]}
+    assert sorted(groups) == names
+    assert {n: len(g["Instances"]) for n, g in groups.items()} == dict(
+        {n: 400 for n in big}, huge=3000)
+    ids = [i["InstanceId"] for g in groups.values() for i in g["Instances"]]
+    assert len(set(ids)) == len(ids) == 12 * 400 + 3000
+    assert all(len(i) == 19 and i.startswith("i-0") for i in ids)
+    member_keys = {"InstanceId", "InstanceType", "AvailabilityZone", "LifecycleState",
+                   "HealthStatus", "LaunchTemplate", "ProtectedFromScaleIn"}
+    for g in groups.values():
+        assert all(member_keys <= set(i) for i in g["Instances"])
+        assert g["DesiredCapacity"] == len(g["Instances"])
+    huge = groups["huge"]["Instances"]
+    assert {i["InstanceType"] for i in huge} == {"m5.large"}
+    assert {i["AvailabilityZone"] for i in huge} == {"us-east-1a", "us-east-1b"}
+    assert {i["LaunchTemplate"]["LaunchTemplateName"] for i in huge} == {"huge-lt"}
+
+    # On the wire: one page of five 400-instance groups is over a mebibyte, and a member of
+    # the 3,000-instance group weighs what an AWS one does.
+    def raw(body):
+        status, _, data = signed_raw(fake, "autoscaling", body.encode(), fake.akid, fake.secret)
+        return status, data.decode()
+
+    form = "Action=DescribeAutoScalingGroups&Version=2011-01-01"
+    status, page = raw(form + "&MaxRecords=5")
+    assert status == 200 and page.count("<InstanceId>") == 5 * 400
+    assert len(page) > 1024 * 1024
+    status, one = raw(form + "&AutoScalingGroupNames.member.1=huge")
+    status2, none = raw(form + "&AutoScalingGroupNames.member.1=huge&IncludeInstances=false")
+    assert status == status2 == 200 and "<Instances>" in one and "<Instances" not in none
+    assert 550 < (len(one) - len(none)) / 3000 < 900
+    assert "\n          <member>\n            <InstanceId>i-0" in one  # indented as AWS
+
+    # NextToken: base64 with '+', '/' and '=' (a client must form-encode it), tied to the
+    # names and region it was issued for.
+    token = pages[0]["NextToken"]
+    assert set("+/=") <= set(token)
+    again = a.describe_auto_scaling_groups(AutoScalingGroupNames=names, MaxRecords=5,
+                                           NextToken=token)
+    assert [g["AutoScalingGroupName"] for g in again["AutoScalingGroups"]] == names[5:10]
+    for kw in (dict(AutoScalingGroupNames=["huge"]), dict(),
+               dict(AutoScalingGroupNames=names[:12])):
+        with pytest.raises(ClientError) as e:
+            a.describe_auto_scaling_groups(NextToken=token, MaxRecords=5, **kw)
+        assert err_code(e) == "InvalidNextToken" and err_status(e) == 400
+    west = client(fake, "autoscaling", region_name="us-west-2")
+    with pytest.raises(ClientError) as e:
+        west.describe_auto_scaling_groups(AutoScalingGroupNames=names, NextToken=token)
+    assert err_code(e) == "InvalidNextToken"
+
+    # MaxRecords raises the 50-name limit with it (up to 100), as AWS documents.
+    many = [f"nope{i}" for i in range(99)] + ["huge"]
+    got = a.describe_auto_scaling_groups(AutoScalingGroupNames=many, MaxRecords=100)
+    assert [g["AutoScalingGroupName"] for g in got["AutoScalingGroups"]] == ["huge"]
+    with pytest.raises(ClientError) as e:
+        a.describe_auto_scaling_groups(AutoScalingGroupNames=many + ["x"], MaxRecords=100)
+    assert "limited to 100" in str(e.value)
+    with pytest.raises(ClientError) as e:
+        a.describe_auto_scaling_groups(AutoScalingGroupNames=many[:51])
+    assert "limited to 50" in str(e.value)
+
+
 def test_set_desired_capacity_and_errors(fake):
     fake.set_asg("pool", 1, 20, desired=1)
     a = client(fake, "autoscaling")
@@ -850,6 +927,9 @@ BAD_CONTROL = [
     ("asg", {"name": "x", "min": 0, "max": 1, "instances": [{"id": "not-an-id"}]}),
     ("asg", {"name": "x", "min": 0, "max": 1, "region": "mars"}),
     ("asg", {"name": "x", "min": 0, "max": 100000}),
+    ("asg", {"name": "x", "min": 0, "max": 20001, "instances": 20001}),
+    ("asg", {"name": "x", "min": 0, "max": 201, "launch_command": ["true"]}),
+    ("asg", {"name": "x", "min": 0, "max": 5, "instance_type": "not a type"}),
     ("asg", {"name": "x", "min": 0, "max": 1, "surprise": 1}),
     ("asg", []),
     ("imds", {"target_lifecycle_state": "Flying"}),

@@ -9,7 +9,9 @@ its own static key pair and its own Circle-Token).
 import json
 import os
 import re
+import selectors
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -863,3 +865,223 @@ def test_election_once_follower_exits_0(cloud, dynalite, build, tmp_path, daemon
     assert p.returncode == 0, p.stderr
     assert "another scaler holds the lease" in p.stderr
     assert akid_b not in writers(cloud)
+
+
+def test_election_leader_renews_past_request_timeouts(cloud, dynalite, build, tmp_path, daemons):
+    """Issue 10: the leader keeps its lease for several lease periods, each far past
+    2 x request_timeout. (It used to lose it at 2 x request_timeout after start-up: every
+    renew and acquire then failed locally with "timeout", nothing was sent, nobody led.)"""
+    cloud.set_asg("asg-a", 0, 50, 0)
+    table = dynalite.create_lease_table()
+    conf = write_conf(tmp_path / "s.conf", [pool(max=50)], interval="200ms",
+                      request_timeout="1s", election={"table": table, "lease": f"{LEASE_S}s"})
+    env, akid = elect_env(cloud, dynalite, 0)
+    d = daemons(build, conf, env)
+    cloud.add_jobs(RC, 1)
+    first = wait_write(cloud, 1, 0, 15, "the leader's first write")
+    t_first = first["t"]
+
+    # A leader reads the queue every interval only while it may act: reads going on three
+    # lease periods later mean the lease was held all along.
+    horizon = t_first + 3 * LEASE_S
+
+    def late_read(_s):
+        return [r for r in cloud.requests(first["seq"])
+                if r["service"] == "runner" and r["t"] >= horizon]
+    try:
+        cloud.wait_until(late_read, timeout=3 * LEASE_S + 5,
+                         what="queue reads three lease periods after the first write")
+    except AssertionError as e:
+        raise AssertionError(f"{str(e)[:300]}\nscaler log:\n{d.text()}") from None
+    seq = last_seq(cloud)
+    cloud.add_jobs(RC, 1)
+    w = wait_write(cloud, 2, seq, 2 * LEASE_S, "the next write")
+    assert w["akid"] == akid
+    text = d.text()
+    assert "lease call" not in text and "lost the lease" not in text, text
+    # Each renewal bumps the item's version; one every lease/3.
+    item = dynalite.client().get_item(TableName=table, Key={"lease_id": {"S": "runner-scaler"}},
+                                      ConsistentRead=True)["Item"]
+    renewals = int(item["version"]["N"]) - 1
+    expected = (w["t"] - t_first) / (LEASE_S / 3)
+    assert renewals >= expected / 2, (renewals, expected)
+    assert item["owner"]["S"].endswith(f":{d.proc.pid}")
+
+
+# ---------------------------------------------------------------------------------------------
+# reloads that move or remove the metrics listener while clients are in the same epoll batch
+
+
+def metrics_get(port, timeout=5):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+        assert r.status == 200
+        return r.read().decode()
+
+
+def served(d, port):
+    """The metrics text from the scaler d on port; fails with d's log when it cannot."""
+    try:
+        return metrics_get(port)
+    except OSError as e:
+        d.proc.poll()
+        raise AssertionError(f"GET /metrics on port {port}: {e!r}; scaler exit status "
+                             f"{d.proc.returncode}; its log:\n{d.text()}") from None
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def half_requests(port, n=6):
+    """n metrics clients, each connected and mid-request (a head without its blank line).
+    Two complete requests afterwards are the handshake: the listener accepts the whole
+    backlog in one go, so they are answered only once the n were accepted and registered."""
+    socks = []
+    for _ in range(n):
+        c = socket.create_connection(("127.0.0.1", port), timeout=5)
+        c.sendall(b"GET /metrics HTTP/1.0\r\n")
+        socks.append(c)
+    for _ in range(2):
+        metrics_get(port)
+    return socks
+
+
+def finish_requests(socks):
+    for c in socks:
+        c.sendall(b"\r\n")
+
+
+def wait_stopped(proc):
+    """Block until proc (our child) is stopped (waitid, no polling)."""
+    info = os.waitid(os.P_PID, proc.pid, os.WSTOPPED)
+    assert info is not None and info.si_code == os.CLD_STOPPED, info
+
+
+def closed_or_answered(socks, timeout=10):
+    """Every client ends: the scaler answers it or closes it (never leaves it hanging)."""
+    sel = selectors.DefaultSelector()
+    left = {}
+    for c in socks:
+        c.setblocking(False)
+        sel.register(c, selectors.EVENT_READ)
+        left[c] = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while left:
+            t = deadline - time.monotonic()
+            assert t > 0, f"{len(left)} metrics clients neither answered nor closed"
+            for key, _ in sel.select(t):
+                try:
+                    chunk = key.fileobj.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
+                if chunk:
+                    left[key.fileobj] += chunk
+                    continue
+                sel.unregister(key.fileobj)
+                del left[key.fileobj]
+    finally:
+        sel.close()
+        for c in socks:
+            c.close()
+
+
+def recheck_until(pred, timeout, what):
+    """Re-check pred() with a deadline, for state that has no change notification (a socket's
+    receive queue)."""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        while not pred():
+            assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+            sel.select(0.01)
+
+
+def reply_waiting(fake_port):
+    """True once some socket connected to the fake holds unread bytes (the stopped scaler's
+    connection, its held response delivered); from /proc/net/tcp."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            rem_port = int(fields[2].split(":")[1], 16)
+            rx_queue = int(fields[4].split(":")[1], 16)
+            if rem_port == fake_port and rx_queue > 0:
+                return True
+    return False
+
+
+def test_reload_moves_listener_with_clients_in_the_batch_idle(cloud, build, tmp_path, daemons):
+    """Issue 10: a SIGHUP that changes or removes [scaler] listen frees the metrics server;
+    clients of that server in the same epoll batch must not be touched after it (ASan:
+    heap-use-after-free in the loop). The scaler is stopped while the signal and the clients'
+    bytes arrive, so one batch holds them, the signal first. Idle: no cycle runs (interval 1h
+    after the first)."""
+    ports = [free_port() for _ in range(3)]
+    conf = tmp_path / "s.conf"
+    write_conf(conf, [pool(max=8)], interval="1h", listen=f"127.0.0.1:{ports[0]}")
+    d = daemons(build, conf, scaler_env(cloud))
+    d.wait_for(r"pool=a ")
+    d.wait_for(rf"serving metrics on http://127.0.0.1:{ports[0]}/metrics")
+    for old, new in ((ports[0], ports[1]), (ports[1], ports[2]), (ports[2], None)):
+        socks = half_requests(old)
+        write_conf(conf, [pool(max=8)], interval="1h",
+                   listen=f"127.0.0.1:{new}" if new else None)
+        mark = d.mark()
+        d.signal(signal.SIGSTOP)
+        wait_stopped(d.proc)
+        d.signal(signal.SIGHUP)
+        finish_requests(socks)
+        d.signal(signal.SIGCONT)
+        d.wait_for(r"reloaded .*: 1 pools", start=mark)
+        closed_or_answered(socks)
+        assert refused(old)
+        if new:
+            d.wait_for(rf"serving metrics on http://127.0.0.1:{new}/metrics", start=mark)
+            assert 'runner_scaler_desired_capacity{pool="a"}' in served(d, new)
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+
+
+def test_reload_moves_listener_with_clients_in_the_batch_cycle(cloud, build, tmp_path, daemons):
+    """The same through the cycle-finished path: a SIGHUP during a cycle reloads when the
+    cycle's last answer arrives; that answer and the clients' bytes share one batch, the
+    answer first (the scaler is stopped until both are in)."""
+    cloud.add_jobs(RC, 1)  # demand 1 == current 1: every cycle ends on its reads, no write
+    ports = [free_port() for _ in range(4)]
+    conf = tmp_path / "s.conf"
+    write_conf(conf, [pool(max=8)], interval="200ms", listen=f"127.0.0.1:{ports[0]}")
+    d = daemons(build, conf, scaler_env(cloud))
+    d.wait_for(rf"serving metrics on http://127.0.0.1:{ports[0]}/metrics")
+    d.wait_for(r"pool=a .*action=noop")
+    for old, new in ((ports[0], ports[1]), (ports[1], ports[2]), (ports[2], None)):
+        socks = half_requests(old)
+        fid = cloud.fault("runner:tasks", delay_s=1.0, times=1)
+        cloud.wait_until(lambda st: any(f["id"] == fid and f["hits"] == 1
+                                        for f in st["faults"]),
+                         timeout=10, what="a cycle's queue read held in the fake")
+        write_conf(conf, [pool(max=8)], interval="200ms",
+                   listen=f"127.0.0.1:{new}" if new else None)
+        mark = d.mark()
+        d.signal(signal.SIGHUP)  # mid-cycle: the reload waits for the cycle's end
+        d.signal(signal.SIGSTOP)
+        wait_stopped(d.proc)
+        cloud.wait_until(lambda st: [r for r in cloud.requests() if r.get("fault") == fid
+                                     and r.get("status")],
+                         timeout=10, what="the held read answered")
+        recheck_until(lambda: reply_waiting(cloud.port), 10,
+                      "the held answer in the stopped scaler's socket")
+        finish_requests(socks)
+        d.signal(signal.SIGCONT)
+        d.wait_for(r"reloaded .*: 1 pools", start=mark)
+        closed_or_answered(socks)
+        assert refused(old)
+        if new:
+            d.wait_for(rf"serving metrics on http://127.0.0.1:{new}/metrics", start=mark)
+            assert 'runner_scaler_unclaimed_tasks{pool="a"} 1' in served(d, new)
+        d.wait_for(r"pool=a .*action=noop", start=d.mark())  # cycles go on
+    assert d.proc.poll() is None
+    assert d.stop() == 0

@@ -367,6 +367,51 @@ static void test_creds_expiring(void **state)
 	assert_true(aws_creds_expiring(&c, now));
 }
 
+static void test_call_deadline(void **state)
+{
+	static const struct {
+		uint64_t budget, cap, now, want;
+	} cases[] = {
+	        {0, 0, 1000, 0},                 /* nothing: attempts and timeouts bound it */
+	        {300, 0, 1000, 1300},            /* the budget counts from the call's start */
+	        {300, 0, 50000, 50300},          /* ... whenever that is */
+	        {300, 1200, 1000, 1200},         /* a cap earlier than the budget wins */
+	        {300, 9000, 1000, 1300},         /* a later one does not */
+	        {0, 9000, 1000, 9000},           /* a cap alone */
+	        {0, 500, 1000, 500},             /* a cap already past: the call will not start */
+	        {UINT64_MAX, 0, 10, UINT64_MAX}, /* no overflow */
+	};
+	struct aws_ctx ctx;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(cases); i++) {
+		uint64_t got;
+
+		memset(&ctx, 0, sizeof(ctx));
+		ctx.call_budget_ms = cases[i].budget;
+		ctx.cap_mono_ms = cases[i].cap;
+		got = aws_call_deadline(&ctx, cases[i].now);
+		if (got != cases[i].want)
+			fail_msg("case %zu: %llu want %llu", i, (unsigned long long)got,
+			         (unsigned long long)cases[i].want);
+	}
+	/* A cap scope keeps an earlier cap and restores what was there. */
+	memset(&ctx, 0, sizeof(ctx));
+	assert_int_equal(aws_cap_begin(&ctx, 5000), 0);
+	assert_int_equal(ctx.cap_mono_ms, 5000);
+	assert_int_equal(aws_cap_begin(&ctx, 7000), 5000);
+	assert_int_equal(ctx.cap_mono_ms, 5000);
+	aws_cap_end(&ctx, 5000);
+	assert_int_equal(aws_cap_begin(&ctx, 3000), 5000);
+	assert_int_equal(ctx.cap_mono_ms, 3000);
+	aws_cap_end(&ctx, 5000);
+	assert_int_equal(ctx.cap_mono_ms, 5000);
+	assert_int_equal(aws_cap_begin(&ctx, 0), 5000); /* none added */
+	assert_int_equal(ctx.cap_mono_ms, 5000);
+	aws_cap_end(&ctx, 0);
+	assert_int_equal(ctx.cap_mono_ms, 0);
+}
+
 /* ---- against a loopback server ------------------------------------------------------------ */
 
 struct fixture {
@@ -571,9 +616,9 @@ static void test_deadline(void **state)
 	};
 	struct fixture f;
 
-	/* Already past: no attempt at all. */
+	/* A cap already past: no attempt at all. */
 	fixture_start(&f, script, ARRAY_SIZE(script));
-	f.ctx.deadline_mono_ms = 1;
+	f.ctx.cap_mono_ms = 1;
 	assert_int_equal(
 	        aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "GetItem", "{}", &f.out, &f.err),
 	        -ETIMEDOUT);
@@ -582,13 +627,49 @@ static void test_deadline(void **state)
 
 	/* A retry sleep that would cross the deadline is not taken (Retry-After makes it 5 s). */
 	f.ctx.backoff_cap_ms = 60000;
-	f.ctx.deadline_mono_ms = now_mono_ms() + 2000;
+	f.ctx.cap_mono_ms = 0;
+	f.ctx.call_budget_ms = 2000;
 	assert_int_equal(
 	        aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "GetItem", "{}", &f.out, &f.err),
 	        -EREMOTEIO);
 	fixture_stop(&f);
 	assert_int_equal(f.srv.nreqs, 1);
 	assert_string_equal(f.err.code, "http-500");
+}
+
+/* A deadline bounds the call it was set for and ends with it: a call made after an earlier
+ * call's deadline passed still goes out (issue 10: the scaler's lease renewals all failed
+ * locally with "timeout" once 2 x request_timeout had passed since start-up). */
+static void test_deadline_per_call(void **state)
+{
+	static const struct ls_response script[] = {
+	        {LS_STALL, 0, NULL, NULL, 0},
+	        {LS_REPLY, 200, NULL, "{}", 0},
+	        {LS_REPLY, 200, NULL, "{}", 0},
+	};
+	struct fixture f;
+	uint64_t t0;
+
+	fixture_start(&f, script, ARRAY_SIZE(script));
+	f.ctx.max_attempts = 1;
+	f.ctx.call_budget_ms = 300;
+	/* The first call hangs: it ends at its deadline (well before the 3 s attempt timeout). */
+	t0 = now_mono_ms();
+	assert_int_equal(
+	        aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "GetItem", "{}", &f.out, &f.err),
+	        -ETIMEDOUT);
+	assert_true(now_mono_ms() - t0 < 2000);
+	/* Its deadline has passed now; the next calls have their own. */
+	if (aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "PutItem", "{}", &f.out, &f.err) != 0)
+		fail_msg("a call after the previous call's deadline did not go out: %s: %s",
+		         f.err.code, f.err.message);
+	assert_int_equal(
+	        aws_json(&f.ctx, AWS_DYNAMODB, "us-east-1", "UpdateItem", "{}", &f.out, &f.err), 0);
+	fixture_stop(&f);
+	assert_int_equal(f.srv.nreqs, 3);
+	assert_string_equal(ls_header(&f.srv.reqs[1], "X-Amz-Target"), "DynamoDB_20120810.PutItem");
+	assert_string_equal(ls_header(&f.srv.reqs[2], "X-Amz-Target"),
+	                    "DynamoDB_20120810.UpdateItem");
 }
 
 static void test_json_headers_and_errors(void **state)
@@ -800,6 +881,7 @@ int main(void)
 	        cmocka_unit_test(test_parse_json_error),
 	        cmocka_unit_test(test_retryable),
 	        cmocka_unit_test(test_creds_expiring),
+	        cmocka_unit_test(test_call_deadline),
 	        cmocka_unit_test(test_query_success),
 	        cmocka_unit_test(test_query_retry_then_ok),
 	        cmocka_unit_test(test_query_not_retried),
@@ -807,6 +889,7 @@ int main(void)
 	        cmocka_unit_test(test_retry_after_over_cap_stops),
 	        cmocka_unit_test(test_retry_after_honoured),
 	        cmocka_unit_test(test_deadline),
+	        cmocka_unit_test(test_deadline_per_call),
 	        cmocka_unit_test(test_json_headers_and_errors),
 	        cmocka_unit_test(test_ssm_target_and_transport),
 	        cmocka_unit_test(test_refusals),

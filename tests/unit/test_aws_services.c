@@ -1,6 +1,7 @@
 /* aws_services: the pure parsers and classifiers from tables (broken input included), then every
  * call against a loopback HTTP server that records requests and replays canned responses. */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,8 @@
 #include "aws_services.h"
 #include "http.h"
 #include "loopback_server.h"
+#include "util.h"
+#include "xml.h"
 
 /* ---- Secrets Manager / SSM parsers -------------------------------------------------------- */
 
@@ -386,6 +389,156 @@ static void test_asg_parse_describe_many_instances(void **state)
 	assert_string_equal(g[0].instances[0].health_status, "");
 	asg_groups_free(g, n);
 	buf_free(&x);
+}
+
+/* An answer over the default node limit parses when it is large enough to hold that many
+ * elements legitimately (asg_describe_max_nodes grows with the answer). */
+static void test_asg_parse_describe_node_limit_grows(void **state)
+{
+	struct buf x;
+	struct asg_group *g = NULL;
+	size_t n = 0, inst = XML_MAX_NODES / 3 + 10; /* member + 2 fields each: over the default */
+
+	(void)state;
+	buf_init(&x, 64 * 1024 * 1024);
+	assert_int_equal(buf_append_str(&x, DESCRIBE_HEAD "<AutoScalingGroups><member>" NAME SIZES
+	                                                  "<Instances>"),
+	                 0);
+	for (size_t i = 0; i < inst; i++)
+		assert_int_equal(buf_printf(&x,
+		                            "<member><InstanceId>i-%017zx</InstanceId>"
+		                            "<LifecycleState>InService</LifecycleState></member>",
+		                            i),
+		                 0);
+	assert_int_equal(
+	        buf_append_str(&x, "</Instances></member></AutoScalingGroups>" DESCRIBE_TAIL), 0);
+	assert_true(x.len / ASG_DESCRIBE_NODE_BYTES > XML_MAX_NODES);
+	assert_int_equal(asg_parse_describe(x.data, x.len, &g, &n, NULL, 0), 0);
+	assert_int_equal(g[0].ninstances, inst);
+	asg_groups_free(g, n);
+	/* The same elements, packed denser than any answer (no text): over the limit. */
+	buf_reset(&x);
+	assert_int_equal(buf_append_str(&x, DESCRIBE_HEAD "<AutoScalingGroups><member>" NAME SIZES
+	                                                  "<Instances>"),
+	                 0);
+	for (size_t i = 0; i < XML_MAX_NODES; i++)
+		assert_int_equal(buf_append(&x, "<member/>", 9), 0);
+	assert_int_equal(
+	        buf_append_str(&x, "</Instances></member></AutoScalingGroups>" DESCRIBE_TAIL), 0);
+	assert_int_equal(asg_parse_describe(x.data, x.len, &g, &n, NULL, 0), -E2BIG);
+	assert_null(g);
+	buf_free(&x);
+}
+
+/* ---- sizes of describe answers ------------------------------------------------------------ */
+
+#define KIB ((size_t)1024)
+#define MIB ((size_t)1024 * 1024)
+
+static void test_asg_describe_group_bytes_table(void **state)
+{
+	static const struct {
+		int64_t instances;
+		size_t want;
+	} cases[] = {
+	        {0, 128 * KIB},
+	        {-1, 128 * KIB}, /* unknown counts as none */
+	        {INT64_MIN, 128 * KIB},
+	        {1, 130 * KIB},
+	        {100, 328 * KIB},
+	        {5000, 128 * KIB + 5000 * 2 * KIB},
+	        {8127, 16 * MIB - 2 * KIB}, /* the largest below the ceiling */
+	        {8128, 16 * MIB},           /* exactly at it */
+	        {8129, 16 * MIB},           /* saturates */
+	        {INT64_MAX, 16 * MIB},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		if (asg_describe_group_bytes(cases[i].instances) != cases[i].want)
+			fail_msg("case %zu: %" PRId64 " -> %zu, want %zu", i, cases[i].instances,
+			         asg_describe_group_bytes(cases[i].instances), cases[i].want);
+}
+
+static void test_asg_describe_cap_table(void **state)
+{
+	static const int64_t none[] = {0}, small[] = {10, 0, 3}, huge[] = {1, 20000},
+	                     broken[] = {-5, INT64_MIN, INT64_MAX};
+	static int64_t fifty100[50];
+	static const struct {
+		const int64_t *instances;
+		size_t n;
+		size_t want;
+	} cases[] = {
+	        {NULL, 0, 16 * KIB},
+	        {none, 0, 16 * KIB},
+	        {none, 1, 144 * KIB},
+	        {NULL, 2, 16 * KIB + 256 * KIB}, /* NULL: groups of unknown size */
+	        {small, 3, 16 * KIB + 3 * 128 * KIB + 26 * KIB},
+	        {fifty100, 49, 16 * KIB + 49 * 328 * KIB},
+	        {fifty100, 50, 16 * MIB}, /* 16,416 KiB: the sum saturates too */
+	        {huge, 2, 16 * MIB},
+	        {broken, 2, 16 * KIB + 256 * KIB},
+	        {broken, 3, 16 * MIB},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(fifty100); i++)
+		fifty100[i] = 100;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		if (asg_describe_cap(cases[i].instances, cases[i].n) != cases[i].want)
+			fail_msg("case %zu: %zu, want %zu", i,
+			         asg_describe_cap(cases[i].instances, cases[i].n), cases[i].want);
+}
+
+static void test_asg_describe_plausible_table(void **state)
+{
+	static struct asg_group two[2] = {{.ninstances = 0}, {.ninstances = 1000}};
+	static const struct {
+		size_t len;
+		const struct asg_group *groups;
+		size_t n;
+		bool want;
+	} cases[] = {
+	        {0, NULL, 0, true},
+	        {16 * KIB, NULL, 0, true}, /* no group found: the envelope only */
+	        {16 * KIB + 1, NULL, 0, false},
+	        {144 * KIB, two, 1, true},
+	        {144 * KIB + 1, two, 1, false}, /* a group of none padded past its share */
+	        {1064 * KIB, two + 1, 1, true}, /* 1000 instances: 16 + 128 + 2000 KiB */
+	        {2144 * KIB, two + 1, 1, true},
+	        {2144 * KIB + 1, two + 1, 1, false},
+	        {2272 * KIB, two, 2, true},
+	        {16 * MIB + 1, two, 2, false},
+	        {1, NULL, 1, false}, /* groups promised, none given */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		if (asg_describe_plausible(cases[i].len, cases[i].groups, cases[i].n) !=
+		    cases[i].want)
+			fail_msg("case %zu: want %d", i, cases[i].want);
+}
+
+static void test_asg_describe_max_nodes_table(void **state)
+{
+	static const struct {
+		size_t len;
+		size_t want;
+	} cases[] = {
+	        {0, XML_MAX_NODES},
+	        {1024, XML_MAX_NODES},
+	        {(size_t)XML_MAX_NODES * 16, XML_MAX_NODES},
+	        {(size_t)XML_MAX_NODES * 16 + 16, XML_MAX_NODES + 1},
+	        {16 * MIB, MIB},
+	        {SIZE_MAX, SIZE_MAX / 16},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		if (asg_describe_max_nodes(cases[i].len) != cases[i].want)
+			fail_msg("case %zu: %zu, want %zu", i, asg_describe_max_nodes(cases[i].len),
+			         cases[i].want);
 }
 
 /* ---- error classifiers -------------------------------------------------------------------- */
@@ -768,6 +921,53 @@ static void test_asg_describe_failures(void **state)
 	assert_int_equal(n.srv.nreqs, 3);
 }
 
+/* Over the ceiling for two names: each name on its own (both found, in order); over it for
+ * one name: nothing to split, -EFBIG. Larger than its content accounts for: -EFBIG without a
+ * retry (padding does not shrink in halves). */
+static char over_ceiling[16 * 1024 * 1024 + 1];
+
+static void test_asg_describe_too_large(void **state)
+{
+	static const char padded_head[] = ONE_GROUP(NAME SIZES);
+	static char padded[200 * 1024];
+	const struct ls_response script[] = {
+	        {LS_REPLY, 200, "Content-Type: text/xml\r\n", over_ceiling, sizeof(over_ceiling)},
+	        {LS_REPLY, 200, NULL,
+	         ONE_GROUP("<AutoScalingGroupName>a</AutoScalingGroupName>" SIZES), 0},
+	        {LS_REPLY, 200, NULL,
+	         ONE_GROUP("<AutoScalingGroupName>b</AutoScalingGroupName>" SIZES), 0},
+	        {LS_REPLY, 200, "Content-Type: text/xml\r\n", over_ceiling, sizeof(over_ceiling)},
+	        {LS_REPLY, 200, NULL, padded, sizeof(padded)},
+	};
+	const char *names[] = {"a", "b"};
+	struct asg_group *g = NULL;
+	size_t ng = 0;
+	struct net n;
+
+	(void)state;
+	memset(over_ceiling, ' ', sizeof(over_ceiling));
+	memset(padded, ' ', sizeof(padded));
+	memcpy(padded, padded_head, sizeof(padded_head) - 1);
+	net_start(&n, script, ARRAY_SIZE(script));
+	assert_int_equal(asg_describe(&n.ctx, "us-east-1", names, 2, &g, &ng, &n.err), 0);
+	assert_int_equal(ng, 2);
+	assert_string_equal(g[0].name, "a");
+	assert_string_equal(g[1].name, "b");
+	asg_groups_free(g, ng);
+	assert_int_equal(asg_describe(&n.ctx, "us-east-1", names, 1, &g, &ng, &n.err), -EFBIG);
+	assert_string_equal(n.err.code, "too-large");
+	assert_null(g);
+	assert_int_equal(asg_describe(&n.ctx, "us-east-1", names + 1, 1, &g, &ng, &n.err), -EFBIG);
+	assert_string_equal(n.err.code, "too-large");
+	assert_non_null(strstr(n.err.message, "account for"));
+	assert_null(g);
+	net_stop(&n);
+	assert_int_equal(n.srv.nreqs, 5);
+	assert_non_null(strstr(n.srv.reqs[0].body, "member.1=a&AutoScalingGroupNames.member.2=b"));
+	assert_non_null(strstr(n.srv.reqs[1].body, "member.1=a&MaxRecords"));
+	assert_non_null(strstr(n.srv.reqs[2].body, "member.1=b&MaxRecords"));
+}
+
 static void test_asg_set_desired_and_update(void **state)
 {
 	static const struct ls_response script[] = {
@@ -1066,6 +1266,11 @@ int main(void)
 	        cmocka_unit_test(test_asg_parse_describe_table),
 	        cmocka_unit_test(test_asg_parse_describe_token),
 	        cmocka_unit_test(test_asg_parse_describe_many_instances),
+	        cmocka_unit_test(test_asg_parse_describe_node_limit_grows),
+	        cmocka_unit_test(test_asg_describe_group_bytes_table),
+	        cmocka_unit_test(test_asg_describe_cap_table),
+	        cmocka_unit_test(test_asg_describe_plausible_table),
+	        cmocka_unit_test(test_asg_describe_max_nodes_table),
 	        cmocka_unit_test(test_asg_error_classifiers),
 	        cmocka_unit_test(test_ddb_parse_lease_item_table),
 	        cmocka_unit_test(test_ddb_parse_lease_owner_too_long),
@@ -1074,6 +1279,7 @@ int main(void)
 	        cmocka_unit_test(test_ssm_get_parameter_call),
 	        cmocka_unit_test(test_asg_describe_paging),
 	        cmocka_unit_test(test_asg_describe_failures),
+	        cmocka_unit_test(test_asg_describe_too_large),
 	        cmocka_unit_test(test_asg_set_desired_and_update),
 	        cmocka_unit_test(test_asg_terminate_not_retried),
 	        cmocka_unit_test(test_asg_terminate_classified),

@@ -1,5 +1,6 @@
 /* Boot steps that handle the runner token: it is read (from a file: no network), written into
- * the agent config 0600, and then gone from runnerd's memory; what a trim drops is wiped. */
+ * the agent config 0600, and then gone from runnerd's memory; what a trim drops is wiped. And
+ * the boot deadline bounds the token step's calls only, not the calls made after it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -14,7 +15,9 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "aws_services.h"
 #include "boot.h"
+#include "loopback_server.h"
 #include "runnerd_config.h"
 #include "util.h"
 
@@ -162,12 +165,65 @@ static void test_trim_wipes_the_dropped_bytes(void **state)
 	assert_null(t.data);
 }
 
+/* Issue 10: the boot deadline bounds the token step's Secrets Manager call (a hang ends at the
+ * deadline) and ends with it: a later call on the same context (the exit path's, say, an hour
+ * into the job) still goes out. */
+static void test_boot_deadline_ends_with_the_step(void **state)
+{
+	static const struct ls_response script[] = {
+	        {LS_STALL, 0, NULL, NULL, 0},
+	        {LS_REPLY, 200, NULL,
+	         "<TerminateInstanceInAutoScalingGroupResponse><"
+	         "TerminateInstanceInAutoScalingGroupResult>"
+	         "<Activity><ActivityId>a</ActivityId></Activity>"
+	         "</TerminateInstanceInAutoScalingGroupResult>"
+	         "</TerminateInstanceInAutoScalingGroupResponse>",
+	         0},
+	};
+	struct loopback_server srv;
+	struct runnerd_config c;
+	struct boot_ctx b;
+	struct aws_error err;
+	char *errs = NULL;
+	uint64_t t0;
+	int r;
+
+	assert_int_equal(runnerd_config_load_string("[agent]\nuser = nobody\n"
+	                                            "[token]\nsource = secretsmanager\nid = s\n",
+	                                            "unit.conf", &c, &errs),
+	                 0);
+	assert_int_equal(ls_start(&srv, script, ARRAY_SIZE(script)), 0);
+	setenv("AWS_ENDPOINT_URL", srv.url, 1);
+	assert_int_equal(boot_ctx_init(&b, &c, "i-0123456789abcdef0", "us-east-1"), 0);
+	str_copy(b.aws.creds.akid, "AKIDTEST", sizeof(b.aws.creds.akid));
+	str_copy(b.aws.creds.secret, "secret", sizeof(b.aws.creds.secret));
+	b.have_creds = true;
+	t0 = now_mono_ms();
+	b.deadline_mono_ms = t0 + 300;
+	assert_true(boot_token(&b) < 0);
+	assert_true(now_mono_ms() - t0 < 5000); /* cut at the deadline, not the 10 s timeout */
+	/* The boot is over (its deadline passed); the exit path's call must still go out. */
+	b.deadline_mono_ms = 0;
+	assert_int_equal(b.aws.cap_mono_ms, 0);
+	r = asg_terminate_instance(&b.aws, b.region, b.instance_id, true, &err);
+	if (r != 0)
+		fail_msg("a call after the boot deadline did not go out: %d %s: %s", r, err.code,
+		         err.message);
+	ls_stop(&srv);
+	unsetenv("AWS_ENDPOINT_URL");
+	assert_int_equal(srv.nreqs, 2);
+	assert_non_null(strstr(srv.reqs[1].body, "Action=TerminateInstanceInAutoScalingGroup"));
+	boot_ctx_free(&b);
+	runnerd_config_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_token_gone_after_agent_config),
 	        cmocka_unit_test(test_token_gone_after_failed_agent_config),
 	        cmocka_unit_test(test_ctx_free_wipes),
+	        cmocka_unit_test(test_boot_deadline_ends_with_the_step),
 	        cmocka_unit_test(test_trim_wipes_the_dropped_bytes),
 	};
 

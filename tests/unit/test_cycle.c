@@ -1,6 +1,7 @@
 /* The cycle's pure parts: error classification, backoff, decision lines, describe batching and
  * the Auto Scaling form bodies. */
 #include <errno.h>
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -116,15 +117,17 @@ static void test_chunks(void **state)
 	const char *regions[N];
 	bool take[N];
 	struct chunk *cs = NULL;
-	size_t n = 0, total = 0;
+	size_t n = 0, total = 0, cap = 0;
 
 	for (size_t i = 0; i < N; i++) {
 		regions[i] = i % 3 == 0 ? "eu-west-1" : "us-east-1";
 		take[i] = i != 7;
 	}
-	assert_int_equal(cycle_plan_chunks(regions, take, N, &cs, &n), 0);
+	assert_int_equal(cycle_plan_chunks(regions, NULL, take, N, &cs, &n, &cap), 0);
+	assert_true(cap >= n);
 	for (size_t c = 0; c < n; c++) {
 		assert_true(cs[c].n >= 1 && cs[c].n <= CYCLE_DESCRIBE_BATCH);
+		assert_int_equal(cs[c].cap, cycle_chunk_cap(&cs[c], NULL));
 		for (size_t j = 0; j < cs[c].n; j++) {
 			assert_string_equal(regions[cs[c].pools[j]], cs[c].region);
 			assert_int_not_equal(cs[c].pools[j], 7);
@@ -138,9 +141,206 @@ static void test_chunks(void **state)
 	assert_int_equal(n, 3);
 	free(cs);
 
-	assert_int_equal(cycle_plan_chunks(regions, NULL, 0, &cs, &n), 0);
+	assert_int_equal(cycle_plan_chunks(regions, NULL, NULL, 0, &cs, &n, NULL), 0);
 	assert_int_equal(n, 0);
 	free(cs);
+}
+
+#define KIB ((size_t)1024)
+#define MIB ((size_t)1024 * 1024)
+
+/* Batches by size: one region, pools of the given bytes; want: the batch sizes in order. */
+static void test_chunks_by_bytes(void **state)
+{
+	static const struct {
+		size_t n;
+		size_t bytes[8];
+		size_t want[8]; /* pools per batch, 0-terminated */
+	} cases[] = {
+	        /* small groups: one batch */
+	        {4, {200 * KIB, 200 * KIB, 200 * KIB, 200 * KIB}, {4}},
+	        /* exactly the batch limit fits; one byte more starts the next batch */
+	        {2, {8 * MIB, 8 * MIB}, {2}},
+	        {3, {8 * MIB, 8 * MIB, 1}, {2, 1}},
+	        /* a group at the ceiling goes alone, and so does the next when it does not fit */
+	        {3, {16 * MIB, 100 * KIB, 100 * KIB}, {1, 2}},
+	        {3, {100 * KIB, 16 * MIB, 100 * KIB}, {1, 1, 1}},
+	        /* broken estimates: over the ceiling (saturated), zero */
+	        {3, {SIZE_MAX, 0, SIZE_MAX}, {1, 1, 1}},
+	        {3, {0, 0, 0}, {3}},
+	        /* next fit, in pool order: 6 + 6 + 6 MiB -> 2 + 1 */
+	        {3, {6 * MIB, 6 * MIB, 6 * MIB}, {2, 1}},
+	        {5, {10 * MIB, 7 * MIB, 1 * MIB, 9 * MIB, 7 * MIB}, {1, 2, 2}},
+	};
+	const char *regions[8];
+	struct chunk *cs = NULL;
+	size_t n = 0;
+
+	for (size_t i = 0; i < 8; i++)
+		regions[i] = "us-east-1";
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		size_t next = 0;
+
+		assert_int_equal(
+		        cycle_plan_chunks(regions, cases[i].bytes, NULL, cases[i].n, &cs, &n, NULL),
+		        0);
+		for (size_t c = 0; c < n; c++) {
+			if (cases[i].want[c] != cs[c].n)
+				fail_msg("case %zu batch %zu: %zu pools, want %zu", i, c, cs[c].n,
+				         cases[i].want[c]);
+			for (size_t j = 0; j < cs[c].n; j++)
+				assert_int_equal(cs[c].pools[j], next++);
+			assert_int_equal(cs[c].cap, cycle_chunk_cap(&cs[c], cases[i].bytes));
+			assert_true(cs[c].cap <= ASG_DESCRIBE_MAX_BYTES);
+		}
+		if (n >= ARRAY_SIZE(cases[i].want) || cases[i].want[n] != 0)
+			fail_msg("case %zu: %zu batches", i, n);
+		free(cs);
+	}
+}
+
+static void test_chunk_cap(void **state)
+{
+	static const size_t bytes[] = {0, 1, 128 * KIB, 8 * MIB, 16 * MIB, SIZE_MAX};
+	static const struct {
+		size_t n;
+		size_t pools[4];
+		size_t want;
+	} cases[] = {
+	        {0, {0}, ASG_DESCRIBE_BASE_BYTES},
+	        {1, {0}, ASG_DESCRIBE_BASE_BYTES},
+	        {2, {1, 2}, ASG_DESCRIBE_BASE_BYTES + 1 + 128 * KIB},
+	        {1, {3}, ASG_DESCRIBE_BASE_BYTES + 8 * MIB},
+	        {2, {3, 3}, ASG_DESCRIBE_MAX_BYTES},
+	        {1, {4}, ASG_DESCRIBE_MAX_BYTES},
+	        {2, {5, 5}, ASG_DESCRIBE_MAX_BYTES}, /* no overflow */
+	        {3, {0, 5, 1}, ASG_DESCRIBE_MAX_BYTES},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct chunk c;
+
+		memset(&c, 0, sizeof(c));
+		c.n = cases[i].n;
+		memcpy(c.pools, cases[i].pools, sizeof(cases[i].pools));
+		if (cycle_chunk_cap(&c, bytes) != cases[i].want)
+			fail_msg("case %zu: %zu, want %zu", i, cycle_chunk_cap(&c, bytes),
+			         cases[i].want);
+	}
+}
+
+static void test_expected_instances(void **state)
+{
+	static const struct {
+		int64_t pool_max, seen_instances, seen_desired, want;
+	} cases[] = {
+	        /* never read: the pool's max stands for the group */
+	        {20, -1, -1, 20 + 5 + 16},
+	        {0, -1, -1, 16},
+	        {-3, -1, -1, 16},
+	        {8000, -1, -1, 8000 + 2000 + 16},
+	        /* read: what it listed or its desired (or what was written), whichever is more */
+	        {20, 3000, 10, 3000 + 750 + 16},
+	        {20, 100, 130, 130 + 32 + 16},
+	        {20, 0, 0, 16},
+	        {20, 0, -1, 16},
+	        {20, -1, 7, 7 + 1 + 16},
+	        /* broken: saturates */
+	        {INT64_MAX, -1, -1, INT64_MAX},
+	        {0, INT64_MAX, 0, INT64_MAX},
+	        {0, INT64_MAX / 2, 0, INT64_MAX / 2 + INT64_MAX / 8 + 16},
+	        {INT64_MIN, INT64_MIN, INT64_MIN, 16},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int64_t got = cycle_expected_instances(cases[i].pool_max, cases[i].seen_instances,
+		                                       cases[i].seen_desired);
+
+		if (got != cases[i].want)
+			fail_msg("case %zu: %" PRId64 ", want %" PRId64, i, got, cases[i].want);
+	}
+}
+
+static void test_describe_retry(void **state)
+{
+	static const struct {
+		size_t npools, cap;
+		uint64_t left_ms;
+		enum describe_retry want;
+	} cases[] = {
+	        {50, 8 * MIB, 10000, DESCRIBE_SPLIT},
+	        {2, 300 * KIB, CYCLE_RETRY_MIN_LEFT_MS, DESCRIBE_SPLIT},
+	        {2, ASG_DESCRIBE_MAX_BYTES, 10000, DESCRIBE_SPLIT},
+	        {1, 200 * KIB, 10000, DESCRIBE_ALONE},
+	        {1, ASG_DESCRIBE_MAX_BYTES - 1, 10000, DESCRIBE_ALONE},
+	        {1, ASG_DESCRIBE_MAX_BYTES, 10000, DESCRIBE_GIVE_UP}, /* nothing left to try */
+	        {1, SIZE_MAX, 10000, DESCRIBE_GIVE_UP},
+	        {50, 8 * MIB, CYCLE_RETRY_MIN_LEFT_MS - 1, DESCRIBE_GIVE_UP}, /* no time */
+	        {1, 200 * KIB, 0, DESCRIBE_GIVE_UP},
+	        {0, 0, 10000, DESCRIBE_GIVE_UP},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		if (cycle_describe_retry(cases[i].npools, cases[i].cap, cases[i].left_ms) !=
+		    cases[i].want)
+			fail_msg("case %zu", i);
+}
+
+static void test_split_chunk(void **state)
+{
+	static const size_t bytes[] = {100 * KIB, 200 * KIB, 300 * KIB, 400 * KIB, 500 * KIB};
+	static const struct {
+		size_t n;
+		size_t first, second; /* pools in each half */
+	} cases[] = {
+	        {2, 1, 1}, {3, 2, 1}, {4, 2, 2}, {5, 3, 2}, {CYCLE_DESCRIBE_BATCH, 25, 25},
+	};
+	struct chunk c, a, b;
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		memset(&c, 0, sizeof(c));
+		c.region = "eu-west-1";
+		c.n = cases[i].n;
+		for (size_t j = 0; j < c.n; j++)
+			c.pools[j] = j % 5;
+		c.cap = 1;
+		snprintf(c.next_token, sizeof(c.next_token), "page-2");
+		c.pages = 1;
+		assert_int_equal(cycle_split_chunk(&c, bytes, &a, &b), 0);
+		assert_int_equal(a.n, cases[i].first);
+		assert_int_equal(b.n, cases[i].second);
+		assert_string_equal(a.region, "eu-west-1");
+		assert_string_equal(b.region, "eu-west-1");
+		assert_memory_equal(a.pools, c.pools, a.n * sizeof(c.pools[0]));
+		assert_memory_equal(b.pools, c.pools + a.n, b.n * sizeof(c.pools[0]));
+		/* each half from its first page, with a limit of its own */
+		assert_string_equal(a.next_token, "");
+		assert_int_equal(a.pages + b.pages, 0);
+		assert_int_equal(a.cap, cycle_chunk_cap(&a, bytes));
+		assert_int_equal(b.cap, cycle_chunk_cap(&b, bytes));
+	}
+	/* In place: the first half may overwrite the batch itself. */
+	memset(&c, 0, sizeof(c));
+	c.region = "r";
+	c.n = 3;
+	c.pools[0] = 4;
+	c.pools[1] = 0;
+	c.pools[2] = 2;
+	assert_int_equal(cycle_split_chunk(&c, bytes, &c, &b), 0);
+	assert_int_equal(c.n, 2);
+	assert_int_equal(c.pools[0], 4);
+	assert_int_equal(c.pools[1], 0);
+	assert_int_equal(c.cap, ASG_DESCRIBE_BASE_BYTES + 600 * KIB);
+	assert_int_equal(b.n, 1);
+	assert_int_equal(b.pools[0], 2);
+	assert_int_equal(b.cap, ASG_DESCRIBE_BASE_BYTES + 300 * KIB);
+	/* Nothing to split. */
+	c.n = 1;
+	assert_int_equal(cycle_split_chunk(&c, bytes, &a, &b), -EINVAL);
+	c.n = 0;
+	assert_int_equal(cycle_split_chunk(&c, bytes, &a, &b), -EINVAL);
+	c.n = CYCLE_DESCRIBE_BATCH + 1;
+	assert_int_equal(cycle_split_chunk(&c, bytes, &a, &b), -EINVAL);
 }
 
 static void test_forms(void **state)
@@ -171,9 +371,12 @@ static void test_forms(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_classify),      cmocka_unit_test(test_backoff),
-	        cmocka_unit_test(test_decision_text), cmocka_unit_test(test_decision_json),
-	        cmocka_unit_test(test_chunks),        cmocka_unit_test(test_forms),
+	        cmocka_unit_test(test_classify),       cmocka_unit_test(test_backoff),
+	        cmocka_unit_test(test_decision_text),  cmocka_unit_test(test_decision_json),
+	        cmocka_unit_test(test_chunks),         cmocka_unit_test(test_chunks_by_bytes),
+	        cmocka_unit_test(test_chunk_cap),      cmocka_unit_test(test_expected_instances),
+	        cmocka_unit_test(test_describe_retry), cmocka_unit_test(test_split_chunk),
+	        cmocka_unit_test(test_forms),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

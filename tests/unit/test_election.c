@@ -1,5 +1,7 @@
 /* The election's state machine without DynamoDB: the local deadline, renew timing, losses,
- * errors, answers that arrive too late, and a leader that was stopped past its lease. */
+ * errors, answers that arrive too late, and a leader that was stopped past its lease; then
+ * election_tick against a scripted loopback DynamoDB: its calls go out whatever deadline an
+ * earlier call on the same context had. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +14,9 @@
 #include <cmocka.h>
 
 #include "election.h"
+#include "http.h"
+#include "loopback_server.h"
+#include "util.h"
 
 static struct election fresh(uint64_t lease_ms)
 {
@@ -140,6 +145,74 @@ static void test_owner_id(void **state)
 	assert_int_equal(election_owner_id("i-0123456789abcdef0", out, 8), -ENAMETOOLONG);
 }
 
+/* Issue 10: the scaler's token fetch bounded its calls with an absolute deadline in the shared
+ * aws_ctx, and election_tick kept that deadline once it had passed: every later acquire and
+ * renew failed locally with "timeout", nothing was sent, and the lease lapsed for good. */
+static void test_tick_after_an_earlier_deadline(void **state)
+{
+	static const struct ls_response script[] = {
+	        {LS_STALL, 0, NULL, NULL, 0},   /* the token fetch hangs to its deadline */
+	        {LS_REPLY, 200, NULL, "{}", 0}, /* acquire: GetItem, no item */
+	        {LS_REPLY, 200, NULL, "{}", 0}, /* acquire: PutItem won */
+	        {LS_REPLY, 200, NULL,
+	         "{\"Attributes\":{\"lease_id\":{\"S\":\"runner-scaler\"},"
+	         "\"owner\":{\"S\":\"host:1\"},\"expiry\":{\"N\":\"99999999999999\"},"
+	         "\"version\":{\"N\":\"2\"}}}",
+	         0}, /* renew: UpdateItem */
+	};
+	struct loopback_server srv;
+	struct http_client *http;
+	struct aws_ctx ctx;
+	struct aws_error err;
+	struct election e;
+	struct buf out;
+	enum election_event ev;
+
+	assert_int_equal(ls_start(&srv, script, ARRAY_SIZE(script)), 0);
+	assert_int_equal(http_client_new(&http), 0);
+	setenv("AWS_ENDPOINT_URL", srv.url, 1);
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.http = http;
+	str_copy(ctx.creds.akid, "AKIDTEST", sizeof(ctx.creds.akid));
+	str_copy(ctx.creds.secret, "secret", sizeof(ctx.creds.secret));
+	/* runner-scaler bounds its token fetch (a hang here ends at that bound, before the
+	 * attempt's own timeout). */
+	ctx.timeout_ms = 2000;
+	ctx.max_attempts = 1;
+	ctx.call_budget_ms = 300;
+	buf_init(&out, 0);
+	assert_int_equal(aws_json(&ctx, AWS_SSM, "us-east-1", "GetParameter", "{}", &out, &err),
+	                 -ETIMEDOUT);
+	buf_free(&out);
+
+	assert_int_equal(election_init(&e, "t", "runner-scaler", "host:1", "us-east-1", 3000, 300),
+	                 0);
+	ev = election_tick(&e, &ctx, now_mono_ms());
+	if (ev != ELECTION_GAINED)
+		fail_msg("acquire after the token call's deadline: event %d, rc %d (%s: %s), "
+		         "%zu requests reached DynamoDB",
+		         (int)ev, e.last_rc, e.last_error.code, e.last_error.message,
+		         srv.nreqs - 1);
+	/* Renew, due lease/3 later, as the election timer would call it. */
+	ev = election_tick(&e, &ctx, e.next_due);
+	if (ev != ELECTION_NONE || e.last_rc != 0 || !e.leader)
+		fail_msg("renew: event %d, rc %d (%s: %s)", (int)ev, e.last_rc, e.last_error.code,
+		         e.last_error.message);
+	assert_int_equal(e.lease.version, 2);
+	/* The tick's bounds ended with it. */
+	assert_int_equal(ctx.cap_mono_ms, 0);
+	assert_int_equal(ctx.call_budget_ms, 300);
+	assert_int_equal(ctx.timeout_ms, 2000);
+	ls_stop(&srv);
+	unsetenv("AWS_ENDPOINT_URL");
+	http_client_free(http);
+	assert_int_equal(srv.nreqs, 4);
+	assert_string_equal(ls_header(&srv.reqs[1], "X-Amz-Target"), "DynamoDB_20120810.GetItem");
+	assert_string_equal(ls_header(&srv.reqs[2], "X-Amz-Target"), "DynamoDB_20120810.PutItem");
+	assert_string_equal(ls_header(&srv.reqs[3], "X-Amz-Target"),
+	                    "DynamoDB_20120810.UpdateItem");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -152,6 +225,7 @@ int main(void)
 	        cmocka_unit_test(test_answer_too_late),
 	        cmocka_unit_test(test_stopped_leader),
 	        cmocka_unit_test(test_owner_id),
+	        cmocka_unit_test(test_tick_after_an_earlier_deadline),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

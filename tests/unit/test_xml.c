@@ -274,6 +274,68 @@ static void test_node_limit(void **state)
 	buf_free(&b);
 }
 
+/* A limit of the caller's own: exactly max_nodes nodes parse, one more is -E2BIG; 0 means the
+ * default. */
+static void test_node_limit_of_caller(void **state)
+{
+	static const struct {
+		size_t members; /* <m/> children of <r>: members + 1 nodes */
+		size_t limit;
+		int want;
+	} cases[] = {
+	        {9, 10, 0},
+	        {10, 10, -E2BIG},
+	        {0, 1, 0},
+	        {1, 1, -E2BIG},
+	        {999, 1000, 0},
+	        {1000, 1000, -E2BIG},
+	        {XML_MAX_NODES - 1, 0, 0},
+	        {XML_MAX_NODES, 0, -E2BIG},
+	        {XML_MAX_NODES, XML_MAX_NODES + 1, 0},
+	};
+	struct buf b;
+	struct xml_node *root;
+
+	buf_init(&b, 8 * 1024 * 1024);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int r;
+
+		buf_reset(&b);
+		assert_int_equal(buf_append_str(&b, "<r>"), 0);
+		for (size_t j = 0; j < cases[i].members; j++)
+			assert_int_equal(buf_append(&b, "<m/>", 4), 0);
+		assert_int_equal(buf_append_str(&b, "</r>"), 0);
+		r = xml_parse_limit(b.data, b.len, cases[i].limit, &root);
+		if (r != cases[i].want)
+			fail_msg("case %zu: %d, want %d", i, r, cases[i].want);
+		if (r == 0)
+			assert_non_null(root);
+		else
+			assert_null(root);
+		xml_free(root);
+	}
+	buf_free(&b);
+}
+
+/* Indentation between children is not kept as text (a large document would keep megabytes of
+ * it); text of a leaf, and text beside children, is. */
+static void test_indentation_is_not_text(void **state)
+{
+	struct xml_node *root;
+
+	assert_int_equal(parse_str("<r>\n  <a>  x  </a>\n  <b>\n  </b>\n  <c>\n\t<d/>\n  </c>\n"
+	                           "  <e> t <f/> u </e>\n</r>",
+	                           &root),
+	                 0);
+	assert_string_equal(root->text, "");
+	assert_string_equal(xml_text(root, "a"), "  x  ");
+	assert_string_equal(xml_text(root, "b"), "\n  ");
+	assert_string_equal(xml_text(root, "c"), "");
+	assert_string_equal(xml_text(root, "c/d"), "");
+	assert_string_equal(xml_text(root, "e"), " t  u ");
+	xml_free(root);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +347,8 @@ int main(void)
 	        cmocka_unit_test(test_nul_byte),
 	        cmocka_unit_test(test_depth_limit),
 	        cmocka_unit_test(test_node_limit),
+	        cmocka_unit_test(test_node_limit_of_caller),
+	        cmocka_unit_test(test_indentation_is_not_text),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
