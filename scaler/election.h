@@ -24,6 +24,9 @@ enum election_event {
 
 struct election {
 	bool enabled; /* false: mode = none; may_act is always true */
+	/* election is on but could not be set up (a reload): never act, never contend, until a
+	 * good reload. Failing open (acting unelected) is what this prevents. */
+	bool fenced;
 	char table[256];
 	char lease_id[256];
 	char owner[ELECTION_OWNER_MAX];
@@ -40,10 +43,14 @@ struct election {
 	int last_rc;
 };
 
+/* Pure: the timeout of one lease call: request_timeout, at most a third of the lease. */
+long election_call_timeout_ms(uint64_t lease_ms, long request_timeout_ms);
 /* Pure: the skew margin for a lease. */
 uint64_t election_skew_ms(uint64_t lease_ms);
 
 void election_init_disabled(struct election *e);
+/* Election on, but unusable: may_act is false and nothing is sent, until election_init. */
+void election_init_fenced(struct election *e);
 /* table, lease_id, owner, region are copied; -ENAMETOOLONG / -EINVAL. */
 int election_init(struct election *e, const char *table, const char *lease_id, const char *owner,
                   const char *region, uint64_t lease_ms, long request_timeout_ms);

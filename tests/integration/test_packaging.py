@@ -34,7 +34,8 @@ BUILD_DEB = REPO / "packaging" / "build-deb"
 SUITE = "bookworm"
 # What the chroot needs so that dpkg -i of both packages succeeds without the network: their
 # run-time dependencies, and systemd (sysusers, tmpfiles, systemctl, unit targets).
-ROOTFS_INCLUDE = "systemd,sudo,procps,libcurl4,libcjson1,libinih1,libssl3,libyaml-0-2"
+ROOTFS_INCLUDE = ("systemd,sudo,procps,libcurl4,libcjson1,libinih1,libssl3,libyaml-0-2,"
+                  "ca-certificates")
 ROOTFS_RECIPE = f"debootstrap --variant=minbase --include={ROOTFS_INCLUDE} {SUITE}; " \
                 "minus var/cache/apt/archives/*.deb and var/lib/apt/lists/*"
 
