@@ -3,8 +3,10 @@
  * The holder renews every lease/3. Its right to act ends at a local deadline on the monotonic
  * clock: the moment the winning request was *sent*, plus the lease, minus a skew margin
  * (lease/5, at least 500 ms). Every write checks that deadline just before it goes out, so a
- * leader that was stopped (SIGSTOP, a VM pause) and continues writes nothing once its lease
- * would have ended, whatever it believed before. Non-leaders only contend. */
+ * leader that was stopped (SIGSTOP, or a VM pause during which CLOCK_MONOTONIC runs on, as it
+ * does on EC2) and continues writes nothing once its lease would have ended, whatever it
+ * believed before. A suspend that stops CLOCK_MONOTONIC is not covered: scalers run on servers
+ * that do not suspend. Non-leaders only contend. */
 #ifndef RUNNERD_ELECTION_H
 #define RUNNERD_ELECTION_H
 
