@@ -76,7 +76,7 @@ unit: $(UNIT_BINS)
 
 # The packaging tests and the e2e boot share one `make deb` (a phony target runs once per make).
 integration: all tools deb
-	RUNNERD_BUILD=$(abspath $(B)) RUNNERD_DEBS=$(abspath $(B)) $(PYTHON) -m pytest -q \
+	RUNNERD_BUILD=$(abspath $(B)) RUNNERD_DEBS=$(abspath $(B)) $(PYTHON) -m pytest -q -rs \
 		-p no:cacheprovider tests/integration
 
 # The real boot (tests/e2e): the runnerd .deb installed by cloud-init user-data in qemu guests

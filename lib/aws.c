@@ -371,7 +371,12 @@ static void error_transport(struct aws_error *err, int r, long status)
 		code = "tls";
 		msg = "TLS certificate verification failed: the endpoint's certificate is not "
 		      "trusted "
-		      "by the system CA bundle";
+		      "by the system CA bundle, or does not name the host";
+		break;
+	case -ENOPKG:
+		code = "tls";
+		msg = "no system CA bundle (/etc/ssl/certs/ca-certificates.crt): install "
+		      "ca-certificates";
 		break;
 	default:
 		code = "transport";
@@ -388,7 +393,8 @@ static void error_transport(struct aws_error *err, int r, long status)
 static bool transport_retryable(int r)
 {
 	/* Oversize answers and refused URLs will not change on retry; ENOMEM/EINVAL are ours. */
-	return r != -EFBIG && r != -EPERM && r != -ENOMEM && r != -EINVAL && r != -EKEYREJECTED;
+	return r != -EFBIG && r != -EPERM && r != -ENOMEM && r != -EINVAL && r != -EKEYREJECTED &&
+	       r != -ENOPKG;
 }
 
 struct aws_call {
@@ -572,6 +578,17 @@ static int aws_do(struct aws_ctx *ctx, const struct aws_call *call, struct buf *
 				         sizeof(err->message));
 				return r;
 			}
+		}
+		/* The refresh (IMDS) took part of this call's time: the attempt gets what is left.
+		 */
+		if (deadline && ctx->refresh && need_refresh) {
+			now = now_mono_ms();
+			if (now >= deadline) {
+				error_transport(err, -ETIMEDOUT, 0);
+				return -ETIMEDOUT;
+			}
+			if (deadline - now < (uint64_t)t)
+				t = (long)(deadline - now);
 		}
 		if (!ctx->creds.akid[0]) {
 			str_copy(err->code, "credentials", sizeof(err->code));

@@ -332,6 +332,8 @@ int http_prepare(CURL *h, const struct http_request *req, struct http_response *
 	SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	SETOPT(h, CURLOPT_USERAGENT, "runnerd/" RUNNERD_VERSION);
+	if (req->no_proxy)
+		SETOPT(h, CURLOPT_NOPROXY, "*");
 	/* Refuse an announced oversize body before reading it; the write callback catches the rest
 	 * (chunked or lying Content-Length). */
 	if (resp->body.max < (size_t)INT64_MAX)
@@ -403,8 +405,9 @@ int http_finish(CURL *h, CURLcode rc, struct http_response *resp)
 		return -ENOMEM;
 	/* The peer's certificate is not trusted (or unusable): a configuration problem that a
 	 * retry will not fix, and one an operator must be able to tell from a broken network. */
-	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_CACERT_BADFILE:
+		return -ENOPKG; /* the CA bundle itself is missing or unreadable */
+	case CURLE_PEER_FAILED_VERIFICATION:
 	case CURLE_SSL_ISSUER_ERROR:
 	case CURLE_SSL_CRL_BADFILE:
 	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:

@@ -24,6 +24,9 @@ struct http_request {
 	const char *sigv4;       /* "aws:amz:REGION:SERVICE" to sign, or NULL */
 	const char *userpwd;     /* "AKID:SECRET" with sigv4 (never logged) */
 	bool explicit_endpoint;  /* URL came from an endpoint variable: plain http allowed */
+	/* Never through a proxy (http_proxy and friends): IMDS is link-local, and role credentials
+	 * must not travel to a proxy in clear text. */
+	bool no_proxy;
 	/* Stream a 2xx body here, chunk by chunk, instead of into resp.body (which then holds only
 	 * a non-2xx body, for its message); max_body still caps the total streamed. A negative
 	 * return aborts the transfer, and http_perform returns it. */
@@ -53,7 +56,8 @@ void http_client_free(struct http_client *c);
 /* 0 when a response arrived, whatever its status. Otherwise: -EPERM (plain http to a non-loopback
  * host without explicit_endpoint), -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH (resolve/connect),
  * -EFBIG (body over max_body), -EKEYREJECTED (the peer's TLS certificate is not trusted by the
- * CA bundle), -EPROTO (other transport errors), -ENOMEM.
+ * CA bundle, or does not name the host), -ENOPKG (the CA bundle is missing or unreadable),
+ * -EPROTO (other transport errors), -ENOMEM.
  * resp is always initialised; free it with http_response_free(). */
 int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp);
 void http_response_free(struct http_response *resp);

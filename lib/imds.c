@@ -33,14 +33,22 @@ int imds_init(struct imds *m, struct http_client *http)
 	str_copy(m->base, IMDS_DEFAULT_BASE, sizeof(m->base));
 
 	v = getenv("AWS_EC2_METADATA_DISABLED");
-	if (v && strcasecmp(v, "true") == 0)
+	if (v && strcasecmp(v, "true") == 0) {
 		m->disabled = true;
+		str_copy(m->disabled_reason, "AWS_EC2_METADATA_DISABLED=true",
+		         sizeof(m->disabled_reason));
+	}
 	/* The SDKs' endpoint mode: IPv6-only subnets reach IMDS at its IPv6 address. */
 	v = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE");
 	if (v && strcasecmp(v, "IPv6") == 0)
 		str_copy(m->base, IMDS_DEFAULT_BASE_IPV6, sizeof(m->base));
-	else if (v && v[0] && strcasecmp(v, "IPv4") != 0)
-		m->disabled = true; /* unknown mode: never silently talk to another address */
+	else if (v && v[0] && strcasecmp(v, "IPv4") != 0) {
+		/* An unknown mode: never silently talk to another address. */
+		m->disabled = true;
+		snprintf(m->disabled_reason, sizeof(m->disabled_reason),
+		         "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=%.40s is neither IPv4 nor IPv6",
+		         v);
+	}
 	v = getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT");
 	if (v && v[0]) {
 		len = strlen(v);
@@ -49,6 +57,9 @@ int imds_init(struct imds *m, struct http_client *http)
 		if (len == 0 || len >= sizeof(m->base)) {
 			/* Unusable override: never silently talk to the default instead. */
 			m->disabled = true;
+			str_copy(m->disabled_reason,
+			         "AWS_EC2_METADATA_SERVICE_ENDPOINT is empty or too long",
+			         sizeof(m->disabled_reason));
 		} else {
 			memcpy(m->base, v, len);
 			m->base[len] = '\0';
@@ -128,6 +139,7 @@ static int fetch_token(struct imds *m)
 	req.timeout_ms = m->timeout_ms > 0 ? m->timeout_ms : IMDS_TIMEOUT_DEFAULT_MS;
 	req.max_body = IMDS_TOKEN_MAX_BODY;
 	req.explicit_endpoint = m->explicit_base;
+	req.no_proxy = true;
 
 	r = http_perform(m->http, &req, &resp);
 	m->last_status = resp.status;
@@ -187,6 +199,7 @@ static int get_once(struct imds *m, const char *path, struct http_response *resp
 	req.timeout_ms = m->timeout_ms > 0 ? m->timeout_ms : IMDS_TIMEOUT_DEFAULT_MS;
 	req.max_body = IMDS_MAX_BODY;
 	req.explicit_endpoint = m->explicit_base;
+	req.no_proxy = true;
 	r = http_perform(m->http, &req, resp);
 	m->last_status = resp->status;
 out:

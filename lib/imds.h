@@ -17,7 +17,8 @@ struct imds {
 	 * AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE=IPv6, or AWS_EC2_METADATA_SERVICE_ENDPOINT */
 	char base[256];
 	bool explicit_base;
-	bool disabled; /* AWS_EC2_METADATA_DISABLED=true */
+	bool disabled; /* AWS_EC2_METADATA_DISABLED=true, or an unusable endpoint setting */
+	char disabled_reason[128]; /* which variable disabled it, for the log */
 	char token[256];
 	time_t token_expiry;
 	long timeout_ms;      /* per request; default 2000 */

@@ -525,7 +525,11 @@ static const char *transport_word(int rc)
 	case -EPERM:
 		return "URL not allowed (plain http to a non-loopback host)";
 	case -EKEYREJECTED:
-		return "TLS certificate verification failed (not trusted by the system CA bundle)";
+		return "TLS certificate verification failed (not trusted by the system CA bundle, "
+		       "or "
+		       "not naming the host)";
+	case -ENOPKG:
+		return "no system CA bundle (install ca-certificates)";
 	case -ENOMEM:
 		return "out of memory";
 	default:

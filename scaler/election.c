@@ -11,6 +11,15 @@
 #define SKEW_MIN_MS  500
 #define RETRY_MIN_MS 100
 
+long election_call_timeout_ms(uint64_t lease_ms, long request_timeout_ms)
+{
+	/* A call may not outlast the renew period: a renew that hangs longer would eat the margin
+	 * the next one needs. */
+	long t = (long)(lease_ms / 3);
+
+	return request_timeout_ms > 0 && request_timeout_ms < t ? request_timeout_ms : t;
+}
+
 uint64_t election_skew_ms(uint64_t lease_ms)
 {
 	uint64_t s = lease_ms / 5;
@@ -27,7 +36,6 @@ void election_init_disabled(struct election *e)
 int election_init(struct election *e, const char *table, const char *lease_id, const char *owner,
                   const char *region, uint64_t lease_ms, long request_timeout_ms)
 {
-	long t;
 
 	election_init_disabled(e);
 	if (!table || !lease_id || !owner || !region || !table[0] || !lease_id[0] || !owner[0] ||
@@ -41,19 +49,24 @@ int election_init(struct election *e, const char *table, const char *lease_id, c
 	e->enabled = true;
 	e->lease_ms = lease_ms;
 	e->skew_ms = election_skew_ms(lease_ms);
-	/* A call may not outlast the renew period: a renew that hangs longer would eat the margin
-	 * the next one needs. */
-	t = (long)(lease_ms / 3);
-	e->call_timeout_ms =
-	        request_timeout_ms > 0 && request_timeout_ms < t ? request_timeout_ms : t;
+	e->call_timeout_ms = election_call_timeout_ms(lease_ms, request_timeout_ms);
 	e->next_due = 0;
 	return 0;
+}
+
+void election_init_fenced(struct election *e)
+{
+	election_init_disabled(e);
+	e->enabled = true;
+	e->fenced = true;
 }
 
 bool election_may_act(const struct election *e, uint64_t now_mono)
 {
 	if (!e->enabled)
 		return true;
+	if (e->fenced)
+		return false;
 	return e->leader && now_mono < e->valid_until;
 }
 
@@ -140,7 +153,7 @@ enum election_event election_tick(struct election *e, struct aws_ctx *ctx, uint6
 	int rc;
 
 	ev = election_expire(e, now_mono);
-	if (!e->enabled || now_mono < e->next_due)
+	if (!e->enabled || e->fenced || now_mono < e->next_due)
 		return ev;
 	sent = now_mono_ms();
 	/* Each call gets call_timeout (one attempt: the next tick is the retry), and the whole

@@ -3,8 +3,10 @@
  * The holder renews every lease/3. Its right to act ends at a local deadline on the monotonic
  * clock: the moment the winning request was *sent*, plus the lease, minus a skew margin
  * (lease/5, at least 500 ms). Every write checks that deadline just before it goes out, so a
- * leader that was stopped (SIGSTOP, a VM pause) and continues writes nothing once its lease
- * would have ended, whatever it believed before. Non-leaders only contend. */
+ * leader that was stopped (SIGSTOP, or a VM pause during which CLOCK_MONOTONIC runs on, as it
+ * does on EC2) and continues writes nothing once its lease would have ended, whatever it
+ * believed before. A suspend that stops CLOCK_MONOTONIC is not covered: scalers run on servers
+ * that do not suspend. Non-leaders only contend. */
 #ifndef RUNNERD_ELECTION_H
 #define RUNNERD_ELECTION_H
 
@@ -24,6 +26,9 @@ enum election_event {
 
 struct election {
 	bool enabled; /* false: mode = none; may_act is always true */
+	/* election is on but could not be set up (a reload): never act, never contend, until a
+	 * good reload. Failing open (acting unelected) is what this prevents. */
+	bool fenced;
 	char table[256];
 	char lease_id[256];
 	char owner[ELECTION_OWNER_MAX];
@@ -40,10 +45,14 @@ struct election {
 	int last_rc;
 };
 
+/* Pure: the timeout of one lease call: request_timeout, at most a third of the lease. */
+long election_call_timeout_ms(uint64_t lease_ms, long request_timeout_ms);
 /* Pure: the skew margin for a lease. */
 uint64_t election_skew_ms(uint64_t lease_ms);
 
 void election_init_disabled(struct election *e);
+/* Election on, but unusable: may_act is false and nothing is sent, until election_init. */
+void election_init_fenced(struct election *e);
 /* table, lease_id, owner, region are copied; -ENAMETOOLONG / -EINVAL. */
 int election_init(struct election *e, const char *table, const char *lease_id, const char *owner,
                   const char *region, uint64_t lease_ms, long request_timeout_ms);

@@ -3,6 +3,7 @@
 #include "scaler_config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,18 @@
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const token_sources[] = {"secretsmanager", "ssm", "file", "env", NULL};
 static const char *const election_modes[] = {"none", "dynamodb", NULL};
+
+static bool table_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 3 || n > 255)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
+			return false;
+	return true;
+}
 
 static const struct cfg_key scaler_keys[] = {
         {"interval", CFG_DURATION, OFF(scaler_section, interval_ms), "10s", NULL, 100, SEC_MS(3600),
@@ -178,6 +191,12 @@ static void validate(struct scaler_config *sc, struct buf *errs)
 		add_error(errs, c, el, "election", "table", "required with mode = dynamodb", NULL);
 	if (el->mode == ELECTION_MODE_DYNAMODB && (!el->name || !el->name[0]))
 		add_error(errs, c, el, "election", "name", "must not be empty", NULL);
+	/* DynamoDB's own rules for table names; the lease id is a key of at most 255 bytes here. */
+	if (el->table && el->table[0] && !table_name_ok(el->table))
+		add_error(errs, c, el, "election", "table",
+		          "a DynamoDB table name: 3 to 255 of A-Z a-z 0-9 _ . -", NULL);
+	if (el->name && strlen(el->name) > 255)
+		add_error(errs, c, el, "election", "name", "longer than 255 characters", NULL);
 
 	if (sc->npools == 0)
 		add_error(errs, c, NULL, "pool NAME", NULL, "no pools: add a [pool NAME] section",

@@ -41,11 +41,12 @@
 #include "simulate.h"
 #include "util.h"
 
-#define ONCE_BUDGET_MS 27000 /* --once ends within 30 s: the cycle's hard deadline */
-#define ONCE_ALARM_S   29    /* and, should anything still block, SIGALRM ends it */
-#define TOKEN_MAX      ((size_t)64 * 1024)
-#define IMDS_QUICK_MS  1000L /* instance id and region: IMDS answers at once or not at all */
-#define METRICS_MAX    ((size_t)64 * 1024 * 1024)
+#define ONCE_BUDGET_MS  27000 /* --once ends within 30 s: the cycle's hard deadline */
+#define ONCE_ALARM_S    29    /* and, should anything still block, SIGALRM ends it */
+#define TOKEN_MAX       ((size_t)64 * 1024)
+#define IMDS_QUICK_MS   1000L /* instance id and region: IMDS answers at once or not at all */
+#define REGION_ATTEMPTS 5u
+#define METRICS_MAX     ((size_t)64 * 1024 * 1024)
 
 struct app {
 	const char *config_path;
@@ -133,10 +134,14 @@ static bool need_default_region(const struct scaler_config *c)
 	return false;
 }
 
+/* The region for the token and the lease: the environment, else IMDS. IMDS may be slow to
+ * answer early in a boot: a few attempts with a backoff (REGION_ATTEMPTS, about 20 s in all; not
+ * past --once's budget). -ENODEV when IMDS is disabled (a configuration problem); any other
+ * error is one a restart may cure. */
 static int resolve_default_region(const struct scaler_config *c)
 {
 	long saved = app.imds.timeout_ms;
-	int r;
+	int r = 0;
 
 	if (app.default_region[0])
 		return 0;
@@ -145,13 +150,25 @@ static int resolve_default_region(const struct scaler_config *c)
 	if (!need_default_region(c))
 		return 0;
 	app.imds.timeout_ms = IMDS_QUICK_MS;
-	r = imds_region(&app.imds, app.default_region, sizeof(app.default_region));
+	for (unsigned attempt = 0; attempt < REGION_ATTEMPTS; attempt++) {
+		uint64_t d = backoff_full_jitter_ms(attempt, 1000, 8000, random_u32()) + 250;
+
+		r = imds_region(&app.imds, app.default_region, sizeof(app.default_region));
+		if (r == 0 || r == -ENODEV)
+			break;
+		if (attempt + 1 == REGION_ATTEMPTS ||
+		    (app.once_deadline && now_mono_ms() + d >= app.once_deadline))
+			break;
+		log_warn("region: IMDS: %s (%s); trying again", strerror(-r), app.imds.last_call);
+		sleep_ms(d);
+	}
 	app.imds.timeout_ms = saved;
 	if (r < 0) {
 		app.default_region[0] = '\0';
 		log_err("no region: set AWS_REGION (or [pool] region for every pool); IMDS gave "
 		        "none (%s)",
-		        strerror(-r));
+		        r == -ENODEV && app.imds.disabled_reason[0] ? app.imds.disabled_reason
+		                                                    : strerror(-r));
 		return r;
 	}
 	return 0;
@@ -341,8 +358,13 @@ static bool election_changed(const struct scaler_config *c)
 		return true;
 	if (!app.el.enabled)
 		return false;
+	if (app.el.fenced)
+		return true;
+	/* The lease calls' timeout follows request_timeout too (election_init). */
 	return strcmp(e->table, app.el.table) != 0 || strcmp(e->name, app.el.lease_id) != 0 ||
-	       e->lease_ms != app.el.lease_ms;
+	       e->lease_ms != app.el.lease_ms ||
+	       election_call_timeout_ms(e->lease_ms, (long)c->scaler->request_timeout_ms) !=
+	               app.el.call_timeout_ms;
 }
 
 static int listen_setup(const char *listen)
@@ -391,7 +413,7 @@ static void arm_election(void)
 {
 	uint64_t now = now_mono_ms(), due = app.el.next_due;
 
-	if (!app.el.enabled) {
+	if (!app.el.enabled || app.el.fenced) {
 		struct itimerspec off;
 
 		memset(&off, 0, sizeof(off));
@@ -524,8 +546,11 @@ static void do_reload(void)
 		election_release(&app.el, &app.aws);
 		if (election_setup(&nc) < 0) {
 			scaler_config_free(&nc);
-			election_init_disabled(&app.el);
-			log_err("reload: election disabled until the next good reload");
+			election_init_fenced(&app.el);
+			arm_election();
+			log_err("reload: the election cannot be set up; no scaling at all until "
+			        "the next "
+			        "good reload");
 			return;
 		}
 		arm_election();
@@ -845,8 +870,16 @@ int main(int argc, char **argv)
 	app.aws.cap_mono_ms = app.once_deadline; /* the process's own deadline: never restored */
 
 	/* Everything below reads the config; a problem in it is a config error (78). */
+	/* No region because IMDS did not answer is not the config's fault: exit with a status
+	 * the unit restarts on (RestartPreventExitStatus spares only 64 and 78). */
+	r = resolve_default_region(&cfg);
+	if (r < 0) {
+		rc = r == -ENODEV ? EX_CONFIG : EX_UNAVAILABLE;
+		scaler_config_free(&cfg);
+		goto out;
+	}
 	rc = EX_CONFIG;
-	if (resolve_default_region(&cfg) < 0 || api_setup(&cfg) < 0 || election_setup(&cfg) < 0 ||
+	if (api_setup(&cfg) < 0 || election_setup(&cfg) < 0 ||
 	    (!app.once && listen_setup(cfg.scaler->listen) < 0)) {
 		scaler_config_free(&cfg);
 		goto out;

@@ -146,8 +146,8 @@ int boot_metadata(struct boot_ctx *b)
 
 	if (b->imds.disabled) {
 		/* Not on EC2 (or told so): no instance id, so no ASG to leave. */
-		log_warn("metadata: IMDS disabled (AWS_EC2_METADATA_DISABLED): no instance id, "
-		         "no lifecycle notices");
+		log_warn("metadata: IMDS disabled (%s): no instance id, no lifecycle notices",
+		         b->imds.disabled_reason[0] ? b->imds.disabled_reason : "disabled");
 		b->instance_id[0] = '\0';
 		b->lifecycle_state[0] = '\0';
 		if (aws_region_from_env(b->region, sizeof(b->region)) < 0)

@@ -148,10 +148,13 @@ int exit_leave_asg(struct boot_ctx *b, uint64_t deadline_mono_ms, struct leave_r
 		log_info("leaving-asg: the ASG no longer knows %s: done", b->instance_id);
 		break;
 	default:
-		log_err("leaving-asg: %s failed after %u call(s): %s: %s %s",
+		/* The AWS error (or the transport's own words), not strerror: EKEYREJECTED would
+		 * read as an access-key problem when it is a certificate. */
+		log_err("leaving-asg: %s failed after %u call(s): %s%s%s",
 		        rep->last.call[0] ? rep->last.call
 		                          : "autoscaling:TerminateInstanceInAutoScalingGroup",
-		        rep->calls, strerror(-rep->last_r), rep->last.code, rep->last.message);
+		        rep->calls, rep->last.code[0] ? rep->last.code : strerror(-rep->last_r),
+		        rep->last.message[0] ? ": " : "", rep->last.message);
 		break;
 	}
 	return r;

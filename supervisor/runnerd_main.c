@@ -3,6 +3,7 @@
  * blocking boot steps run in one worker thread (worker.c); the agent is forked from here.
  * runnerd(8) is the user-facing description of all of this, exit codes included. */
 #include <curl/curl.h>
+#include <ini.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -524,7 +525,7 @@ static void handle_result(struct runnerd *d, const struct job_result *res)
 			set_error(d,
 			          "leaving-asg: autoscaling:TerminateInstanceInAutoScalingGroup "
 			          "failed after %u call(s): %s",
-			          res->leave_calls, strerror(-res->r));
+			          res->leave_calls, res->err[0] ? res->err : strerror(-res->r));
 		feed(d, EV_LEFT_ASG);
 		return;
 	case JOB_POWEROFF:
@@ -955,9 +956,31 @@ static int run_prepare(struct runnerd *d)
  * off after runnerd failed: exit 0 keeps it up (on_exit = exit, for debugging); any other status
  * fails that unit, whose FailureAction=poweroff is the last resort. A config that cannot be read
  * powers off: a broken instance must not linger in its group. */
+static int peek_on_exit(void *user, const char *section, const char *name, const char *value)
+{
+	int *on_exit = user;
+
+	if (strcmp(section, "lifecycle") == 0 && strcmp(name, "on_exit") == 0)
+		*on_exit = strcmp(value, "exit") == 0       ? RD_ON_EXIT_EXIT
+		           : strcmp(value, "poweroff") == 0 ? RD_ON_EXIT_POWEROFF
+		                                            : -1;
+	return 1;
+}
+
 static int run_on_failure(const char *path, const struct runnerd_config *conf, int load_r)
 {
+	int on_exit = RD_ON_EXIT_POWEROFF;
+
 	if (load_r < 0) {
+		/* An operator debugging a broken config is exactly who asked for on_exit = exit:
+		 * honour that one key when it reads plainly, whatever else is wrong. */
+		if (ini_parse(path, peek_on_exit, &on_exit) >= 0 && on_exit == RD_ON_EXIT_EXIT) {
+			printf("runnerd failed; %s has errors, but on_exit = exit: keeping the "
+			       "instance "
+			       "up for debugging (journalctl -u runnerd)\n",
+			       path);
+			return 0;
+		}
 		printf("runnerd failed and %s is unusable: powering off (the unit's "
 		       "FailureAction=poweroff)\n",
 		       path);

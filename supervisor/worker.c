@@ -97,6 +97,10 @@ static void run_job(struct boot_ctx *b, const struct job *j, struct job_result *
 		res->r = exit_leave_asg(b, j->deadline_mono_ms, &rep);
 		res->leave_outcome = (int)rep.outcome;
 		res->leave_calls = rep.calls;
+		if (rep.outcome == LEAVE_FAILED)
+			snprintf(res->err, sizeof(res->err), "%.90s%s%.150s",
+			         rep.last.code[0] ? rep.last.code : strerror(-rep.last_r),
+			         rep.last.message[0] ? ": " : "", rep.last.message);
 		break;
 	case JOB_POWEROFF:
 		res->r = exit_power_off(b->conf->lifecycle->poweroff_command);

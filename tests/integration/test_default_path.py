@@ -454,3 +454,58 @@ def test_scaler_stack_config_daemon(world, build, tmp_path):
         TableName=LEASE_TABLE, Key={"lease_id": {"S": "runner-scaler"}}, ConsistentRead=True)
     # Released at exit: expired at once, so a successor need not wait out the lease.
     assert int(item["Item"]["expiry"]["N"]) <= int(time.time() * 1000), item
+
+
+# ---- TLS and proxies, as an instance meets them ------------------------------------------------
+
+def test_tls_hostname_verification(tmp_path, logind, build):
+    """Negative control for hostname verification: the world's certificate leaves out
+    secretsmanager.REGION.amazonaws.com (the name still resolves to the world, the CA is
+    trusted): the token fetch fails naming the certificate, and runnerd takes the exit path."""
+    if os.geteuid() != 0:
+        pytest.skip("the default-path world needs root (network and mount namespaces)")
+    from conftest import FakeCloud
+    w = world_mod.World(tmp_path / "world", FakeCloud,
+                        omit_names=[f"secretsmanager.{REGION}.amazonaws.com"])
+    with w:
+        prepare_runner_world(w.fake)
+        inst, rc, text = run_runnerd(w, logind, build, tmp_path, packaged_conf())
+        assert rc == 69, text
+        assert "TLS certificate verification failed" in text and "name the host" in text, text
+        assert aws_calls(w.fake, "secretsmanager") == []
+        # The names it does hold still work: the group was left.
+        [t] = aws_calls(w.fake, "autoscaling", "TerminateInstanceInAutoScalingGroup")
+        assert t["status"] == 200, t
+
+
+def test_no_ca_bundle_is_named(world, logind, build, tmp_path):
+    """An instance without a CA bundle (ca-certificates missing): the error says so, instead of
+    blaming the endpoint; nothing is retried in vain."""
+    prepare_runner_world(world.fake)
+    inst, rc, text = run_runnerd(world, logind, build, tmp_path, packaged_conf(),
+                                 extra_files={"/etc/ssl/certs/ca-certificates.crt": b""})
+    assert rc == 69, text
+    assert "no system CA bundle" in text and "install ca-certificates" in text, text
+    assert "Key was rejected" not in text, text
+
+
+def test_imds_never_through_a_proxy(world, logind, build, tmp_path):
+    """http_proxy set on the instance (an operator's egress proxy; NO_PROXY for the AWS and
+    CircleCI names): IMDS, link-local and plain http with role credentials in its answers,
+    is still read directly, never through the proxy (which does not exist here)."""
+    prepare_runner_world(world.fake)
+    inst = world.instance("runner", logind=logind, files={
+        "/etc/runnerd/runnerd.conf": PACKAGED_RUNNERD_CONF.read_text(),
+        "/usr/bin/circleci-runner": (agent_wrapper(), 0o755), **installed(build)})
+    env = inst.env()
+    env.update(http_proxy="http://192.0.2.99:3128", HTTP_PROXY="http://192.0.2.99:3128",
+               https_proxy="http://192.0.2.99:3128", ALL_PROXY="http://192.0.2.99:3128",
+               NO_PROXY=".amazonaws.com,.circleci.com", no_proxy=".amazonaws.com,.circleci.com")
+    log = tmp_path / "runnerd.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runnerd"], stdout=f, stderr=subprocess.STDOUT, env=env)
+    rc = wait_proc(p, 60, "runnerd", log)
+    assert rc == 0, log.read_text(errors="replace")
+    imds = [r for r in world.fake.requests() if r.get("service") == "imds"]
+    assert imds and all(r["status"] == 200 for r in imds if r["op"] == "token"), imds
+    assert_left_and_powered_off(world.fake, logind)

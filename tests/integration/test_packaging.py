@@ -34,7 +34,8 @@ BUILD_DEB = REPO / "packaging" / "build-deb"
 SUITE = "bookworm"
 # What the chroot needs so that dpkg -i of both packages succeeds without the network: their
 # run-time dependencies, and systemd (sysusers, tmpfiles, systemctl, unit targets).
-# python3 and python3-yaml: the stand-in agent (tests/fakes/fake_agent.py) runs in it when booted.
+# python3 and python3-yaml: the stand-in agent (tests/fakes/fake_agent.py) runs in it when booted;
+# ca-certificates: both packages depend on it.
 ROOTFS_INCLUDE = ("systemd,sudo,procps,libcurl4,libcjson1,libinih1,libssl3,libyaml-0-2,zlib1g,"
                   "python3,python3-yaml,ca-certificates")
 ROOTFS_RECIPE = f"debootstrap --variant=minbase --include={ROOTFS_INCLUDE} {SUITE}; " \
@@ -639,5 +640,67 @@ def test_runnerd_failure_powers_off_unless_on_exit_exit(rootfs_tar, debs, tmp_pa
             # The unit failed and its FailureAction= did the power-off.
             assert "runnerd-failed.service: Failed with result" in everything, everything
             assert re.search(r"(?i)failure ?action", everything), everything
+    finally:
+        ch.remove()
+
+
+# ---- runner-scaler as its unit runs it, on the default path ---------------------------------
+
+def test_scaler_unit_on_the_default_path(rootfs_tar, debs, world, tmp_path):
+    """The scaler exactly as the stack deploys it: the package installed, the stack's
+    scaler.conf, `systemctl enable runner-scaler` (the stack's user-data), the unit untouched
+    (DynamicUser, the system-call filter, ProtectSystem...) and no /etc/default/runner-scaler:
+    booted with systemd-nspawn in the world's network, so IMDS answers at 169.254.169.254 and
+    AWS and CircleCI at their real names over TLS. It reads its region and credentials from
+    IMDS, the token from Secrets Manager, takes the DynamoDB lease and scales the group."""
+    import json as _json
+    import test_default_path as dp
+    assert shutil.which("systemd-nspawn"), "systemd-nspawn is missing: run scripts/install-deps"
+    dp.prepare_scaler_world(world)
+    fake = world.fake
+    ch = Chroot(rootfs_tar, tmp_path)
+    try:
+        r = ch.install(debs["runner-scaler"])
+        assert r.returncode == 0, out(r)
+        ch.unstub()
+        conf = dp.stack_file("ScalerLaunchTemplate", "/etc/runnerd/scaler.conf")
+        for rel, text in {"etc/runnerd/scaler.conf": conf, "etc/hosts": world.hosts_file(),
+                          "etc/ssl/certs/ca-certificates.crt": Path(world.ca).read_text()}.items():
+            (ch.root / rel).write_text(text)
+        assert not (ch.root / "etc/default/runner-scaler").exists()
+        r = ch.run(["systemctl", "enable", "runner-scaler.service"],
+                   env={"SYSTEMD_OFFLINE": "1"})
+        assert r.returncode == 0, out(r)
+        (ch.root / "var/log/journal").mkdir(parents=True, exist_ok=True)
+        log = tmp_path / "nspawn.log"
+        with open(log, "wb") as logf:
+            boot = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{world.netns}", "systemd-nspawn", "--quiet",
+                 "--register=no", "--keep-unit", "-D", str(ch.root), "-b"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        failure = None
+        try:
+            fake.wait_until(lambda s: s["asgs"][f"{dp.STACK}-runners"]["desired"] == 3,
+                            timeout=90, what="the scaler unit's SetDesiredCapacity")
+        except AssertionError as e:
+            failure = e
+        finally:
+            stop_container(boot)
+        j = journal(ch, "-u", "runner-scaler.service")
+        if failure:
+            raise AssertionError(f"{failure}\n--- the scaler's journal:\n{j}\n"
+                                 + log.read_text(errors="replace")[-2000:])
+        assert "Started runner-scaler.service" in j, j  # READY=1 reached systemd
+        assert "election: leader now" in j and "desired=3 action=set" in j, j
+        for bad in ("SIGSYS", "status=31", "code=killed", "code=dumped", "Permission denied",
+                    "Read-only file system", dp.CIRCLE_TOKEN):
+            assert bad not in j, j
+        dp.assert_scaler_wrote(world)
+        item = fake.boto3_client("dynamodb").get_item(
+            TableName=dp.LEASE_TABLE, Key={"lease_id": {"S": "runner-scaler"}},
+            ConsistentRead=True)
+        assert item["Item"]["owner"]["S"].startswith(dp.MAIN_INSTANCE_ID + ":"), \
+            _json.dumps(item["Item"])
     finally:
         ch.remove()

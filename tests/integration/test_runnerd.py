@@ -631,6 +631,9 @@ def test_on_exit_exit_skips_both(rd, cloud):
     ("on_exit = poweroff\n", EX_UNAVAILABLE, "on_exit = poweroff"),
     ("", EX_UNAVAILABLE, "on_exit = poweroff"),
     ("on_exit = halt\n", EX_CONFIG, "is unusable: powering off"),
+    # Errors elsewhere: the one key that reads plainly is honoured.
+    ("on_exit = exit\n[token]\nsource = file\n", 0, "has errors, but on_exit = exit"),
+    ("on_exit = poweroff\n[token]\nsource = file\n", EX_CONFIG, "is unusable"),
     (None, EX_CONFIG, "is unusable: powering off"),
 ])
 def test_on_failure_decides_by_on_exit(build, tmp_path, lifecycle, rc, says):

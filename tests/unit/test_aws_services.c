@@ -528,10 +528,10 @@ static void test_asg_describe_max_nodes_table(void **state)
 	} cases[] = {
 	        {0, XML_MAX_NODES},
 	        {1024, XML_MAX_NODES},
-	        {(size_t)XML_MAX_NODES * 16, XML_MAX_NODES},
-	        {(size_t)XML_MAX_NODES * 16 + 16, XML_MAX_NODES + 1},
-	        {16 * MIB, MIB},
-	        {SIZE_MAX, SIZE_MAX / 16},
+	        {(size_t)XML_MAX_NODES * 32, XML_MAX_NODES},
+	        {(size_t)XML_MAX_NODES * 32 + 32, XML_MAX_NODES + 1},
+	        {32 * MIB, MIB},
+	        {SIZE_MAX, SIZE_MAX / 32},
 	};
 
 	(void)state;

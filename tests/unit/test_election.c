@@ -27,6 +27,41 @@ static struct election fresh(uint64_t lease_ms)
 	return e;
 }
 
+/* A reload whose election cannot be set up fences: never act, never send, until set up. */
+static void test_fenced(void **state)
+{
+	struct election e;
+	struct aws_ctx ctx;
+
+	election_init_fenced(&e);
+	assert_true(e.enabled);
+	assert_false(election_may_act(&e, 0));
+	assert_false(election_may_act(&e, UINT64_MAX));
+	memset(&ctx, 0, sizeof(ctx)); /* no http: a call would fail with -EINVAL, not be skipped */
+	assert_int_equal(election_tick(&e, &ctx, 123456), ELECTION_NONE);
+	assert_int_equal(e.last_rc, 0);
+	assert_int_equal(e.failures, 0);
+	/* A good set-up lifts it. */
+	assert_int_equal(
+	        election_init(&e, "tbl", "runner-scaler", "host:1", "us-east-1", 15000, 10000), 0);
+	assert_false(e.fenced);
+}
+
+static void test_call_timeout(void **state)
+{
+	static const struct {
+		uint64_t lease;
+		long request, want;
+	} cases[] = {
+	        {15000, 10000, 5000}, {15000, 2000, 2000}, {15000, 0, 5000},
+	        {3000, 10000, 1000},  {3000, -1, 1000},    {60000, 10000, 10000},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		assert_int_equal(election_call_timeout_ms(cases[i].lease, cases[i].request),
+		                 cases[i].want);
+}
+
 static void test_skew(void **state)
 {
 	assert_int_equal(election_skew_ms(3000), 600);
@@ -217,6 +252,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_skew),
+	        cmocka_unit_test(test_fenced),
+	        cmocka_unit_test(test_call_timeout),
 	        cmocka_unit_test(test_disabled),
 	        cmocka_unit_test(test_init),
 	        cmocka_unit_test(test_win_renew_deadline),

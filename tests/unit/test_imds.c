@@ -218,6 +218,9 @@ static void test_init_endpoint_mode(void **state)
 		assert_string_equal(m.base, cases[i].base);
 		assert_int_equal(m.disabled, cases[i].disabled);
 		assert_int_equal(m.explicit_base, cases[i].explicit_base);
+		/* A disabled IMDS says which variable did it. */
+		if (cases[i].disabled)
+			assert_non_null(strstr(m.disabled_reason, "ENDPOINT_MODE=IPv5"));
 		if (!cases[i].disabled)
 			assert_true(http_url_allowed(m.base, m.explicit_base));
 	}

@@ -160,6 +160,14 @@ static const struct bad bads[] = {
         {CCI POOL "[election]\nmode = zookeeper\n", "mode"},
         {CCI POOL "[election]\nmode = dynamodb\ntable = t\nlease = 1s\n", "lease"},
         {CCI POOL "[election]\nmode = dynamodb\ntable = t\nname =\n", "name"},
+        {CCI POOL "[election]\nmode = dynamodb\ntable = ab\n", "a DynamoDB table name"},
+        {CCI POOL "[election]\nmode = dynamodb\ntable = lease table\n", "a DynamoDB table name"},
+        {CCI POOL "[election]\nmode = dynamodb\ntable = leases\nname = "
+                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                  "xxxxxxxxxxxxxxxx\n",
+         "longer than 255"},
         {"[scaler]\ninterval = 0\n" CCI POOL, "interval"},
         {"[scaler]\ninterval = soon\n" CCI POOL, "interval"},
         {"[scaler]\nrequest_timeout = 5m\n" CCI POOL, "request_timeout"},
@@ -207,7 +215,7 @@ static void test_print_reparses(void **state)
 	assert_int_equal(load("[scaler]\ninterval = 90s\nlisten = [::1]:9464\n"
 	                      "[circleci]\ntoken_source = file\ntoken_id = /etc/tok\n" POOL
 	                      "[pool b.x@1]\nresource_class = org/b\nasg = b\nmax = 2\n"
-	                      "[election]\nmode = dynamodb\ntable = t\n",
+	                      "[election]\nmode = dynamodb\ntable = tbl\n",
 	                      &c, &errors),
 	                 0);
 	one = print_to_string(&c);
