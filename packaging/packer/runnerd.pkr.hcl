@@ -5,6 +5,8 @@
 #   packer build -var deb=build/runnerd_VERSION_amd64.deb -var region=us-east-1 \
 #     packaging/packer/runnerd.pkr.hcl
 #
+# (-var region may be left out when AWS_REGION is set.)
+#
 # The runners' own configuration (runnerd.conf, baked in; no secret in it) is a variable too.
 # Written for Debian's packer 1.6 (builders built in) and newer ones: with packer >= 1.10, run
 # `packer plugins install github.com/hashicorp/amazon` first.
@@ -28,9 +30,10 @@ locals {
   config = var.config != "" ? var.config : "${path.root}/runnerd.conf"
 }
 
+# The region to bake in: -var region=..., else AWS_REGION (never a silent us-east-1).
 variable "region" {
   type    = string
-  default = "us-east-1"
+  default = env("AWS_REGION")
 }
 
 variable "instance_type" {
@@ -96,7 +99,8 @@ build {
       "sudo runnerd check-config >/dev/null",
       "sudo runnerd prepare",
       "systemctl is-enabled runnerd.service",
-      "! systemctl is-active --quiet runnerd.service",
+      # Not `! systemctl is-active ...`: under set -e a negated command never fails the build.
+      "if systemctl is-active --quiet runnerd.service; then echo 'runnerd is running on the build instance' >&2; exit 1; fi",
       # Clean up: nothing of this build in the image but the package and what prepare installed.
       "rm -f /tmp/runnerd.deb /tmp/runnerd.conf",
       "sudo apt-get clean",

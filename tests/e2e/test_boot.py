@@ -67,7 +67,7 @@ JOB_USER = "circleci"
 BOOT_TIMEOUT_S = int(os.environ.get("RUNNERD_E2E_TIMEOUT", "300"))
 DEB_URL = "https://runnerd-artifacts.s3.amazonaws.com/e2e/runnerd.deb"
 AGENT_VERSION = "3.1.4"  # the stack's default AgentDownloadUrl pins it
-SCENARIOS = ("success", "crash")
+SCENARIOS = ("success", "crash", "bad-deb")
 
 
 def find_deb(build):
@@ -94,7 +94,7 @@ def agent_tarball(behaviour):
     return vendor.release_tarball(src.encode())
 
 
-def user_data(deb, tarball):
+def user_data(deb, tarball, deb_sha256=None):
     """Exactly what the CloudFormation stack's runner launch template gives an instance,
     rendered with the template's defaults and this deployment's values: the .deb at an S3 URL
     and the agent's release tarball (the stack's pinned URL) with their digests, the token's
@@ -105,7 +105,7 @@ def user_data(deb, tarball):
               "RunnerTokenSecretArn": secret_arn(SECRET_ID),
               "CircleTokenSecretArn": secret_arn("cci-runner-lambda-secrets"),
               "RunnerdDebUrl": DEB_URL,
-              "RunnerdDebSha256": hashlib.sha256(Path(deb).read_bytes()).hexdigest(),
+              "RunnerdDebSha256": deb_sha256 or hashlib.sha256(Path(deb).read_bytes()).hexdigest(),
               "ScalerDebUrl": "https://runnerd-artifacts.s3.amazonaws.com/e2e/scaler.deb",
               "ScalerDebSha256": "0" * 64, "ResourceClass": RC, "RunnerMaxSize": "5",
               "LeaseTable": "runnerd-LeaseTable-E2E", "AWS::StackName": STACK,
@@ -175,7 +175,10 @@ def boots(tmp_path_factory):
             fakes.append(fake)
             tarball = agent_tarball(name)
             prepare_fake(fake, deb, tarball)
-            g = boot.Guest(image, d / "guest", name, user_data(deb, tarball), meta_data(),
+            # bad-deb: the .deb's digest in the stack's parameters is wrong (a stale build, a
+            # changed object): the bootstrap must end like runnerd's failures.
+            ud = user_data(deb, tarball, "0" * 64 if name == "bad-deb" else None)
+            g = boot.Guest(image, d / "guest", name, ud, meta_data(),
                            cpus=cpus, imds_port=port_of(fake, "imds"),
                            world_port=port_of(fake, "tls")).prepare()
             out[name] = Boot(name, g, fake, build_s)
@@ -245,7 +248,7 @@ def assert_agent_report(b):
     return rep
 
 
-def assert_left_asg(b):
+def assert_left_asg(b, via_runnerd=True):
     calls = [r for r in b.requests if r.get("op") == "TerminateInstanceInAutoScalingGroup"]
     assert len(calls) == 1, f"{calls}\n{b.context()}"
     c = calls[0]
@@ -265,14 +268,16 @@ def assert_left_asg(b):
     imds = [r for r in b.requests if r.get("service") == "imds"]
     assert {(r["listener"], r["host"]) for r in imds} == {("imds", "169.254.169.254")}, imds
     assert (c["listener"], c["host"]) == ("tls", "autoscaling.us-east-1.amazonaws.com"), c
-    [sm] = [r for r in b.requests if r.get("op") == "GetSecretValue"]
-    assert (sm["listener"], sm["host"]) == ("tls", "secretsmanager.us-east-1.amazonaws.com"), sm
-    assert sm["body"]["SecretId"] == secret_arn(SECRET_ID), sm
     blobs = [(r["host"], r["path"], r["status"]) for r in b.requests if r.get("service") == "blob"]
     assert ("runnerd-artifacts.s3.amazonaws.com", "/e2e/runnerd.deb", 200) in blobs, blobs
-    assert ("circleci-binary-releases.s3.amazonaws.com",
-            f"/circleci-runner/{AGENT_VERSION}/circleci-runner_linux_amd64.tar.gz", 200) in blobs, \
-        blobs
+    if via_runnerd:
+        [sm] = [r for r in b.requests if r.get("op") == "GetSecretValue"]
+        assert (sm["listener"], sm["host"]) == ("tls", "secretsmanager.us-east-1.amazonaws.com"), \
+            sm
+        assert sm["body"]["SecretId"] == secret_arn(SECRET_ID), sm
+        assert ("circleci-binary-releases.s3.amazonaws.com",
+                f"/circleci-runner/{AGENT_VERSION}/circleci-runner_linux_amd64.tar.gz", 200) \
+            in blobs, blobs
     assert b.state["asgs"][ASG]["desired"] == 1, b.state["asgs"][ASG]
     [inst] = [i for i in b.state["asgs"][ASG]["instances"] + b.state["terminated"]
               if i["id"] == it.MAIN_INSTANCE_ID]
@@ -302,3 +307,19 @@ def test_boot_agent_crash_still_leaves_and_powers_off(boots, capsys):
     assert [j["id"] for j in jobs["running"]] == [rep["job_id"]], jobs
     assert jobs["done"] == [], jobs
     assert_left_asg(b)
+
+
+def test_boot_failed_bootstrap_leaves_and_powers_off(boots, capsys):
+    """The stack's user-data with a .deb whose digest does not match: runnerd is never
+    installed, and runnerd-bootstrap ends the boot as runnerd would: it leaves the group with a
+    decrement (signed with the role's session credentials, through curl's SigV4) and powers the
+    guest off. Before issue 12 the instance stayed up, InService and protected, for good."""
+    b = boots["bad-deb"]
+    report_timing(capsys, b)
+    assert_powered_off(b)
+    serial = b.guest.serial_text()
+    assert "runnerd-bootstrap:" in serial and "SHA-256 is not" in serial, b.context()
+    assert "left the group" in serial, b.context()
+    assert not [r for r in b.requests if r.get("op") == "GetSecretValue"], "runnerd ran"
+    assert "notes" not in b.state or "agent" not in b.state["notes"], b.state.get("notes")
+    assert_left_asg(b, via_runnerd=False)

@@ -26,7 +26,8 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-from stack import CfnLoader, load_cfn, user_data_template, written_file  # noqa: E402,F401
+from stack import (CfnLoader, load_cfn, render_user_data, user_data_template,  # noqa: E402,F401
+                   written_file)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO  # noqa: E402
@@ -276,7 +277,10 @@ def test_cfn_groups_and_table(cfn):
     assert g["NewInstancesProtectedFromScaleIn"] is True
     assert g["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "RunnerLaunchTemplate"}
     s = cfn["Resources"]["ScalerGroup"]["Properties"]
-    assert (int(s["MinSize"]), int(s["MaxSize"]), int(s["DesiredCapacity"])) == (1, 1, 1)
+    # One scaler, room for a second during a rolling update (the lease keeps one actuator).
+    assert (int(s["MinSize"]), int(s["MaxSize"]), int(s["DesiredCapacity"])) == (1, 2, 1)
+    roll = cfn["Resources"]["ScalerGroup"]["UpdatePolicy"]["AutoScalingRollingUpdate"]
+    assert roll["MinInstancesInService"] == 1 and roll["MaxBatchSize"] == 1, roll
     assert s["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "ScalerLaunchTemplate"}
     t = cfn["Resources"]["LeaseTable"]["Properties"]
     assert t["BillingMode"] == "PAY_PER_REQUEST"
@@ -297,7 +301,7 @@ DUMMY = {
                         "3.1.4/circleci-runner_linux_%a.tar.gz",
     "AgentSha256": "a" * 64,
     "RunnerTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:rt-AbCdEf",
-    "CircleTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ct-AbCdEf",
+    "CircleTokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ct-GhIjKl",
     "RunnerdDebUrl": "https://downloads.example.com/runnerd.deb",
     "RunnerdDebSha256": "b" * 64,
     "ScalerDebUrl": "https://downloads.example.com/runner-scaler.deb",
@@ -307,7 +311,12 @@ DUMMY = {
     "LeaseTable": "runnerd-LeaseTable-0123",
     "AWS::StackName": "runnerd",
     "AWS::Region": "us-east-1",
+    "AWS::Partition": "aws",
+    "AWS::AccountId": "123456789012",
 }
+# The baked route: no .deb and no agent download (the AMI has both).
+BAKED = dict(DUMMY, RunnerdDebUrl="", RunnerdDebSha256="", AgentSha256="")
+
 REPLACE = {
     "REPLACE_AGENT_TARBALL_SHA256": DUMMY["AgentSha256"],
     "REPLACE_RUNNER_TOKEN_SECRET_ARN": DUMMY["RunnerTokenSecretArn"],
@@ -319,6 +328,7 @@ REPLACE = {
     "REPLACE_RESOURCE_CLASS": DUMMY["ResourceClass"],
     "REPLACE_RUNNER_ASG_NAME": "runnerd-runners",
     "REPLACE_REGION": "us-east-1",
+    "REPLACE_RUNNER_MAX_SIZE": DUMMY["RunnerMaxSize"],
     "REPLACE_LEASE_TABLE": DUMMY["LeaseTable"],
 }
 
@@ -349,9 +359,15 @@ TOKENISH = [re.compile(p) for p in (
     r"(?<![\w$/{])[A-Za-z0-9+/_=-]{32,}")]
 
 
+# Long strings that are words, not secrets: API names, paths and IMDS paths in the bootstrap.
+NOT_TOKENS = re.compile(r"(?:[A-Z][a-z]+)+|[=A-Za-z]*(?:[A-Z][a-z]+)+|(?:/?[a-z][a-z0-9.]*[-/])+"
+                        r"[a-z0-9.-]*/?|(?:[A-Za-z][a-z0-9]*-)+[a-z]+")
+
+
 def token_findings(text):
     text = re.sub(r"REPLACE_\w+|\$\{[^}]*\}", "", text)
-    return [m.group(0) for p in TOKENISH for m in p.finditer(text)]
+    return [m.group(0) for p in TOKENISH for m in p.finditer(text)
+            if not NOT_TOKENS.fullmatch(m.group(0))]
 
 
 def test_token_detector_catches_tokens():
@@ -366,8 +382,10 @@ def user_data_variants(cfn):
     """(name, cloud-config text ready to parse) for the examples and the template's."""
     return [("user-data-runner.yaml", fill_replace((AWS / "user-data-runner.yaml").read_text())),
             ("user-data-scaler.yaml", fill_replace((AWS / "user-data-scaler.yaml").read_text())),
-            ("RunnerLaunchTemplate", fill_sub(cfn_user_data(cfn, "RunnerLaunchTemplate"))),
-            ("ScalerLaunchTemplate", fill_sub(cfn_user_data(cfn, "ScalerLaunchTemplate")))]
+            ("RunnerLaunchTemplate", render_user_data("RunnerLaunchTemplate", DUMMY, cfn)),
+            ("ScalerLaunchTemplate", render_user_data("ScalerLaunchTemplate", DUMMY, cfn)),
+            ("RunnerLaunchTemplate, baked AMI",
+             render_user_data("RunnerLaunchTemplate", BAKED, cfn))]
 
 
 def test_user_data_holds_no_token(cfn):
@@ -414,11 +432,15 @@ def test_user_data_configs_are_valid(cfn, build, tmp_path):
         assert text.startswith("#cloud-config\n"), name
         cmds = "\n".join(c if isinstance(c, str) else " ".join(c) for c in doc["runcmd"])
         for c in doc["runcmd"]:
-            if isinstance(c, list) and c[:2] == ["sh", "-ec"]:
+            if isinstance(c, list) and c[:2] in (["sh", "-ec"], ["sh", "-c"]):
                 r = run(["sh", "-n", "-c", c[2]])
                 assert r.returncode == 0, f"{name}: shell syntax\n{c[2]}\n{out(r)}"
-        # Verified download, and the install keeps the configuration written before it.
-        assert "sha256sum -c" in cmds and "--force-confold" in cmds, name
+        # The install is runnerd-bootstrap, the very file in packaging/aws: verified download,
+        # the configuration written before it kept, every failure ending in a power-off.
+        boot = written_file(text, "/usr/local/sbin/runnerd-bootstrap")
+        assert boot == (AWS / "runnerd-bootstrap").read_text(), name
+        assert "/usr/local/sbin/runnerd-bootstrap" in cmds, name
+        assert "sha256sum -c" in boot and "--force-confold" in boot, name
         if "Scaler" in name or "scaler" in name:
             conf = written_file(text, "/etc/runnerd/scaler.conf")
             circle = ini_section(conf, "circleci")
@@ -488,3 +510,66 @@ def test_packer_validate(packer, tmp_path):
     assert r.returncode != 0 and "missing.deb" in r.stdout + r.stderr, out(r)
     r = run([packer, "fmt", "-check", PACKER], env=packer_env())
     assert r.returncode == 0, "packer fmt would change the template:\n" + out(r)
+
+
+def test_cfn_first_deployment_defaults(cfn):
+    """What a first deployment meets (issue 12): the scaler on Debian's own image, never the
+    runners' baked one; secret ARNs complete (IAM matches them exactly); the baked route needs
+    no .deb or agent URL; a root volume CI can use; the public-IP choice; terminate on
+    shutdown."""
+    p = cfn["Parameters"]
+    res = cfn["Resources"]
+    assert res["ScalerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"] == \
+        {"Ref": "ScalerAmiId"}
+    assert p["ScalerAmiId"]["Default"] == "/aws/service/debian/release/12/latest/amd64"
+    for name in ("RunnerTokenSecretArn", "CircleTokenSecretArn"):
+        pat = re.compile(p[name]["AllowedPattern"])
+        assert pat.fullmatch("arn:aws:secretsmanager:us-east-1:123456789012:secret:"
+                             "cci-runner-secrets-AbC123")
+        assert pat.fullmatch("arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:"
+                             "team/runner-token-x1y2z3")
+        for partial in ("arn:aws:secretsmanager:us-east-1:123456789012:secret:cci-runner-secrets",
+                        "cci-runner-secrets", "arn:aws:secretsmanager:::secret:x-AbC123"):
+            assert not pat.fullmatch(partial), (name, partial)
+    for name in ("RunnerdDebUrl", "RunnerdDebSha256", "ScalerDebUrl", "ScalerDebSha256",
+                 "AgentSha256"):
+        assert p[name]["Default"] == "" and re.fullmatch(p[name]["AllowedPattern"], ""), name
+    lt = res["RunnerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    [bdm] = lt["BlockDeviceMappings"]
+    assert bdm["Ebs"]["VolumeType"] == "gp3" and bdm["Ebs"]["VolumeSize"] == \
+        {"Ref": "RunnerRootVolumeSize"} and bdm["Ebs"]["Encrypted"] is True
+    assert int(p["RunnerRootVolumeSize"]["Default"]) >= 30
+    for name in ("RunnerLaunchTemplate", "ScalerLaunchTemplate"):
+        d = res[name]["Properties"]["LaunchTemplateData"]
+        assert d["InstanceInitiatedShutdownBehavior"] == "terminate", name
+        assert "NetworkInterfaces" in d and "SecurityGroupIds" in d, name
+    # The baked route: the user-data carries no download line, and its runnerd.conf is valid
+    # (test_user_data_configs_are_valid checks it with check-config).
+    baked = written_file(render_user_data("RunnerLaunchTemplate", BAKED, cfn),
+                         "/etc/runnerd/runnerd.conf")
+    assert "download_url" not in baked and "sha256 =" not in baked, baked
+
+
+def test_bootstrap_script_syntax():
+    r = run(["sh", "-n", AWS / "runnerd-bootstrap"])
+    assert r.returncode == 0, out(r)
+    r = run(["bash", "-n", AWS / "runnerd-bootstrap"])
+    assert r.returncode == 0, out(r)
+    text = (AWS / "runnerd-bootstrap").read_text()
+    assert "${" not in text  # it sits in a CloudFormation Fn::Sub
+    # Credentials reach curl on standard input only (-K -), never its command line.
+    assert "-K -" in text and "--user" not in text
+
+
+def test_packer_build_fails_when_runnerd_runs(tmp_path):
+    """The bake's own check, run as the provisioner runs it (sh -e): a runnerd that is running
+    on the build instance fails the build (a negated `! systemctl is-active` never would)."""
+    lines = re.findall(r'^\s*"(.*is-active.*)",\s*$', PACKER.read_text(), re.M)
+    assert len(lines) == 1, lines
+    check = lines[0].encode().decode("unicode_escape")
+    stub = tmp_path / "systemctl"
+    for status, want_fail in ((0, True), (3, False)):
+        stub.write_text(f"#!/bin/sh\nexit {status}\n")
+        stub.chmod(0o755)
+        r = run(["sh", "-ec", check], env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+        assert (r.returncode != 0) == want_fail, (status, out(r))
