@@ -529,7 +529,8 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 		pending[0] = '\0';
 		if (r == -EPERM) {
 			tar_printable(name, shown, sizeof(shown));
-			say(why, n, "unsafe member name \"%.200s\" (absolute or with \"..\")", shown);
+			say(why, n, "unsafe member name \"%.200s\" (absolute or with \"..\")",
+			    shown);
 			goto out;
 		}
 		/* An old-style directory: a regular entry whose name ends in '/'. */

@@ -435,11 +435,14 @@ static void test_extract_not_gzip(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_parse_header),    cmocka_unit_test(test_normalize_name),
-	        cmocka_unit_test(test_pax_path),        cmocka_unit_test(test_extract_good),
+	        cmocka_unit_test(test_parse_header),
+	        cmocka_unit_test(test_normalize_name),
+	        cmocka_unit_test(test_pax_path),
+	        cmocka_unit_test(test_extract_good),
 	        cmocka_unit_test(test_pax_size_and_printable),
 	        cmocka_unit_test(test_extract_concatenated_gzip),
-	        cmocka_unit_test(test_extract_refused), cmocka_unit_test(test_extract_not_gzip),
+	        cmocka_unit_test(test_extract_refused),
+	        cmocka_unit_test(test_extract_not_gzip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
