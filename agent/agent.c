@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -230,12 +231,9 @@ static int render(const struct agent_settings *s, const char *token, struct buf 
 		if (r == 0)
 			r = yaml_append_kv(out, "format", "text");
 	}
-	if (r == 0 && s->log_level && s->log_level[0]) {
-		if (s->flavour != AGENT_CIRCLECI_RUNNER)
-			r = buf_append_str(out, "logging:\n");
-		if (r == 0)
-			r = yaml_append_kv(out, "level", s->log_level);
-	}
+	/* The launch-agent has no logging.level (CircleCI documents logging.file alone). */
+	if (r == 0 && s->flavour == AGENT_CIRCLECI_RUNNER && s->log_level && s->log_level[0])
+		r = yaml_append_kv(out, "level", s->log_level);
 	return r;
 }
 
@@ -306,7 +304,17 @@ int agent_expand_advertise(const char *pattern, const char *private_ip, const ch
 		port = host_end[1] == ':';
 	else if (strchr(out, ':'))
 		port = strchr(out, ':') == strrchr(out, ':');
-	if (!port) {
+	if (port) {
+		/* 1..65535, digits only. */
+		const char *d = (host_end ? host_end + 1 : strchr(out, ':')) + 1;
+		unsigned long v = 0;
+
+		if (!*d || strspn(d, "0123456789") != strlen(d) || strlen(d) > 5)
+			return -EINVAL;
+		v = strtoul(d, NULL, 10);
+		if (v == 0 || v > 65535)
+			return -EINVAL;
+	} else {
 		if (!host_end && strchr(out, ':'))
 			return -EINVAL; /* a bare IPv6 address: ambiguous, want [addr]:port */
 		if (len + sizeof(":" AGENT_SSH_PORT) > n)

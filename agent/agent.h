@@ -82,14 +82,16 @@ int agent_child_env(char *const *parent_env, char *storage, size_t storage_len, 
 /* Fetch the agent binary: download url (https, or http on loopback/explicit), streamed into a
  * 0600 temp file beside dest while its SHA-256 is computed, at most max_download bytes; verify
  * the digest of the download against sha256_hex (64 hex, any case); then either the download is
- * the binary, or (the URL's path ends in .tar.gz or .tgz) it is CircleCI's release tarball and
- * the regular-file member named as dest's basename is taken out of it (tarball.h, limits in
- * tar). The result is made 0755 (owned by the caller, root) and renamed to dest; no temp file is
- * left behind, and nothing unverified ever becomes executable.
+ * the binary, or it is CircleCI's release tarball (the URL's path ends in .tar.gz or .tgz, or
+ * the download starts with gzip's magic) and the regular-file member named as dest's basename is
+ * taken out of it (tarball.h, limits in tar). The result is made 0755 (owned by the caller,
+ * root) and renamed to dest; no temp file is left behind (and those an earlier, killed attempt
+ * left are removed first), and nothing unverified ever becomes executable.
  * 0; otherwise -errno with why (n bytes) naming the problem: -EBADMSG digest mismatch (or a
  * corrupt archive), -ENOENT HTTP 404/410 or no such member, -EACCES 401/403, -EAGAIN 429 or
- * 5xx, -EPROTO another status, -EPERM an unsafe archive (links, devices, absolute or ".." names),
- * -EFBIG over a limit, -EINVAL bad arguments; transport errors as http_perform. */
+ * 5xx (*retry_after_s set from Retry-After when given, else -1), -EBADR another status, -EPERM
+ * an unsafe archive (links, devices, absolute or ".." names), -EFBIG over a limit, -EINVAL bad
+ * arguments; transport errors as http_perform. */
 struct http_client;
 struct agent_fetch {
 	const char *url; /* expanded: no %a left */
@@ -99,8 +101,9 @@ struct agent_fetch {
 	uint64_t max_download;
 	struct tar_limits tar;
 	long timeout_ms;
-	bool raw;      /* the download is the file, whatever its URL ends in (a key file) */
-	unsigned mode; /* of the result; 0 = 0755 (a binary) */
+	bool raw;            /* the download is the file, whatever its URL ends in or starts with */
+	unsigned mode;       /* of the result; 0 = 0755 (a binary) */
+	long *retry_after_s; /* or NULL: the server's Retry-After on -EAGAIN, -1 when none */
 };
 
 /* Write data to path atomically (temp file beside it, fsync, rename), mode `mode`, owned by the
@@ -109,16 +112,29 @@ int agent_write_file(const char *path, const char *data, size_t len, unsigned mo
 int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why, size_t n);
 
 /* Pure: is agent_fetch's result worth another attempt (a timeout, a refused or broken
- * connection, HTTP 429 or 5xx: -EAGAIN)? Never a digest mismatch, an unsafe archive, a 404. */
+ * connection, HTTP 429 or 5xx: -EAGAIN)? Never a digest mismatch, an unsafe archive, a 404, a
+ * status the server will only repeat (-EBADR). */
 bool agent_fetch_retryable(int r);
 /* Pure: does the URL's path (query and fragment aside) end in .tar.gz or .tgz? */
 bool agent_url_is_tarball(const char *url);
-/* Pure: expand %a (the architecture: amd64 | arm64) and %% in a download URL. 0, -EINVAL (%a
- * without an arch, an unknown %x, a lone trailing %), -ENAMETOOLONG. */
+/* Pure: expand %a (the architecture: amd64 | arm64) in a download URL. A '%' followed by 'a' and
+ * a hex digit ("%a0"), and every other '%', is the URL's own percent-encoding and stays as it
+ * is. 0, -EINVAL (%a without an arch), -ENAMETOOLONG. */
 int agent_expand_url(const char *pattern, const char *arch, char *out, size_t n);
+/* Pure: does the URL pattern use %a? */
+bool agent_url_has_arch(const char *pattern);
+/* Pure: the digest [agent] sha256 gives for arch: the value itself when it is one digest (64
+ * hex), else the entry "ARCH:HEX" of a list of them separated by commas or blanks
+ * ("amd64:..., arm64:..."). out gets 64 hex and a NUL. 0; -ENOENT (a list without arch, or arch
+ * NULL); -EINVAL (malformed: a bad digest, an entry without "ARCH:", one arch twice). */
+int agent_pick_sha256(const char *value, const char *arch, char out[65]);
 /* Pure: CircleCI's name for a uname(2) machine ("x86_64" -> "amd64", "aarch64" -> "arm64"),
  * NULL when CircleCI ships no agent for it. */
 const char *agent_arch_name(const char *machine);
+
+/* Is the SHA-256 of the file at path hex (64 hex)? 0 yes; -EBADMSG no; -EFBIG larger than max
+ * bytes; -EINVAL a bad hex; -errno reading. */
+int agent_file_sha256_matches(const char *path, const char *hex, uint64_t max);
 
 /* Pure: compare a computed digest against hex. */
 bool agent_sha256_matches(const unsigned char digest[32], const char *hex);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -246,17 +247,13 @@ int agent_expand_url(const char *pattern, const char *arch, char *out, size_t n)
 	if (!pattern || !out || !n)
 		return -EINVAL;
 	for (p = pattern; *p; p++) {
-		if (*p == '%') {
+		/* %a is the architecture unless a hex digit follows: then it is the URL's own
+		 * percent-encoding ("%a0"), kept as it is, like every other '%'. */
+		if (p[0] == '%' && p[1] == 'a' && hex_nibble(p[2]) < 0) {
+			if (!arch || !arch[0])
+				return -EINVAL;
+			piece = arch;
 			p++;
-			if (*p == 'a') {
-				if (!arch || !arch[0])
-					return -EINVAL;
-				piece = arch;
-			} else if (*p == '%') {
-				piece = "%";
-			} else {
-				return -EINVAL; /* a lone '%' at the end, or an unknown %x */
-			}
 		} else {
 			one[0] = *p;
 			piece = one;
@@ -269,6 +266,121 @@ int agent_expand_url(const char *pattern, const char *arch, char *out, size_t n)
 	}
 	out[used] = '\0';
 	return 0;
+}
+
+bool agent_url_has_arch(const char *pattern)
+{
+	for (const char *p = pattern; p && (p = strchr(p, '%')); p++)
+		if (p[1] == 'a' && hex_nibble(p[2]) < 0)
+			return true;
+	return false;
+}
+
+int agent_file_sha256_matches(const char *path, const char *hex, uint64_t max)
+{
+	unsigned char digest[EVP_MAX_MD_SIZE], chunk[16384];
+	unsigned int dlen = 0;
+	uint64_t total = 0;
+	EVP_MD_CTX *md;
+	ssize_t got;
+	int fd, r = 0;
+
+	if (!sha256_hex_valid(hex))
+		return -EINVAL;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	md = EVP_MD_CTX_new();
+	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+		r = -ENOMEM;
+		goto out;
+	}
+	while ((got = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out;
+		}
+		total += (uint64_t)got;
+		if (total > max) {
+			r = -EFBIG;
+			goto out;
+		}
+		if (EVP_DigestUpdate(md, chunk, (size_t)got) != 1) {
+			r = -EIO;
+			goto out;
+		}
+	}
+	if (EVP_DigestFinal_ex(md, digest, &dlen) != 1 || dlen != 32)
+		r = -EIO;
+	else if (!agent_sha256_matches(digest, hex))
+		r = -EBADMSG;
+out:
+	EVP_MD_CTX_free(md);
+	close(fd);
+	return r;
+}
+
+/* CircleCI's architecture names (its platforms: linux/amd64, arm64, s390x, ppc64le): the
+ * name's index, -1 for another. */
+static int known_arch(const char *name, size_t len)
+{
+	static const char *const names[] = {"amd64", "arm64", "s390x", "ppc64le"};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == len && strncmp(name, names[i], len) == 0)
+			return (int)i;
+	return -1;
+}
+
+int agent_pick_sha256(const char *value, const char *arch, char out[65])
+{
+	const char *p = value;
+	bool found = false;
+	size_t entries = 0;
+	unsigned seen = 0;
+
+	if (!value)
+		return -EINVAL;
+	out[0] = '\0';
+	if (strlen(value) == 64 && sha256_hex_valid(value)) {
+		memcpy(out, value, 65);
+		return 0;
+	}
+	/* "ARCH:HEX" entries separated by commas and/or blanks. */
+	for (;;) {
+		size_t al, hl;
+		const char *colon;
+		int which;
+
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		if (!*p)
+			break;
+		colon = strchr(p, ':');
+		al = colon ? (size_t)(colon - p) : 0;
+		which = colon ? known_arch(p, al) : -1;
+		if (which < 0 || (seen & (1u << which)))
+			return -EINVAL; /* not CircleCI's name for an architecture, or one twice */
+		seen |= 1u << which;
+		hl = strcspn(colon + 1, " \t,");
+		if (hl != 64)
+			return -EINVAL;
+		for (size_t i = 0; i < 64; i++)
+			if (hex_nibble(colon[1 + i]) < 0)
+				return -EINVAL;
+		if (arch && strlen(arch) == al && strncmp(p, arch, al) == 0) {
+			memcpy(out, colon + 1, 64);
+			out[64] = '\0';
+			found = true;
+		}
+		p = colon + 1 + 64;
+		entries++;
+	}
+	if (!entries)
+		return -EINVAL;
+	return found ? 0 : -ENOENT;
 }
 
 const char *agent_arch_name(const char *machine)
@@ -284,19 +396,63 @@ const char *agent_arch_name(const char *machine)
 	return NULL;
 }
 
-/* What the download streams into: the temp file and the digest. */
+/* What the download streams into: the temp file and the digest; its first two bytes say
+ * whether it is gzip'd. */
 struct fetch_sink {
 	int fd;
 	EVP_MD_CTX *md;
+	unsigned char head[2];
+	size_t head_len;
 };
 
 static int fetch_write(void *user, const char *data, size_t len)
 {
 	struct fetch_sink *f = user;
 
+	for (size_t i = 0; i < len && f->head_len < sizeof(f->head); i++)
+		f->head[f->head_len++] = (unsigned char)data[i];
 	if (EVP_DigestUpdate(f->md, data, len) != 1)
 		return -EIO;
 	return write_all(f->fd, data, len);
+}
+
+/* Remove the temp files (".BASE.download.XXXXXX", ".BASE.new.XXXXXX") that an attempt killed
+ * mid-download (a crash, a power cut) left beside dest: each can be as large as the download. */
+static void remove_leftovers(const char *dest)
+{
+	char dir[PATH_MAX], p1[NAME_MAX + 1], p2[NAME_MAX + 1];
+	const char *base = strrchr(dest, '/');
+	struct dirent *e;
+	size_t dl, l1, l2;
+	DIR *d;
+	int dfd;
+
+	if (!base)
+		return;
+	dl = base == dest ? 1 : (size_t)(base - dest); /* "/x" lives in "/" */
+	if (dl >= sizeof(dir))
+		return;
+	memcpy(dir, dest, dl);
+	dir[dl] = '\0';
+	base++;
+	if (snprintf(p1, sizeof(p1), ".%s.download.", base) >= (int)sizeof(p1) ||
+	    snprintf(p2, sizeof(p2), ".%s.new.", base) >= (int)sizeof(p2))
+		return;
+	l1 = strlen(p1);
+	l2 = strlen(p2);
+	d = opendir(dir);
+	if (!d)
+		return;
+	dfd = dirfd(d);
+	while ((e = readdir(d))) {
+		size_t nl = strlen(e->d_name);
+
+		/* mkostemp's six characters after the prefix, exactly. */
+		if ((nl == l1 + 6 && strncmp(e->d_name, p1, l1) == 0) ||
+		    (nl == l2 + 6 && strncmp(e->d_name, p2, l2) == 0))
+			(void)unlinkat(dfd, e->d_name, 0);
+	}
+	closedir(d);
 }
 
 /* A temp file "dir/.base.what.XXXXXX", mode 0600 (mkostemp), its name in tmp. */
@@ -338,6 +494,8 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 
 	if (why && n)
 		why[0] = '\0';
+	if (f && f->retry_after_s)
+		*f->retry_after_s = -1;
 	if (!http || !f || !f->url || !f->dest || !f->dest[0] || !sha256_hex_valid(f->sha256_hex))
 		return -EINVAL;
 	tarball = !f->raw && agent_url_is_tarball(f->url);
@@ -349,6 +507,7 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 		say(why, n, "cannot create the directory of %s: %s", f->dest, strerror(-r));
 		return r;
 	}
+	remove_leftovers(f->dest);
 	sink.md = EVP_MD_CTX_new();
 	if (!sink.md || EVP_DigestInit_ex(sink.md, EVP_sha256(), NULL) != 1) {
 		r = -ENOMEM;
@@ -378,7 +537,9 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 		r = resp.status == 404 || resp.status == 410   ? -ENOENT
 		    : resp.status == 401 || resp.status == 403 ? -EACCES
 		    : resp.status == 429 || resp.status >= 500 ? -EAGAIN
-		                                               : -EPROTO;
+		                                               : -EBADR;
+		if (r == -EAGAIN && f->retry_after_s)
+			*f->retry_after_s = resp.retry_after_s;
 		say(why, n, "HTTP status %ld", resp.status);
 	} else if (r == -EFBIG) {
 		say(why, n, "larger than %llu bytes", (unsigned long long)f->max_download);
@@ -400,6 +561,10 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 		r = -EBADMSG;
 		goto out;
 	}
+	/* A release tarball at a URL that does not say so (a presigned or redirecting link):
+	 * an agent binary never starts with gzip's magic. */
+	if (!f->raw && sink.head_len == 2 && sink.head[0] == 0x1f && sink.head[1] == 0x8b)
+		tarball = true;
 	if (!tarball) {
 		/* The download is the file: whole and verified, it may become executable. */
 		if (fsync(sink.fd) < 0 || fchmod(sink.fd, f->mode ? (mode_t)f->mode : 0755) < 0) {

@@ -160,6 +160,12 @@ int tar_normalize_name(const char *name, char *out, size_t n)
 		return -EINVAL;
 	if (name[0] == '/')
 		return -EPERM;
+	/* A ".." anywhere refuses the archive, however long the name: first, before any limit. */
+	for (seg = name; *seg; seg += len + (seg[len] == '/')) {
+		len = strcspn(seg, "/");
+		if (len == 2 && seg[0] == '.' && seg[1] == '.')
+			return -EPERM;
+	}
 	while (p[0] == '.' && p[1] == '/')
 		p += 2;
 	while (*p == '/')
@@ -225,6 +231,74 @@ int tar_pax_path(const char *rec, size_t len, char *out, size_t n)
 	return found;
 }
 
+int tar_pax_size(const char *rec, size_t len, uint64_t *size)
+{
+	size_t pos = 0;
+	int found = 0;
+
+	while (pos < len) {
+		size_t rlen = 0, i = pos, klen;
+		const char *key, *eq, *end;
+
+		while (i < len && rec[i] >= '0' && rec[i] <= '9') {
+			rlen = rlen * 10 + (size_t)(rec[i] - '0');
+			if (rlen > len)
+				return -EBADMSG;
+			i++;
+		}
+		if (i == pos || i >= len || rec[i] != ' ' || rlen < (i - pos) + 3 ||
+		    pos + rlen > len || rec[pos + rlen - 1] != '\n')
+			return -EBADMSG;
+		key = rec + i + 1;
+		end = rec + pos + rlen - 1;
+		eq = memchr(key, '=', (size_t)(end - key));
+		if (!eq)
+			return -EBADMSG;
+		klen = (size_t)(eq - key);
+		if (klen == 4 && memcmp(key, "size", 4) == 0) {
+			uint64_t v = 0;
+			const char *d = eq + 1;
+
+			if (d == end)
+				return -EBADMSG;
+			for (; d < end; d++) {
+				if (*d < '0' || *d > '9' || v > (UINT64_MAX - 9) / 10)
+					return -EBADMSG;
+				v = v * 10 + (uint64_t)(*d - '0');
+			}
+			*size = v;
+			found = 1;
+		}
+		pos += rlen;
+	}
+	return found;
+}
+
+void tar_printable(const char *in, char *out, size_t n)
+{
+	size_t used = 0;
+
+	if (!n)
+		return;
+	for (const unsigned char *p = (const unsigned char *)in; p && *p; p++) {
+		char esc[5];
+		size_t add;
+
+		if (*p >= 0x20 && *p < 0x7f && *p != '\\') {
+			esc[0] = (char)*p;
+			esc[1] = '\0';
+		} else {
+			snprintf(esc, sizeof(esc), "\\x%02x", *p);
+		}
+		add = strlen(esc);
+		if (used + add >= n)
+			break;
+		memcpy(out + used, esc, add);
+		used += add;
+	}
+	out[used] = '\0';
+}
+
 /* ---- the inflated stream ------------------------------------------------------------------- */
 
 struct gz {
@@ -275,7 +349,24 @@ static int gz_read(struct gz *g, unsigned char *dst, size_t len)
 		if (g->unpacked > g->max)
 			return -EFBIG;
 		if (zr == Z_STREAM_END) {
-			g->done = true;
+			/* gzip allows members one after another (gzip -d and tar read them as one
+			 * stream): go on with the next, if there is more input. */
+			if (g->z.avail_in == 0 && !g->eof_in) {
+				ssize_t r = read(g->fd, g->in, sizeof(g->in));
+
+				if (r < 0)
+					return -errno;
+				g->z.next_in = g->in;
+				g->z.avail_in = (uInt)r;
+				if (r == 0)
+					g->eof_in = true;
+			}
+			if (g->z.avail_in == 0) {
+				g->done = true;
+				continue;
+			}
+			if (inflateReset(&g->z) != Z_OK)
+				return -EBADMSG;
 			continue;
 		}
 		if (zr == Z_BUF_ERROR && g->eof_in && g->z.avail_in == 0)
@@ -336,7 +427,7 @@ static const char *kind_name(enum tar_kind k)
 	case TAR_FIFO:
 		return "a FIFO";
 	default:
-		return "not a regular file";
+		return "a special entry";
 	}
 }
 
@@ -346,9 +437,10 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 	struct gz *g;
 	struct tar_header h;
 	unsigned char block[TAR_BLOCK];
-	char *pending = NULL, *meta = NULL, norm[256], want[256];
+	char *pending = NULL, *meta = NULL, norm[256], want[256], shown[1024];
+	uint64_t pending_size = 0;
 	unsigned entries = 0;
-	bool found = false;
+	bool found = false, have_pending_size = false;
 	int r;
 
 	if (!member || !lim || tar_normalize_name(member, want, sizeof(want)) < 0) {
@@ -415,6 +507,10 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 				snprintf(pending, LONGNAME_MAX, "%s", meta);
 			} else if (h.kind == TAR_PAX) {
 				r = tar_pax_path(meta, (size_t)size, pending, LONGNAME_MAX);
+				if (r >= 0) {
+					r = tar_pax_size(meta, (size_t)size, &pending_size);
+					have_pending_size = r == 1;
+				}
 				if (r < 0) {
 					say(why, n, "a pax extended header is malformed");
 					goto out;
@@ -423,13 +519,23 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 			continue;
 		}
 		name = pending[0] ? pending : h.name;
+		/* A pax size record overrides the header's (sizes of 8 GiB and more). */
+		if (have_pending_size && h.kind == TAR_REGULAR) {
+			size = pending_size;
+			h.size = pending_size;
+		}
+		have_pending_size = false;
 		r = tar_normalize_name(name, norm, sizeof(norm));
 		pending[0] = '\0';
 		if (r == -EPERM) {
+			tar_printable(name, shown, sizeof(shown));
 			say(why, n, "unsafe member name \"%.200s\" (absolute or with \"..\")",
-			    name);
+			    shown);
 			goto out;
 		}
+		/* An old-style directory: a regular entry whose name ends in '/'. */
+		if (h.kind == TAR_REGULAR && name[0] && name[strlen(name) - 1] == '/')
+			h.kind = TAR_DIRECTORY;
 		if (r == 0 && strcmp(norm, want) == 0) {
 			if (found) {
 				r = -EPERM;

@@ -31,7 +31,7 @@ enum tar_kind {
 };
 
 struct tar_header {
-	char name[256]; /* prefix "/" name for ustar; NUL-terminated */
+	char name[257]; /* prefix (155) "/" name (100) for ustar; NUL-terminated */
 	uint64_t size;
 	enum tar_kind kind;
 };
@@ -47,6 +47,12 @@ int tar_normalize_name(const char *name, char *out, size_t n);
 /* Pure: the value of "path" in a pax extended header's records ("LEN path=VALUE\n" ...), if
  * any: 1 found, 0 none, -EBADMSG malformed records. */
 int tar_pax_path(const char *records, size_t len, char *out, size_t n);
+/* Pure: the "size" record (which overrides the next header's size): 1 found (*size set), 0
+ * none, -EBADMSG malformed (records, or a size that is not a decimal number). */
+int tar_pax_size(const char *records, size_t len, uint64_t *size);
+
+/* Pure: text fit for a log line: printable ASCII as it is, everything else as \xNN. */
+void tar_printable(const char *in, char *out, size_t n);
 
 /* Stream the gzip'd tar from in_fd and write the regular-file member named `member` (compared
  * after normalising: a leading "./" is dropped) to out_fd. Returns 0; otherwise a negative errno

@@ -231,6 +231,26 @@ static size_t on_body(char *p, size_t size, size_t n, void *user)
 		resp->streamed += len;
 		return len;
 	}
+	if (resp->sink) {
+		/* A streamed download's error page: its start holds the message. A server may
+		 * answer a 500 with hundreds of MiB; past the cap the transfer stops, and the
+		 * caller learns the status (http_finish), not -EFBIG. */
+		size_t cap =
+		        resp->body.max < HTTP_ERROR_BODY_MAX ? resp->body.max : HTTP_ERROR_BODY_MAX;
+		size_t room = cap > resp->body.len ? cap - resp->body.len : 0;
+
+		if (len > room) {
+			(void)buf_append(&resp->body, p, room);
+			resp->error_body_cut = true;
+			return 0;
+		}
+		r = buf_append(&resp->body, p, len);
+		if (r < 0) {
+			resp->cb_error = r;
+			return 0;
+		}
+		return len;
+	}
 	r = buf_append(&resp->body, p, len);
 	if (r < 0) {
 		resp->cb_error = r;
@@ -388,7 +408,12 @@ int http_finish(CURL *h, CURLcode rc, struct http_response *resp)
 
 	if (curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK)
 		resp->status = status;
-	if (rc == CURLE_OK)
+	if (rc == CURLE_OK || (rc == CURLE_WRITE_ERROR && resp->error_body_cut))
+		return 0;
+	/* A streamed request's error page announced as larger than the download may be: the
+	 * status is the answer, not the size. */
+	if (rc == CURLE_FILESIZE_EXCEEDED && resp->sink && status > 0 &&
+	    (status < 200 || status >= 300))
 		return 0;
 	if (rc == CURLE_WRITE_ERROR && resp->cb_error)
 		return resp->cb_error;

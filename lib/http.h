@@ -34,6 +34,10 @@ struct http_request {
 	void *sink_user;
 };
 
+/* With a sink, a non-2xx body keeps its first HTTP_ERROR_BODY_MAX bytes (or max_body, when
+ * smaller); then the transfer stops and the status stands. */
+#define HTTP_ERROR_BODY_MAX ((size_t)64 * 1024)
+
 struct http_response {
 	long status; /* 0 when no response arrived */
 	struct buf body;
@@ -42,6 +46,7 @@ struct http_response {
 	char request_id[128]; /* x-amzn-RequestId / x-amz-request-id, if any */
 	int cb_error;         /* internal: write callback failure (-EFBIG, -ENOMEM, the sink's) */
 	uint64_t streamed;    /* bytes given to the request's sink */
+	bool error_body_cut;  /* a streamed request's non-2xx body stopped at HTTP_ERROR_BODY_MAX */
 	/* internal: the sink and the handle whose status decides where a body goes */
 	int (*sink)(void *user, const char *data, size_t len);
 	void *sink_user;

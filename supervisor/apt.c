@@ -2,6 +2,7 @@
 #include "apt.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -90,37 +91,88 @@ bool apt_key_is_armored(const char *data, size_t len)
 	return len - i >= sizeof(mark) - 1 && memcmp(data + i, mark, sizeof(mark) - 1) == 0;
 }
 
-int apt_mask_unit(const char *root, const char *unit)
+/* ConditionPathExists=!the config: the unit runs only where runnerd is not configured (say,
+ * after `apt purge runnerd`). systemd 252 has no always-false condition (ConditionNull= is
+ * gone), and a mask would fail a strict postinst's enable. */
+static const char hold_dropin[] =
+        "# Written by runnerd: runnerd runs the CircleCI agent itself (runnerd(8)), and this\n"
+        "# unit would run a second one under the same runner name. It starts only where\n"
+        "# runnerd is not configured; to hand the agent back to this unit, delete this file\n"
+        "# and run `systemctl daemon-reload`.\n"
+        "[Unit]\n"
+        "ConditionPathExists=!" APT_HOLD_UNLESS_MISSING "\n";
+
+int apt_hold_unit(const char *root, const char *unit)
 {
-	char dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX], target[16];
+	char base[PATH_MAX], dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX];
+	char have[sizeof(hold_dropin)];
 	const char *r = root ? root : "";
-	ssize_t len;
-	int w;
+	ssize_t got = -1;
+	int fd, w, e;
 
 	if (!unit || !unit[0] || strchr(unit, '/'))
 		return -EINVAL;
-	w = snprintf(dir, sizeof(dir), "%s/etc/systemd/system", r);
+	w = snprintf(base, sizeof(base), "%s/etc/systemd/system", r);
+	if (w < 0 || (size_t)w >= sizeof(base))
+		return -ENAMETOOLONG;
+	w = snprintf(dir, sizeof(dir), "%s/%s.d", base, unit);
 	if (w < 0 || (size_t)w >= sizeof(dir))
 		return -ENAMETOOLONG;
-	w = snprintf(path, sizeof(path), "%s/%s", dir, unit);
+	w = snprintf(path, sizeof(path), "%s/50-runnerd.conf", dir);
 	if (w < 0 || (size_t)w >= sizeof(path))
 		return -ENAMETOOLONG;
-	w = snprintf(tmp, sizeof(tmp), "%s/.%s.runnerd-mask", dir, unit);
+	w = snprintf(tmp, sizeof(tmp), "%s/.50-runnerd.conf.new", dir);
 	if (w < 0 || (size_t)w >= sizeof(tmp))
 		return -ENAMETOOLONG;
-	len = readlink(path, target, sizeof(target) - 1);
-	if (len == 9 && memcmp(target, "/dev/null", 9) == 0)
-		return 0;
-	/* /etc/systemd/system exists on every systemd host; a root without it gets it. */
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	(void)unlink(tmp);
-	if (symlink("/dev/null", tmp) < 0)
-		return -errno;
-	if (rename(tmp, path) < 0) {
-		w = -errno;
-		(void)unlink(tmp);
-		return w;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		got = read(fd, have, sizeof(have));
+		close(fd);
+		if (got == (ssize_t)sizeof(hold_dropin) - 1 &&
+		    memcmp(have, hold_dropin, sizeof(hold_dropin) - 1) == 0)
+			return 0;
 	}
-	return 0;
+	/* /etc/systemd/system exists on every systemd host; a root without it gets it. */
+	for (char *p = base + strlen(r) + 1; (p = strchr(p, '/')); p++) {
+		*p = '\0';
+		w = mkdir(base, 0755) < 0 && errno != EEXIST ? -errno : 0;
+		*p = '/';
+		if (w < 0)
+			return w;
+	}
+	if ((mkdir(base, 0755) < 0 && errno != EEXIST) || (mkdir(dir, 0755) < 0 && errno != EEXIST))
+		return -errno;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return -errno;
+	errno = 0;
+	e = write(fd, hold_dropin, sizeof(hold_dropin) - 1) == (ssize_t)sizeof(hold_dropin) - 1
+	            ? 0
+	            : (errno ? -errno : -EIO);
+	if (e == 0 && (fchmod(fd, 0644) < 0 || fsync(fd) < 0))
+		e = -errno;
+	close(fd);
+	if (e == 0 && rename(tmp, path) < 0)
+		e = -errno;
+	if (e < 0) {
+		(void)unlink(tmp);
+		return e;
+	}
+	return 1;
+}
+
+bool apt_unit_installed(const char *root, const char *unit)
+{
+	static const char *const dirs[] = {"/etc/systemd/system", "/usr/lib/systemd/system",
+	                                   "/lib/systemd/system"};
+	char path[PATH_MAX];
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		int w = snprintf(path, sizeof(path), "%s%s/%s", root ? root : "", dirs[i], unit);
+
+		if (w > 0 && (size_t)w < sizeof(path) && lstat(path, &st) == 0)
+			return true;
+	}
+	return false;
 }

@@ -1,6 +1,6 @@
 /* Debian's package tools as runnerd drives them: unattended apt-get, dpkg-query, an apt source
- * of its own, and masking a unit before a package can start it. No logging here: each function
- * returns 0 or -errno (apt's own output goes to runnerd's stderr, the journal). */
+ * of its own, and a drop-in that keeps a package's unit from starting. No logging here: each
+ * function returns 0 or -errno (apt's own output goes to runnerd's stderr, the journal). */
 #ifndef RUNNERD_APT_H
 #define RUNNERD_APT_H
 
@@ -29,10 +29,16 @@ int apt_source_line(const char *source, const char *keyring, char *out, size_t n
  * Pure, on the file's first bytes. */
 bool apt_key_is_armored(const char *data, size_t len);
 
-/* Mask unit under root ("" or NULL = /): etc/systemd/system/UNIT -> /dev/null, as
- * `systemctl mask` does, made before the package that ships UNIT is installed so that nothing
- * (its postinst, a boot) can start it. An existing mask is kept; another file there is replaced.
- * 0 or -errno. */
-int apt_mask_unit(const char *root, const char *unit);
+/* The drop-in that keeps UNIT from starting: etc/systemd/system/UNIT.d/50-runnerd.conf under
+ * root ("" or NULL = /), "[Unit] ConditionPathExists=!/etc/runnerd/runnerd.conf" with a comment
+ * saying who wrote it and how to undo it. Unlike a mask, a start (a postinst's `systemctl enable
+ * --now`, a boot, an operator) succeeds and runs nothing, so a strict maintainer script still
+ * installs; and it can be written before the package that ships UNIT exists. 1 when written, 0
+ * when it was already there as written, -errno. */
+#define APT_HOLD_UNLESS_MISSING "/etc/runnerd/runnerd.conf"
+int apt_hold_unit(const char *root, const char *unit);
+
+/* Does a unit file for UNIT exist under root in /etc, /usr/lib or /lib/systemd/system? */
+bool apt_unit_installed(const char *root, const char *unit);
 
 #endif

@@ -30,12 +30,13 @@
 #define AGENT_UNPACKED_MAX      ((uint64_t)1024 * 1024 * 1024)
 #define AGENT_TAR_ENTRIES_MAX   10000u
 #define AGENT_DOWNLOAD_ATTEMPTS 4u
-/* The package route's files, and the vendor unit it masks. */
+/* The package route's files, and the vendor's unit that runnerd holds. */
 #define AGENT_KEYRING_DIR         "/etc/apt/keyrings"
 #define AGENT_KEYRING             AGENT_KEYRING_DIR "/runnerd-agent"
 #define AGENT_KEYRING_TMP         AGENT_KEYRING_DIR "/runnerd-agent.download"
 #define AGENT_KEYRING_MAX         ((uint64_t)1024 * 1024)
-#define AGENT_APT_SOURCE          "/etc/apt/sources.list.d/runnerd-agent.list"
+#define AGENT_APT_LIST            "runnerd-agent.list"
+#define AGENT_APT_SOURCE          "/etc/apt/sources.list.d/" AGENT_APT_LIST
 #define AGENT_VENDOR_UNIT         "circleci-runner.service"
 #define AGENT_DOWNLOAD_TIMEOUT_MS (10 * 60 * 1000L)
 
@@ -99,15 +100,19 @@ static bool transient(int r)
 	       r == -ECONNRESET;
 }
 
-/* Sleep before retry attempt (0-based) unless that would pass the deadline: false then. */
-static bool backoff(struct boot_ctx *b, unsigned attempt, uint64_t base_ms, uint64_t cap_ms)
+/* Sleep d ms, unless that would run past the step's deadline (then false at once). */
+static bool pause_ms(struct boot_ctx *b, uint64_t d)
 {
-	uint64_t d = backoff_full_jitter_ms(attempt, base_ms, cap_ms, random_u32());
-
 	if (b->deadline_mono_ms && now_mono_ms() + d >= b->deadline_mono_ms)
 		return false;
 	sleep_ms(d);
 	return true;
+}
+
+/* Sleep before retry attempt (0-based) unless that would pass the deadline: false then. */
+static bool backoff(struct boot_ctx *b, unsigned attempt, uint64_t base_ms, uint64_t cap_ms)
+{
+	return pause_ms(b, backoff_full_jitter_ms(attempt, base_ms, cap_ms, random_u32()));
 }
 
 /* The IMDS request that failed last, for messages: "imds:token (HTTP 500)". */
@@ -339,12 +344,16 @@ int boot_token(struct boot_ctx *b)
 /* ---- packages ---- */
 
 /* apt-get install of names (n), attempts as [packages] retries says: the lists are updated
- * before the second attempt (a failed install is most often stale lists: an old AMI), or before
- * the first when update_first (a source just added); from the third on, a full-jitter backoff.
- * what names the phase in the log. */
+ * before every attempt after a failed one (a failed install is most often stale lists: an old
+ * AMI; a failed update is worth another), and before the first when first_list is set (a source
+ * just added: that list alone, sources.list.d/FIRST_LIST, so that another source that is down
+ * cannot fail it); from the third attempt on, a full-jitter backoff. what names the phase in the
+ * log. */
 static int apt_install_all(struct boot_ctx *b, const char *what, const char *const *names, size_t n,
-                           bool update_first)
+                           const char *first_list)
 {
+	char only[128];
+	bool update = first_list != NULL;
 	const struct rd_packages_conf *p = b->conf->packages;
 	const char *argv[16 + 128];
 	char *envp[APT_ENV_MAX];
@@ -374,14 +383,24 @@ static int apt_install_all(struct boot_ctx *b, const char *what, const char *con
 	for (i = 0; i < n; i++)
 		argv[k++] = names[i];
 	argv[k] = NULL;
+	if (first_list)
+		snprintf(only, sizeof(only), "Dir::Etc::sourcelist=sources.list.d/%s", first_list);
 	for (attempt = 1; attempt <= p->retries; attempt++) {
-		if ((attempt == 1 && update_first) || (attempt == 2 && !update_first)) {
-			const char *upd[] = {"apt-get", "-q", "-o", lock, "update", NULL};
-
-			st = apt_run(upd, envp);
-			log_info("%s: apt-get update: status %d", what, st);
-		} else if (attempt > 2 && !backoff(b, (unsigned)(attempt - 3), 2000, 30000)) {
+		if (attempt > 2 && !backoff(b, (unsigned)(attempt - 3), 2000, 30000))
 			break;
+		if (update) {
+			const char *all[] = {"apt-get", "-q", "-o", lock, "update", NULL};
+			const char *one[] = {"apt-get", "-q",
+			                     "-o",      lock,
+			                     "-o",      only,
+			                     "-o",      "Dir::Etc::sourceparts=-",
+			                     "-o",      "APT::Get::List-Cleanup=0",
+			                     "update",  NULL};
+			bool just_one = attempt == 1 && first_list;
+
+			st = apt_run(just_one ? one : all, envp);
+			log_info("%s: apt-get update%s: status %d", what,
+			         just_one ? " of that source alone" : "", st);
 		}
 		log_info("%s: apt-get install of %zu package(s), attempt %lld of %lld", what, n,
 		         (long long)attempt, (long long)p->retries);
@@ -391,6 +410,7 @@ static int apt_install_all(struct boot_ctx *b, const char *what, const char *con
 		if (st < 0)
 			return fail(b, st, "%s: cannot run apt-get: %s", what, strerror(-st));
 		log_warn("%s: apt-get install failed with status %d", what, st);
+		update = true;
 	}
 	return fail(b, -EIO, "%s: apt-get install failed (last status %d)", what, st);
 }
@@ -426,7 +446,7 @@ int boot_packages(struct boot_ctx *b)
 		used = w < 0 ? sizeof(names) : used + (size_t)w;
 	}
 	log_info("packages: to install: %s%s", names, used >= sizeof(names) ? "..." : "");
-	r = apt_install_all(b, "packages", missing, n, false);
+	r = apt_install_all(b, "packages", missing, n, NULL);
 	if (r == 0)
 		log_info("packages: installed");
 	return r;
@@ -434,10 +454,19 @@ int boot_packages(struct boot_ctx *b)
 
 /* ---- agent ---- */
 
+/* mkdir, and a directory made here gets exactly mode whatever the umask. */
+static int mkdir_exact(const char *dir, unsigned mode)
+{
+	if (mkdir(dir, (mode_t)mode) == 0)
+		return chmod(dir, (mode_t)mode) < 0 ? -errno : 0;
+	return errno == EEXIST ? 0 : -errno;
+}
+
 int boot_mkdir_parent(const char *path, unsigned mode)
 {
 	char dir[4096];
 	char *p;
+	int r;
 
 	if (str_copy(dir, path, sizeof(dir)) >= sizeof(dir))
 		return -ENAMETOOLONG;
@@ -449,29 +478,45 @@ int boot_mkdir_parent(const char *path, unsigned mode)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(dir, mode) < 0 && errno != EEXIST)
-			return -errno;
+		r = mkdir_exact(dir, mode);
+		if (r < 0)
+			return r;
 		*p = '/';
 	}
-	if (mkdir(dir, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
+	return mkdir_exact(dir, mode);
 }
 
 /* agent_fetch, retried: S3 answers 503 SlowDown now and then, and a boot's network can be
- * slow. A few attempts with a full-jitter backoff, within the boot deadline; never again after
- * what a retry would only repeat. what prefixes the log lines ("" or "apt_keyring "). */
+ * slow. A few attempts with a full-jitter backoff (or the server's Retry-After, when longer),
+ * each attempt's timeout and every pause within the boot deadline; never again after what a
+ * retry would only repeat. what prefixes the log lines ("" or "apt_keyring "). */
 static int fetch_retrying(struct boot_ctx *b, const struct agent_fetch *f, const char *what,
                           char *why, size_t n)
 {
+	struct agent_fetch g = *f;
+	long retry_after_s = -1;
+	uint64_t pause;
 	size_t used;
 	int r;
 
+	g.retry_after_s = &retry_after_s;
 	for (unsigned attempt = 0;; attempt++) {
+		if (b->deadline_mono_ms) {
+			uint64_t now = now_mono_ms();
+			uint64_t left = b->deadline_mono_ms > now ? b->deadline_mono_ms - now : 0;
+
+			if (left < 1000) {
+				snprintf(why, n, "no time left before the boot deadline");
+				return -ETIMEDOUT;
+			}
+			g.timeout_ms = f->timeout_ms > 0 && (uint64_t)f->timeout_ms < left
+			                       ? f->timeout_ms
+			                       : (long)left;
+		}
 		log_info("agent-install: downloading %s%s%s%s", what, f->url,
 		         !f->raw && agent_url_is_tarball(f->url) ? " (a release tarball)" : "",
 		         attempt ? ", again" : "");
-		r = agent_fetch(b->http, f, why, n);
+		r = agent_fetch(b->http, &g, why, n);
 		if (r == 0 || !agent_fetch_retryable(r))
 			return r;
 		if (attempt + 1 >= AGENT_DOWNLOAD_ATTEMPTS) {
@@ -480,8 +525,12 @@ static int fetch_retrying(struct boot_ctx *b, const struct agent_fetch *f, const
 				snprintf(why + used, n - used, " (after %u attempts)", attempt + 1);
 			return r;
 		}
-		log_warn("agent-install: %s%s: %s; trying again", what, f->url, why);
-		if (!backoff(b, attempt, 1000, 20000)) {
+		pause = backoff_full_jitter_ms(attempt, 1000, 20000, random_u32());
+		if (retry_after_s > 0 && (uint64_t)retry_after_s * 1000 > pause)
+			pause = (uint64_t)retry_after_s * 1000;
+		log_warn("agent-install: %s%s: %s; trying again in %llu ms", what, f->url, why,
+		         (unsigned long long)pause);
+		if (!pause_ms(b, pause)) {
 			used = strnlen(why, n);
 			if (used + 1 < n)
 				snprintf(why + used, n - used,
@@ -505,6 +554,15 @@ static int agent_keyring(struct boot_ctx *b, char *out, size_t n)
 		if (access(a->apt_keyring, R_OK) < 0)
 			return fail(b, -errno, "agent-install: apt_keyring %s: %s", a->apt_keyring,
 			            strerror(errno));
+		/* A key baked into the image is checked too when a digest is given. */
+		r = a->apt_keyring_sha256[0]
+		            ? agent_file_sha256_matches(a->apt_keyring, a->apt_keyring_sha256,
+		                                        AGENT_KEYRING_MAX)
+		            : 0;
+		if (r < 0)
+			return fail(b, r, "agent-install: apt_keyring %s: %s", a->apt_keyring,
+			            r == -EBADMSG ? "its SHA-256 is not apt_keyring_sha256"
+			                          : strerror(-r));
 		str_copy(out, a->apt_keyring, n);
 		return 0;
 	}
@@ -537,17 +595,15 @@ static int agent_keyring(struct boot_ctx *b, char *out, size_t n)
 }
 
 /* The package route: the vendor's circleci-runner .deb from its apt repository. Its own
- * circleci-runner.service is masked before the package can start it, so that the one agent is
- * runnerd's; its conffile (the agent config) is runnerd's to write at agent-config. */
+ * circleci-runner.service is already held (hold_vendor_unit); its conffile (the agent config) is
+ * runnerd's to write at agent-config. */
 static int agent_from_package(struct boot_ctx *b)
 {
 	const struct rd_agent_conf *a = b->conf->agent;
 	const char *names[1] = {a->package};
-	const char *reload[] = {"systemctl", "daemon-reload", NULL};
-	struct spawn_opts o = {.search_path = true, .stdout_to_stderr = true, .timeout_ms = 60000};
 	char keyring[PATH_MAX], line[4096];
 	struct stat st;
-	int r, status;
+	int r;
 
 	r = agent_keyring(b, keyring, sizeof(keyring));
 	if (r < 0)
@@ -557,19 +613,8 @@ static int agent_from_package(struct boot_ctx *b)
 		r = agent_write_file(AGENT_APT_SOURCE, line, strlen(line), 0644);
 	if (r < 0)
 		return fail(b, r, "agent-install: writing %s: %s", AGENT_APT_SOURCE, strerror(-r));
-	r = apt_mask_unit(NULL, AGENT_VENDOR_UNIT);
-	if (r < 0)
-		return fail(b, r, "agent-install: cannot mask %s: %s", AGENT_VENDOR_UNIT,
-		            strerror(-r));
-	/* A running systemd reads masks on reload; without one (a chroot, an image build) the
-	 * symlink alone is enough. */
-	if (stat("/run/systemd/system", &st) == 0 &&
-	    (spawn_run(reload, &o, &status) < 0 || status != 0))
-		log_warn("agent-install: systemctl daemon-reload failed; %s is masked on disk",
-		         AGENT_VENDOR_UNIT);
-	log_info("agent-install: %s masked; installing the package %s from %s", AGENT_VENDOR_UNIT,
-	         a->package, AGENT_APT_SOURCE);
-	r = apt_install_all(b, "agent-install", names, 1, true);
+	log_info("agent-install: installing the package %s from %s", a->package, AGENT_APT_SOURCE);
+	r = apt_install_all(b, "agent-install", names, 1, AGENT_APT_LIST);
 	if (r < 0)
 		return r;
 	if (stat(a->binary, &st) < 0 || !S_ISREG(st.st_mode) || access(a->binary, X_OK) < 0)
@@ -579,16 +624,70 @@ static int agent_from_package(struct boot_ctx *b)
 	return 0;
 }
 
+/* The vendor's package ships circleci-runner.service, which runs an agent of its own under the
+ * same runner name (its postinst or the operator's instructions enable it). On every route, when
+ * the package is runnerd's to install or the unit is already on the machine (an image with the
+ * package baked in by hand), a drop-in keeps it from starting, and a running one is stopped:
+ * the one agent is runnerd's. A drop-in rather than a mask, because a strict postinst's
+ * `systemctl enable --now` fails on a masked unit and would fail the install. */
+static int hold_vendor_unit(struct boot_ctx *b)
+{
+	const char *reload[] = {"systemctl", "daemon-reload", NULL};
+	const char *active[] = {"systemctl", "is-active", "--quiet", AGENT_VENDOR_UNIT, NULL};
+	const char *stop[] = {"systemctl", "stop", AGENT_VENDOR_UNIT, NULL};
+	struct spawn_opts o = {.search_path = true, .stdout_to_stderr = true, .timeout_ms = 60000};
+	struct spawn_opts so = o;
+	struct stat st;
+	bool was_active;
+	int r, status = 0;
+
+	if (!b->conf->agent->package[0] && !apt_unit_installed(NULL, AGENT_VENDOR_UNIT))
+		return 0;
+	r = apt_hold_unit(NULL, AGENT_VENDOR_UNIT);
+	if (r < 0)
+		return fail(b, r, "agent-install: cannot hold %s with a drop-in: %s",
+		            AGENT_VENDOR_UNIT, strerror(-r));
+	if (r > 0)
+		log_info("agent-install: %s held by /etc/systemd/system/%s.d/50-runnerd.conf: "
+		         "runnerd runs the agent",
+		         AGENT_VENDOR_UNIT, AGENT_VENDOR_UNIT);
+	/* Without a running systemd (a chroot, an image build) the file alone is enough. */
+	if (stat("/run/systemd/system", &st) < 0)
+		return 0;
+	if (r > 0 && (spawn_run(reload, &o, &status) < 0 || status != 0))
+		log_warn("agent-install: systemctl daemon-reload failed; %s is held on disk only",
+		         AGENT_VENDOR_UNIT);
+	if (!apt_unit_installed(NULL, AGENT_VENDOR_UNIT))
+		return 0; /* the package comes later: nothing can be running yet */
+	so.stdout_to_stderr = false;
+	was_active = spawn_run(active, &so, &status) == 0 && status == 0;
+	/* Stopped whatever its state: one starting or waiting to restart is not "active" yet. The
+	 * unit's own stop timeout sends TERM then KILL; ours bounds the wait. */
+	so.timeout_ms = 120000;
+	so.stdout_to_stderr = true;
+	if (spawn_run(stop, &so, &status) < 0 || status != 0)
+		return fail(b, -EBUSY,
+		            "agent-install: %s would not stop (systemctl stop: status %d)",
+		            AGENT_VENDOR_UNIT, status);
+	if (was_active)
+		log_warn("agent-install: stopped %s, which was running an agent of its own",
+		         AGENT_VENDOR_UNIT);
+	return 0;
+}
+
 int boot_agent_install(struct boot_ctx *b)
 {
 	const struct rd_agent_conf *a = b->conf->agent;
 	struct agent_fetch f = {0};
-	char url[2048], why[320];
+	char url[2048], why[320], digest[65];
 	const char *arch;
 	struct utsname u;
 	struct stat st;
 	int r;
 
+	r = hold_vendor_unit(b);
+	if (r < 0)
+		return r;
 	if (stat(a->binary, &st) == 0 && S_ISREG(st.st_mode) && access(a->binary, X_OK) == 0) {
 		log_info("agent-install: %s is present", a->binary);
 		return 0;
@@ -609,11 +708,14 @@ int boot_agent_install(struct boot_ctx *b)
 	r = agent_expand_url(a->download_url, arch, url, sizeof(url));
 	if (r < 0)
 		return fail(b, r, "agent-install: [agent] download_url %s: %s", a->download_url,
-		            r == -EINVAL && !arch
-		                    ? "%a, but CircleCI ships no agent for this machine"
-		                    : "does not expand (only %a and %% are known)");
+		            r == -EINVAL ? "%a, but CircleCI ships no agent for this machine"
+		                         : "too long once expanded");
+	r = agent_pick_sha256(a->sha256, arch, digest);
+	if (r < 0)
+		return fail(b, r, "agent-install: [agent] sha256 has no digest for %s (%s)",
+		            arch ? arch : u.machine, "give ARCH:HEX for each architecture");
 	f.url = url;
-	f.sha256_hex = a->sha256;
+	f.sha256_hex = digest;
 	f.dest = a->binary;
 	f.max_download = AGENT_DOWNLOAD_MAX;
 	f.tar.max_member = AGENT_MEMBER_MAX;
@@ -627,28 +729,110 @@ int boot_agent_install(struct boot_ctx *b)
 	return 0;
 }
 
-/* The task agent's directory: machine runner 3 writes the task agent there as root and runs it
- * as the job user through command_prefix, so it must be a real directory, root's, 0755, on a
- * path the job user can walk (parents are made 0755). */
-static int task_agent_dir(const char *dir)
+/* A reason into why (n bytes), truncated as it must be. */
+static void reason(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void reason(char *why, size_t n, const char *fmt, ...)
 {
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, n, fmt, ap);
+	va_end(ap);
+}
+
+/* The task agent's directory: machine runner 3 writes the task agent there as root and runs it
+ * as the job user through command_prefix. So the job user must be able to reach and read it,
+ * and must not be able to change it: a job that could swap the binary or the directory would
+ * run its code in the next job, or steer root's writes. A directory runnerd makes is root's and
+ * 0755 (its parents too); one that exists is used only when it is root's and nobody else can
+ * write it (runnerd adds the read and search bits it lacks, never ownership); every parent must
+ * be searchable by all and, unless sticky, writable by its owner alone. why gets the reason. */
+static int task_agent_dir(const char *dir, char *why, size_t n)
+{
+	char path[PATH_MAX];
 	struct stat st;
+	size_t len = strlen(dir);
 	int r;
 
+	if (len >= sizeof(path))
+		return -ENAMETOOLONG;
 	r = boot_mkdir_parent(dir, 0755);
-	if (r < 0)
+	if (r < 0) {
+		reason(why, n, "cannot create its parents: %s", strerror(-r));
 		return r;
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	if (lstat(dir, &st) < 0)
-		return -errno;
-	if (!S_ISDIR(st.st_mode))
+	}
+	/* Every parent, from / down. */
+	memcpy(path, dir, len + 1);
+	for (char *p = path + 1; (p = strchr(p, '/')); p++) {
+		*p = '\0';
+		if (stat(path, &st) < 0) {
+			r = -errno;
+			reason(why, n, "%s: %s", path, strerror(errno));
+			return r;
+		}
+		if (!(st.st_mode & S_IXOTH)) {
+			reason(why, n, "%s is not searchable by the job user (mode %04o)", path,
+			       (unsigned)(st.st_mode & 07777));
+			return -EACCES;
+		}
+		if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+			reason(why, n, "%s is writable by others than its owner (mode %04o)", path,
+			       (unsigned)(st.st_mode & 07777));
+			return -EPERM;
+		}
+		if (st.st_uid != 0)
+			log_warn(
+			        "agent-config: task_agent_directory: %s belongs to uid %u, who can "
+			        "replace what is below it",
+			        path, (unsigned)st.st_uid);
+		*p = '/';
+	}
+	if (mkdir(dir, 0755) == 0) {
+		/* Ours: exactly 0755 whatever the umask. */
+		if (chmod(dir, 0755) < 0) {
+			r = -errno;
+			reason(why, n, "chmod: %s", strerror(errno));
+			return r;
+		}
+		return 0;
+	}
+	if (errno != EEXIST) {
+		r = -errno;
+		reason(why, n, "mkdir: %s", strerror(errno));
+		return r;
+	}
+	if (lstat(dir, &st) < 0) {
+		r = -errno;
+		reason(why, n, "%s", strerror(errno));
+		return r;
+	}
+	if (S_ISLNK(st.st_mode)) {
+		reason(why, n, "is a symbolic link; runnerd wants a directory of root's");
+		return -ELOOP;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		reason(why, n, "exists and is not a directory");
 		return -ENOTDIR;
-	if ((st.st_uid != geteuid() || st.st_gid != getegid()) &&
-	    chown(dir, geteuid(), getegid()) < 0)
-		return -errno;
-	if ((st.st_mode & 07777) != 0755 && chmod(dir, 0755) < 0)
-		return -errno;
+	}
+	if (st.st_uid != geteuid()) {
+		reason(why, n,
+		       "belongs to uid %u, not root: the job user could replace the task agent "
+		       "(chown root and chmod 0755 it, or remove it)",
+		       (unsigned)st.st_uid);
+		return -EPERM;
+	}
+	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+		reason(why, n,
+		       "is writable by group or others (mode %04o): the job user could replace "
+		       "the task agent (chmod 0755 it)",
+		       (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	if ((st.st_mode & 0555) != 0555 && chmod(dir, (st.st_mode & 07777) | 0555) < 0) {
+		r = -errno;
+		reason(why, n, "chmod: %s", strerror(errno));
+		return r;
+	}
 	return 0;
 }
 
@@ -727,10 +911,12 @@ int boot_agent_config(struct boot_ctx *b)
 		s.ssh_advertise_addr = advertise;
 	}
 	if (s.flavour == AGENT_CIRCLECI_RUNNER) {
-		r = task_agent_dir(a->task_agent_directory);
+		char why[384] = "";
+
+		r = task_agent_dir(a->task_agent_directory, why, sizeof(why));
 		if (r < 0) {
 			(void)fail(b, r, "agent-config: task_agent_directory %s: %s",
-			           a->task_agent_directory, strerror(-r));
+			           a->task_agent_directory, why[0] ? why : strerror(-r));
 			goto out;
 		}
 	}

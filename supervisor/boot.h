@@ -63,7 +63,8 @@ int boot_poll_state(struct boot_ctx *b, char *state, size_t n);
 /* spot/instance-action: 0 with action, -ENOENT when none. */
 int boot_poll_spot(struct boot_ctx *b, struct spot_action *out);
 
-/* mkdir -p of path's parent directory with mode. 0 or -errno. */
+/* mkdir -p of path's parent directory; the directories it makes get exactly mode (umask aside).
+ * 0 or -errno. */
 int boot_mkdir_parent(const char *path, unsigned mode);
 
 #endif

@@ -56,7 +56,7 @@ static const struct cfg_key agent_keys[] = {
          NULL},
         /* Machine runner 3 downloads its task agent here and runs it as the job user. */
         {"task_agent_directory", CFG_STRING, K(rd_agent_conf, task_agent_directory),
-         "/var/lib/circleci-runner/task-agent", NULL, 0, 0, CFG_REQUIRED, NULL},
+         RD_TASK_AGENT_DIRECTORY_DEFAULT, NULL, 0, 0, CFG_REQUIRED, NULL},
         {"ssh_advertise_addr", CFG_STRING, K(rd_agent_conf, ssh_advertise_addr), "", NULL, 0, 0, 0,
          NULL},
         {"log_level", CFG_ENUM, K(rd_agent_conf, log_level), "", log_levels, 0, 0, 0, NULL},
@@ -164,6 +164,37 @@ static bool is_hex64(const char *s)
 	return i == 64;
 }
 
+/* "/a/b": absolute, no empty, "." or ".." component, no trailing '/' (but "/" itself). */
+static bool is_plain_abs_path(const char *p)
+{
+	if (p[0] != '/')
+		return false;
+	if (p[1] == '\0')
+		return true;
+	for (const char *c = p; *c;) {
+		size_t len;
+
+		c++; /* past the '/' */
+		len = strcspn(c, "/");
+		if (len == 0 || (len == 1 && c[0] == '.') ||
+		    (len == 2 && c[0] == '.' && c[1] == '.'))
+			return false;
+		c += len;
+	}
+	return true;
+}
+
+/* Directories every user can write into. */
+static bool is_shared_dir(const char *p)
+{
+	static const char *const shared[] = {"/", "/tmp", "/var/tmp", "/dev/shm", "/run/lock"};
+
+	for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++)
+		if (strcmp(p, shared[i]) == 0)
+			return true;
+	return false;
+}
+
 static bool is_url(const char *s)
 {
 	return strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0;
@@ -229,13 +260,20 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 	if (*a->download_url && !*a->sha256)
 		ERR(a, "agent", "download_url", NULL,
 		    "requires sha256 (the agent binary's SHA-256)");
-	if (*a->sha256 && !is_hex64(a->sha256))
-		ERR(a, "agent", "sha256", NULL, "must be 64 hexadecimal characters");
-	if (*a->download_url && agent_expand_url(a->download_url, "amd64", url, sizeof(url)) < 0)
-		ERR(a, "agent", "download_url", NULL,
-		    "unknown %% escape or too long (%%a is the architecture, %%%% a '%%')");
-	if (a->task_agent_directory[0] != '/')
-		ERR(a, "agent", "task_agent_directory", NULL, "must be an absolute path");
+	if (*a->sha256 && agent_pick_sha256(a->sha256, "", url) == -EINVAL)
+		ERR(a, "agent", "sha256", NULL,
+		    "want the download's SHA-256 (64 hexadecimal characters), or one per "
+		    "architecture: amd64:HEX, arm64:HEX");
+	if (*a->download_url && agent_expand_url(a->download_url, "ppc64le", url, sizeof(url)) < 0)
+		ERR(a, "agent", "download_url", NULL, "too long");
+	if (!is_plain_abs_path(a->task_agent_directory))
+		ERR(a, "agent", "task_agent_directory", NULL,
+		    "must be an absolute path without \".\", \"..\", \"//\" or a trailing /");
+	else if (is_shared_dir(a->task_agent_directory))
+		ERR(a, "agent", "task_agent_directory", NULL,
+		    "%s is shared with every user; name a directory of runnerd's own "
+		    "(the default is %s)",
+		    a->task_agent_directory, RD_TASK_AGENT_DIRECTORY_DEFAULT);
 	if (*a->package) {
 		if (*a->download_url)
 			ERR(a, "agent", "package", NULL,
@@ -259,7 +297,7 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 		if (!*a->package)
 			ERR(a, "agent", "apt_source", NULL, "only with package");
 		else if (strncmp(a->apt_source, "https://", 8) != 0 ||
-		         strpbrk(a->apt_source, "[]\n") || !strchr(a->apt_source + 8, ' '))
+		         strpbrk(a->apt_source, "[]#\t\r\n") || !strchr(a->apt_source + 8, ' '))
 			ERR(a, "agent", "apt_source", NULL,
 			    "want \"https://HOST/PATH SUITE COMPONENT...\" (runnerd adds deb and "
 			    "signed-by)");
@@ -269,17 +307,22 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 			if (!*a->apt_keyring_sha256)
 				ERR(a, "agent", "apt_keyring", NULL,
 				    "a URL requires apt_keyring_sha256 (the key file's SHA-256)");
-		} else if (a->apt_keyring[0] != '/') {
+		} else if (a->apt_keyring[0] != '/' || strpbrk(a->apt_keyring, " \t[]")) {
 			ERR(a, "agent", "apt_keyring", NULL,
-			    "must be an absolute path or an https:// URL");
+			    "must be an absolute path (without blanks or brackets) or an https:// "
+			    "URL");
 		}
 	}
 	if (*a->apt_keyring_sha256 && !is_hex64(a->apt_keyring_sha256))
 		ERR(a, "agent", "apt_keyring_sha256", NULL, "must be 64 hexadecimal characters");
+	if (a->log_level && a->flavour != RD_FLAVOUR_CIRCLECI_RUNNER)
+		ERR(a, "agent", "log_level", NULL,
+		    "only for flavour = circleci-runner (the launch-agent has no level setting)");
 	if (*a->ssh_advertise_addr && agent_expand_advertise(a->ssh_advertise_addr, "10.0.0.1",
 	                                                     "203.0.113.1", url, sizeof(url)) < 0)
 		ERR(a, "agent", "ssh_advertise_addr", NULL,
-		    "want HOST[:PORT], where %%I is the private and %%P the public IPv4 address");
+		    "want HOST[:PORT] (PORT 1-65535), where %%I is the private and %%P the public "
+		    "IPv4 address");
 	for (size_t i = 0; i < c->packages->install.n; i++) {
 		/* apt-get would take it for an option. */
 		if (c->packages->install.items[i][0] == '-')

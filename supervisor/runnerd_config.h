@@ -16,6 +16,8 @@ enum rd_mode { RD_MODE_SINGLE_TASK, RD_MODE_CONTINUOUS };
 enum rd_token_source { RD_TOKEN_SECRETSMANAGER, RD_TOKEN_SSM, RD_TOKEN_FILE };
 enum rd_on_exit { RD_ON_EXIT_POWEROFF, RD_ON_EXIT_EXIT };
 
+#define RD_TASK_AGENT_DIRECTORY_DEFAULT "/var/lib/circleci-runner/task-agent"
+
 struct rd_agent_conf {
 	int flavour; /* enum rd_flavour */
 	char *binary;
@@ -29,14 +31,14 @@ struct rd_agent_conf {
 	uint64_t max_run_time_ms;
 	char *api_url;      /* "" = leave out; CIRCLECI_RUNNER_API_URL overrides */
 	char *download_url; /* "" = never download; %a is the architecture */
-	char *sha256;
-	char *package;     /* "" = no package route */
-	char *apt_source;  /* "URI SUITE COMPONENT..." */
-	char *apt_keyring; /* a path, or an https URL with apt_keyring_sha256 */
+	char *sha256;       /* one digest, or "ARCH:HEX, ARCH:HEX" (one per architecture) */
+	char *package;      /* "" = no package route */
+	char *apt_source;   /* "URI SUITE COMPONENT..." */
+	char *apt_keyring;  /* a path, or an https URL with apt_keyring_sha256 */
 	char *apt_keyring_sha256;
-	char *task_agent_directory;
-	char *ssh_advertise_addr; /* "" = leave out; %I private, %P public IPv4 */
-	int log_level;            /* 0 = leave out; else rd_log_level_name() */
+	char *task_agent_directory; /* root's, 0755: the job user runs the task agent from it */
+	char *ssh_advertise_addr;   /* "" = leave out; %I private, %P public IPv4 */
+	int log_level;              /* 0 = leave out; else rd_log_level_name() */
 };
 
 struct rd_token_conf {

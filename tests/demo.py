@@ -79,7 +79,7 @@ binary = {agent}
 config_path = {root}/etc/agent.yaml
 user = {os.environ.get("USER") or "root"}
 working_directory = {root}/work
-task_agent_directory = {root}/task-agent
+task_agent_directory = {sockdir}/tasks/{iid}
 api_url = {os.environ["FAKE_CLOUD_URL"]}
 [token]
 source = secretsmanager
@@ -255,6 +255,9 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     # Unix socket paths are short (108 bytes): their own short directory.
     sockdir = tempfile.mkdtemp(prefix="rdemo-", dir="/tmp")
+    # Searchable by all: the job user reaches each runner's task agent directory through it
+    # (runnerd refuses one it cannot); each instance's socket directory stays 0750.
+    os.chmod(sockdir, 0o755)
     glyphs = GLYPHS_UTF8 if (sys.stdout.encoding or "").lower().startswith("utf") else \
         GLYPHS_ASCII
     interrupted = []

@@ -467,9 +467,15 @@ class Guest:
 
     def describe(self, tail=6000):
         qlog = self.qemu_log.read_text(errors="replace") if self.qemu_log.exists() else ""
+        serial = self.serial_text()
+        # The boot's story (runnerd's and cloud-init's lines, through journald to the console)
+        # first: the tail alone is mostly the shutdown.
+        story = [line for line in serial.splitlines()
+                 if any(w in line for w in ("runnerd", "cloud-init", "circleci"))]
         return (f"guest {self.name}: qemu exit {self.returncode} after "
                 f"{self.elapsed or 0:.1f} s\n--- qemu ---\n{qlog[-2000:]}\n"
-                f"--- serial ({self.serial}) ---\n{self.serial_text()[-tail:]}")
+                f"--- runnerd and cloud-init ---\n" + "\n".join(story[-200:]) + "\n"
+                f"--- serial ({self.serial}) ---\n{serial[-tail:]}")
 
 
 def wait_all(guests):

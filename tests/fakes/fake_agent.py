@@ -115,7 +115,12 @@ def run_task_agent(runner, machine_runner):
         return r.returncode, (r.stdout.strip() or "-") if r.returncode == 0 else "-"
     d = runner.get("task_agent_directory") or os.path.expanduser("~/.local/libexec/circleci")
     try:
-        os.makedirs(d, mode=0o755, exist_ok=True)
+        # The directory is runnerd's to make (root's, 0755). Missing, the stand-in makes it
+        # as a careful agent might, 0700 (so only its own user can use it): a runner that
+        # relied on the agent for it would fail its jobs here, as it might on a real one.
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            os.chmod(d, 0o700)
         path = os.path.join(d, "circleci-agent")
         tmp = f"{path}.tmp.{os.getpid()}"
         with open(tmp, "w") as f:

@@ -56,11 +56,12 @@ if ! getent passwd circleci >/dev/null; then
 	useradd --system --create-home --home-dir /var/lib/circleci-runner --shell /bin/bash circleci
 fi
 chown circleci:circleci /etc/circleci-runner/circleci-runner-config.yaml || true
-# What CircleCI's instructions do next by hand; a supervisor must have masked the unit.
+# What CircleCI's instructions do next by hand, done strictly (set -e, no "|| true"): the
+# hardest postinst a supervisor could meet. A masked unit fails `enable` here and with it the
+# install; runnerd's drop-in (ConditionNull=false) lets both succeed and the start run nothing.
 if [ -d /run/systemd/system ]; then
-	systemctl daemon-reload || true
-	systemctl enable circleci-runner.service || true
-	systemctl start circleci-runner.service || true
+	systemctl daemon-reload
+	systemctl enable --now circleci-runner.service
 fi
 exit 0
 """

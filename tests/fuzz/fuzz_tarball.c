@@ -1,16 +1,47 @@
-/* agent/tarball: the whole input is the download (a .tar.gz, or anything), extracted for the
- * member "circleci-runner" with small limits.
+/* agent/tarball: the input is the download, extracted for the member "circleci-runner" with
+ * small limits. A first byte of 'T' means "the rest is a raw tar stream": the harness gzips it so
+ * that mutations reach the header parser instead of dying in the gzip check; any other input is
+ * the download as it is (a .tar.gz, or anything).
  * Properties: only the documented returns; on success the member is within its limit and the
  * archive unpacked within its own; on failure the reason is set, one printable line. */
 #include <errno.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "fuzz.h"
 #include "tarball.h"
 
+/* gzip `data` into a malloc'd buffer; NULL when zlib refuses (never for these sizes). */
+static unsigned char *gzip_raw(const uint8_t *data, size_t size, size_t *out_len)
+{
+	z_stream z = {0};
+	size_t cap = size + size / 8 + 256;
+	unsigned char *buf = malloc(cap);
+
+	if (!buf || deflateInit2(&z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+		free(buf);
+		return NULL;
+	}
+	z.next_in = (unsigned char *)data;
+	z.avail_in = (uInt)size;
+	z.next_out = buf;
+	z.avail_out = (uInt)cap;
+	if (deflate(&z, Z_FINISH) != Z_STREAM_END) {
+		deflateEnd(&z);
+		free(buf);
+		return NULL;
+	}
+	*out_len = z.total_out;
+	deflateEnd(&z);
+	return buf;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	unsigned char *gz = NULL;
+
 	static const struct tar_limits lim = {
 	        .max_member = 64 * 1024, .max_unpacked = 1 << 20, .max_entries = 64};
 	int in = memfd_create("in", MFD_CLOEXEC), out = memfd_create("out", MFD_CLOEXEC), r;
@@ -18,6 +49,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	off_t len;
 
 	FUZZ_CHECK(in >= 0 && out >= 0);
+	if (size > 0 && data[0] == 'T') {
+		size_t gz_len = 0;
+
+		gz = gzip_raw(data + 1, size - 1, &gz_len);
+		FUZZ_CHECK(gz != NULL);
+		data = gz;
+		size = gz_len;
+	}
 	FUZZ_CHECK(write(in, data, size) == (ssize_t)size);
 	FUZZ_CHECK(lseek(in, 0, SEEK_SET) == 0);
 	r = tarball_extract(in, "circleci-runner", out, &lim, why, sizeof(why));
@@ -32,5 +71,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	close(in);
 	close(out);
+	free(gz);
 	return 0;
 }

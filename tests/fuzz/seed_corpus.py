@@ -465,7 +465,7 @@ def tarballs(cp):
     import io
     import tarfile
 
-    def tgz(entries, fmt=tarfile.USTAR_FORMAT):
+    def tgz(entries, fmt=tarfile.USTAR_FORMAT, raw_mode=False):
         raw = io.BytesIO()
         with tarfile.open(fileobj=raw, mode="w", format=fmt) as t:
             for name, kind, data, link in entries:
@@ -475,6 +475,8 @@ def tarballs(cp):
                 ti.size = len(data) if kind == tarfile.REGTYPE else 0
                 ti.linkname = link or ""
                 t.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        if raw_mode:  # the harness gzips what follows a 'T'
+            return b"T" + raw.getvalue()
         return gzip.compress(raw.getvalue(), mtime=0)
 
     agent = b"#!/bin/sh\necho agent\n"
@@ -489,6 +491,14 @@ def tarballs(cp):
                           tarfile.PAX_FORMAT), "pax")
     cp.add("tarball", gzip.compress(b"not a tar at all", mtime=0), "not-tar")
     cp.add("tarball", b"\x1f\x8b\x08\x00garbage", "bad-gzip")
+    # Raw tar streams, so mutations land in the headers.
+    cp.add("tarball", tgz([("circleci-runner", tarfile.REGTYPE, agent, None)], raw_mode=True),
+           "raw-good")
+    cp.add("tarball", tgz([("x" * 120 + "/circleci-runner", tarfile.REGTYPE, agent, None)],
+                          tarfile.GNU_FORMAT, raw_mode=True), "raw-gnu-longname")
+    cp.add("tarball", tgz([("d/" + "y" * 110, tarfile.REGTYPE, agent, None),
+                           ("circleci-runner", tarfile.REGTYPE, agent, None)],
+                          tarfile.PAX_FORMAT, raw_mode=True), "raw-pax")
 
 
 def main():

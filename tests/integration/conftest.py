@@ -367,6 +367,24 @@ class FakeCloud:
         return boto3.client(service, **args)
 
 
+_PUBLIC_DIRS = []
+
+
+def public_dir(prefix):
+    """A fresh directory the job user can reach (/tmp/PREFIX*, 0755, root's; removed when the
+    session ends): pytest's own tmp_path sits under /tmp/pytest-of-root (0700), and runnerd
+    refuses a task agent directory the job user cannot search its way to."""
+    import shutil
+    import tempfile
+    if not _PUBLIC_DIRS:
+        import atexit
+        atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _PUBLIC_DIRS])
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(d, 0o755)
+    _PUBLIC_DIRS.append(d)
+    return Path(d)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "fake_options(**kw): options for the fake fixture "
                             "(tick_interval=seconds, extra_args=[...])")

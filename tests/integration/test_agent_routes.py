@@ -6,12 +6,14 @@ world of tests/fakes/world.py, nothing in the environment):
   must be refused: a wrong digest, a symlink, a traversal name, a device, an oversize member;
   each with a clear error and then the exit path (leave the group, power off);
 - package: the vendor's circleci-runner .deb from a signed apt repository at packagecloud.io,
-  its own unit masked before it can start, the conffile runnerd's to write; also booted under
-  systemd (nspawn) where that unit would really start;
+  its own unit held by a drop-in before it can start (a condition: a strict postinst's
+  `enable --now` still succeeds), the conffile runnerd's to write; also booted under systemd (nspawn) where that unit
+  would really start, and where an image with the vendor's unit enabled by hand has it stopped;
 - baked: the binary already there (test_default_path.py);
 - the job: the stand-in runner writes its task agent into runner.task_agent_directory and runs
-  it as the job user through command_prefix, as machine runner 3 does; a directory under /root
-  (the agent's own default for a root runner) fails the job.
+  it as the job user through command_prefix, as machine runner 3 does; a directory the job user
+  cannot reach (under /root: the agent's own default for a root runner) or could change is
+  refused before the agent starts.
 """
 
 import hashlib
@@ -35,10 +37,14 @@ from test_default_path import (AGENT_EVENTS, RC, TOKEN, agent_wrapper, assert_le
 VERSION = "3.1.4"
 
 
-def run_with(world, logind, build, tmp_path, conf, files=None, timeout=90, name="runner"):
+def run_with(world, logind, build, tmp_path, conf, files=None, timeout=90, name="runner",
+             setup=None):
     inst = world.instance(name, logind=logind,
                           files={"/etc/runnerd/runnerd.conf": conf, **(files or {}),
                                  **installed(build)})
+    if setup:
+        r = inst.run(["/bin/sh", "-ec", setup])
+        assert r.returncode == 0, r.stderr
     log = tmp_path / "runnerd.log"
     with open(log, "wb") as f:
         p = inst.popen(["/usr/sbin/runnerd"], stdout=f, stderr=subprocess.STDOUT)
@@ -164,18 +170,27 @@ def package_world(world, tmp_path, behaviour="success"):
 
 
 NO_MIRROR = {"/etc/apt/sources.list": "", "/etc/apt/sources.list.d/debian.sources": ""}
+HOLD = "etc/systemd/system/circleci-runner.service.d/50-runnerd.conf"
+
+
+def assert_vendor_unit_held(root):
+    """runnerd's drop-in, not a mask: a mask would fail a strict postinst's enable."""
+    unit = root / "etc/systemd/system/circleci-runner.service"
+    assert not unit.is_symlink(), "the vendor unit is masked (a strict postinst fails on that)"
+    text = (root / HOLD).read_text()
+    assert "[Unit]\nConditionPathExists=!/etc/runnerd/runnerd.conf\n" in text, text
 
 
 def test_package_route(world, logind, build, tmp_path):
     """package = circleci-runner: the key fetched and checked, the source written with
-    signed-by, the vendor unit masked before apt-get installs the package, the package's binary
-    run as the one agent, and the vendor's conffile replaced by runnerd's config."""
+    signed-by, the vendor unit held by a drop-in before apt-get installs the package, the
+    package's binary run as the one agent, and the vendor's conffile replaced by runnerd's
+    config."""
     fake = world.fake
     agent, conf = package_world(world, tmp_path)
     inst, rc, text = run_with(world, logind, build, tmp_path, conf, NO_MIRROR, timeout=180)
     assert rc == 0, text
-    mask = inst.path("/etc/systemd/system/circleci-runner.service")
-    assert os.readlink(mask) == "/dev/null", "the vendor unit is not masked"
+    assert_vendor_unit_held(inst.path("/"))
     assert inst.path("/usr/bin/circleci-runner").read_bytes() == agent
     src = inst.path("/etc/apt/sources.list.d/runnerd-agent.list").read_text()
     assert src == ("deb [signed-by=/etc/apt/keyrings/runnerd-agent.asc] "
@@ -193,7 +208,9 @@ def test_package_route(world, logind, build, tmp_path):
            and r["status"] == 200}
     assert "/circleci/runner/any/dists/any/InRelease" in got, got
     assert f"/circleci/runner/any/pool/main/circleci-runner_{VERSION}_amd64.deb" in got, got
-    assert "agent-install: circleci-runner.service masked" in text, text
+    assert "agent-install: circleci-runner.service held by" in text, text
+    # The source just added was read alone first (another source being down cannot fail it).
+    assert "apt-get update of that source alone: status 0" in text, text
     assert_left_and_powered_off(fake, logind)
 
 
@@ -213,22 +230,89 @@ def test_package_route_refuses_a_wrong_key(world, logind, build, tmp_path):
 
 # ---- the job: the task agent as the job user -------------------------------------------------
 
-def test_task_agent_under_root_fails_the_job(world, logind, build, tmp_path):
-    """Negative control for the task agent directory: where machine runner 3 puts it by default
-    for a root runner (~/.local/libexec/circleci, /root being 0700), the job user cannot run
-    it and the job fails; runnerd's default directory is what makes jobs work (the tests
-    above)."""
+def test_task_agent_under_root_is_refused(world, logind, build, tmp_path):
+    """Where machine runner 3 puts the task agent by default for a root runner
+    (~/.local/libexec/circleci, /root being 0700) the job user cannot run it, and every job
+    would fail after the agent claimed it; runnerd refuses the directory before the agent
+    starts, naming the parent in the way, and the instance leaves instead of burning jobs."""
     fake = world.fake
     prepare_runner_world(fake)
     conf = packaged_conf(task_agent_directory="/root/.local/libexec/circleci")
     inst, rc, text = run_with(world, logind, build, tmp_path, conf,
                               {"/usr/bin/circleci-runner": (agent_wrapper(), 0o755)})
-    assert rc == 0, text  # the agent itself ended well; the job did not
-    ev = events(inst)
-    failed = [e for e in ev if e.startswith("task-agent ")]
-    assert failed and not failed[0].startswith("task-agent 0 "), ev
-    done = fake.state()["jobs"][RC]["done"]
-    assert done and done[0]["exit_code"] != 0, done
+    assert rc == 69, text
+    assert "/root is not searchable by the job user (mode 0700)" in text, text
+    assert events(inst) == [], "the agent started"
+    assert not fake.state()["jobs"][RC]["done"], "a job was claimed"
+    assert_left_and_powered_off(fake, logind)
+
+
+BAKED = {"/usr/bin/circleci-runner": (agent_wrapper(), 0o755)}
+TASK_DIR = "/var/lib/circleci-runner/task-agent"
+
+
+@pytest.mark.parametrize("case, setup, says", [
+    ("symlink", f"mkdir -p /opt/elsewhere /var/lib/circleci-runner && "
+                f"ln -s /opt/elsewhere {TASK_DIR}", "is a symbolic link"),
+    ("job user's", f"mkdir -p {TASK_DIR} && chown circleci {TASK_DIR}", "belongs to uid"),
+    ("group-writable", f"mkdir -p {TASK_DIR} && chmod 0775 {TASK_DIR}",
+     "writable by group or others (mode 0775)"),
+    ("parent writable by all", "mkdir -p /var/lib/circleci-runner && "
+                               "chmod 0777 /var/lib/circleci-runner",
+     "/var/lib/circleci-runner is writable by others than its owner (mode 0777)"),
+    ("parent not searchable", "mkdir -p /var/lib/circleci-runner && "
+                              "chmod 0700 /var/lib/circleci-runner",
+     "/var/lib/circleci-runner is not searchable by the job user (mode 0700)"),
+])
+def test_task_agent_directory_refused(world, logind, build, tmp_path, case, setup, says):
+    """A task agent directory the job user could change (and so swap the task agent the next
+    job runs, or steer root's writes) or cannot reach: refused before the agent starts, with
+    the reason, and nothing changed on it; then the exit path."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    inst, rc, text = run_with(world, logind, build, tmp_path, packaged_conf(), BAKED,
+                              setup=setup)
+    assert rc == 69, text
+    assert f"agent-config: task_agent_directory {TASK_DIR}: " in text and says in text, text
+    assert events(inst) == [], "the agent started"
+    assert_left_and_powered_off(fake, logind)
+    if case == "job user's":
+        st = os.lstat(inst.path(TASK_DIR))
+        assert st.st_uid != 0, "runnerd took the directory over instead of refusing it"
+
+
+def test_task_agent_directory_existing_is_kept(world, logind, build, tmp_path):
+    """A directory of root's that only lacks the read and search bits (0700, as an agent might
+    have left it) gets them; root's ownership is all runnerd wants, and the job runs."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    inst, rc, text = run_with(world, logind, build, tmp_path, packaged_conf(), BAKED,
+                              setup=f"mkdir -p {TASK_DIR} && chmod 0700 {TASK_DIR}")
+    assert rc == 0, text
+    st = os.lstat(inst.path(TASK_DIR))
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o755, 0)
+    assert "task-agent 0 circleci" in events(inst), events(inst)
+
+
+def test_vendor_unit_on_the_image_is_held(world, logind, build, tmp_path):
+    """An image with the vendor's package baked in by hand (its unit on disk, the binary
+    there): on the baked route too, runnerd holds the unit with its drop-in before the agent
+    starts, so a boot cannot start a second agent under the same name."""
+    fake = world.fake
+    prepare_runner_world(fake)
+    files = {**BAKED, "/usr/lib/systemd/system/circleci-runner.service": vendor.VENDOR_UNIT}
+    inst, rc, text = run_with(world, logind, build, tmp_path, packaged_conf(), files)
+    assert rc == 0, text
+    assert_vendor_unit_held(inst.path("/"))
+    assert "agent-install: circleci-runner.service held by" in text, text
+    # Without the unit on disk and without the package route, no drop-in: nothing to hold.
+    fake.reset()
+    prepare_runner_world(fake)
+    (tmp_path / "none").mkdir()
+    inst, rc, text = run_with(world, logind, build, tmp_path / "none", packaged_conf(), BAKED,
+                              name="plain")
+    assert rc == 0, text
+    assert not inst.path("/" + HOLD).exists()
 
 
 # ---- the digest, at deploy time --------------------------------------------------------------
@@ -255,17 +339,41 @@ def test_agent_sha256_from_the_manifest(world, logind, build, tmp_path):
     lines = [x for x in r.stdout.splitlines() if not x.startswith("#")]
     assert lines == [f"download_url = {vendor.tarball_url(VERSION, 'amd64')}",
                      f"sha256 = {hashlib.sha256(tgz['amd64']).hexdigest()}"], r.stdout
+    # Both architectures: the URL with %a and a digest for each, for a mixed fleet.
     both = inst.run([script, VERSION])
-    assert both.returncode == 0 and both.stdout.count("sha256 = ") == 2, both
+    assert both.returncode == 0, both
+    both_lines = [x for x in both.stdout.splitlines() if not x.startswith("#")]
+    assert both_lines == [f"download_url = {vendor.tarball_url(VERSION)}",
+                          "sha256 = " + ", ".join(f"{a}:{hashlib.sha256(tgz[a]).hexdigest()}"
+                                                  for a in ("amd64", "arm64"))], both.stdout
     # A release the manifest does not have, and a digest that does not match the tarball.
     assert inst.run([script, "9.9.9"]).returncode == 1
     fake.set_blob(vendor.tarball_url(VERSION, "arm64"), tgz["arm64"] + b"x")
     bad = inst.run([script, VERSION, "arm64", "--verify"])
     assert bad.returncode == 1 and "the manifest says" in bad.stderr, bad
-    # The printed lines are a working config.
-    conf = packaged_conf(download_url=lines[0].split(" = ")[1], sha256=lines[1].split(" = ")[1])
-    _, rc, text = run_with(world, logind, build, tmp_path, conf)
-    assert rc == 0, text
+    # The printed lines are a working config: one architecture's, and both (this amd64
+    # machine picks its entry). The arm64 tarball is made right again first: the digests
+    # printed are the manifest's.
+    fake.set_blob(vendor.tarball_url(VERSION, "arm64"), tgz["arm64"])
+    for i, chosen in enumerate((lines, both_lines)):
+        conf = packaged_conf(download_url=chosen[0].split(" = ")[1],
+                             sha256=chosen[1].split(" = ")[1])
+        (tmp_path / str(i)).mkdir()
+        inst, rc, text = run_with(world, logind, build, tmp_path / str(i), conf,
+                                  name=f"runner{i}")
+        assert rc == 0, text
+        assert inst.path("/usr/bin/circleci-runner").read_bytes() == \
+            agent_wrapper().encode() + b"# amd64\n"
+        fake.reset()
+        prepare_runner_world(fake)
+        fake.set_blob(vendor.tarball_url(VERSION, "amd64"), tgz["amd64"])
+    # A list without this machine's architecture: the boot fails saying so.
+    conf = packaged_conf(download_url=both_lines[0].split(" = ")[1],
+                         sha256="arm64:" + hashlib.sha256(tgz["arm64"]).hexdigest())
+    (tmp_path / "none").mkdir()
+    _, rc, text = run_with(world, logind, build, tmp_path / "none", conf, name="runner-x")
+    assert rc == 69, text
+    assert "[agent] sha256 has no digest for amd64" in text, text
 
 
 # ---- the package route under a real systemd -------------------------------------------------
@@ -273,8 +381,9 @@ def test_agent_sha256_from_the_manifest(world, logind, build, tmp_path):
 def test_package_route_under_systemd(world, rootfs_tar, debs, tmp_path):
     """The runnerd package installed in a Debian root booted by systemd-nspawn inside the
     world's network (IMDS, AWS, packagecloud.io at their addresses): runnerd.service installs
-    the vendor package, whose postinst enables and starts circleci-runner.service; the mask
-    keeps it from starting, so exactly one agent runs, runnerd's; the machine powers off."""
+    the vendor package, whose strict postinst enables and starts circleci-runner.service; the
+    drop-in makes that start succeed and run nothing, so exactly one agent runs, runnerd's; the
+    machine powers off."""
     assert shutil.which("systemd-nspawn"), "systemd-nspawn is missing: run scripts/install-deps"
     fake = world.fake
     _, conf = package_world(world, tmp_path)
@@ -313,8 +422,11 @@ def test_package_route_under_systemd(world, rootfs_tar, debs, tmp_path):
         assert ev.count("started") == 1 and ev[-1] == "completed job-1", \
             f"{ev}\n{everything}"
         assert "task-agent 0 circleci" in ev, ev
-        assert os.readlink(root / "etc/systemd/system/circleci-runner.service") == "/dev/null"
-        assert "circleci-runner.service is masked" in everything, everything
+        assert_vendor_unit_held(root)
+        # The postinst's `systemctl enable --now` ran and succeeded; the start was skipped.
+        assert (root / "etc/systemd/system/multi-user.target.wants/"
+                "circleci-runner.service").is_symlink(), everything
+        assert re.search(r"circleci-runner.service.*unmet condition", everything), everything
         assert "Started circleci-runner.service" not in everything, everything
         # This root has no D-Bus, so no logind: the fallback, systemctl poweroff, does it.
         assert re.search(r"powering-off: (logind accepted PowerOff|systemctl poweroff "
@@ -325,5 +437,75 @@ def test_package_route_under_systemd(world, rootfs_tar, debs, tmp_path):
         assert len(done) == 1 and done[0]["exit_code"] == 0, done
         [t] = aws_calls(fake, "autoscaling", "TerminateInstanceInAutoScalingGroup")
         assert t["params"]["InstanceId"] == MAIN_INSTANCE_ID and t["status"] == 200, t
+    finally:
+        ch.remove()
+
+
+def test_vendor_unit_running_at_boot_is_stopped(world, rootfs_tar, debs, tmp_path):
+    """An image where someone baked the vendor's package and enabled its unit by hand, booted
+    under systemd: circleci-runner.service starts first and runs an agent of its own; runnerd
+    holds the unit, stops it, and runs the one agent; the unit does not come back (Restart=
+    always meets the drop-in's condition), and the machine powers off."""
+    assert shutil.which("systemd-nspawn"), "systemd-nspawn is missing: run scripts/install-deps"
+    fake = world.fake
+    prepare_runner_world(fake)
+    ch = Chroot(rootfs_tar, tmp_path)
+    try:
+        r = ch.install(debs["runnerd"])
+        assert r.returncode == 0, out(r)
+        ch.unstub()
+        root = ch.root
+        # The binary both run: as the vendor's unit (user circleci) it marks that it ran and
+        # waits, as an agent does between jobs; as runnerd's child (root) the stand-in agent.
+        wrapper = agent_wrapper().replace(
+            "#!/bin/sh\n",
+            "#!/bin/sh\nif [ \"$(id -u)\" != 0 ]; then\n"
+            "\techo \"vendor agent $$\" >>/var/tmp/vendor-agent\n\texec sleep 100000\nfi\n", 1)
+        files = {"etc/runnerd/runnerd.conf": (packaged_conf(), 0o644),
+                 "etc/hosts": (world.hosts_file(), 0o644),
+                 "etc/ssl/certs/ca-certificates.crt": (Path(world.ca).read_text(), 0o644),
+                 "usr/bin/circleci-runner": (wrapper, 0o755),
+                 "usr/lib/systemd/system/circleci-runner.service": (vendor.VENDOR_UNIT, 0o644),
+                 "etc/circleci-runner/circleci-runner-config.yaml": (vendor.VENDOR_CONFFILE,
+                                                                     0o640),
+                 # Started before runnerd, so that runnerd meets it running (a boot's order
+                 # is otherwise a race, and the drop-in alone would keep it from starting).
+                 "etc/systemd/system/circleci-runner.service.d/10-first.conf":
+                     ("[Unit]\nBefore=runnerd.service\n", 0o644)}
+        for rel, (text, mode) in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+            (root / rel).chmod(mode)
+        wants = root / "etc/systemd/system/multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (wants / "circleci-runner.service").symlink_to(
+            "/usr/lib/systemd/system/circleci-runner.service")
+        (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
+        log = tmp_path / "nspawn.log"
+        with open(log, "wb") as logf:
+            boot = subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{world.netns}", "systemd-nspawn", "--quiet",
+                 "--register=no", "--keep-unit", f"--bind-ro={REPO / 'tests' / 'fakes'}",
+                 "-D", str(root), "-b"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        try:
+            boot.wait(240)
+        except subprocess.TimeoutExpired:
+            os.killpg(boot.pid, 9)
+            boot.wait(10)
+            raise AssertionError("the container did not power off:\n" + journal(ch))
+        everything = journal(ch)
+        vendor_runs = (root / "var/tmp/vendor-agent").read_text().splitlines() \
+            if (root / "var/tmp/vendor-agent").exists() else []
+        assert len(vendor_runs) == 1, f"{vendor_runs}\n{everything}"
+        assert "agent-install: stopped circleci-runner.service, which was running an agent " \
+            "of its own" in everything, everything
+        assert_vendor_unit_held(root)
+        ev = (root / "var/tmp/agent-events").read_text().splitlines() \
+            if (root / "var/tmp/agent-events").exists() else []
+        assert ev.count("started") == 1 and ev[-1] == "completed job-1", f"{ev}\n{everything}"
+        done = fake.state()["jobs"][RC]["done"]
+        assert len(done) == 1 and done[0]["exit_code"] == 0, done
     finally:
         ch.remove()

@@ -236,7 +236,9 @@ def test_two_minutes_of_shipped_defaults(fake, dynalite, build, tmp_path):
 
         # runnerd: the job ran its two minutes and runnerd left the group with a decrement.
         assert rd.wait(timeout=JOB_S + 60) == 0, rd.stderr()
-        assert rd.events() == ["started", "claimed job-1", "completed job-1"]
+        assert rd.events() == ["started", "claimed job-1",
+                               f"task-agent 0 {pwd.getpwuid(os.geteuid()).pw_name}",
+                               "completed job-1"]
         assert rd.marker.read_text() == "off\n"
         reqs = fake.requests()
         term = [q for q in reqs if q.get("op") == "TerminateInstanceInAutoScalingGroup"]

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import MAIN_INSTANCE_ID, PYTHON, REPO  # noqa: E402
+from conftest import MAIN_INSTANCE_ID, PYTHON, REPO, public_dir  # noqa: E402
 
 FAKE_AGENT = REPO / "tests" / "fakes" / "fake_agent.py"
 RC = "test-org/linux-small"
@@ -77,6 +77,7 @@ class Runnerd:
                  lifecycle=None, agent=None, extra_env=None, sock_dir=None, path_prefix=None,
                  packages=""):
         self.build, self.tmp, self.fake = Path(build), Path(tmp), fake
+        self.task_agent_dir = public_dir("rd-task-") / "task-agent"
         self.pidfile = self.tmp / "agent.pid"
         self.dump = self.tmp / "agent-dump.json"
         self.record = self.tmp / "agent-events"
@@ -106,7 +107,7 @@ class Runnerd:
               "config_path": str(self.config_path), "name": "%H-%i", "user": user,
               "working_directory": str(self.tmp / "work"), "mode": "single-task",
               "idle_timeout": "1m", "max_run_time": "5h",
-              "task_agent_directory": str(self.tmp / "task-agent")}
+              "task_agent_directory": str(self.task_agent_dir)}
         ag.update(agent or {})
         sections = {"agent": ag,
                     "token": {"source": token_source, "id": token_id, "key": token_key},
@@ -319,7 +320,7 @@ def test_happy_path(rd, cloud, flavour, argv_head):
     user = pwd.getpwuid(os.geteuid()).pw_name
     assert r.events() == ["started", "claimed job-1", f"task-agent 0 {user}", "completed job-1"]
     if flavour == "circleci-runner":
-        ta = r.tmp / "task-agent"
+        ta = r.task_agent_dir
         assert os.stat(ta).st_mode & 0o7777 == 0o755 and os.stat(ta).st_uid == os.geteuid()
     done = cloud.state()["jobs"][RC]["done"]
     assert [j["id"] for j in done] == ["job-1"] and done[0]["exit_code"] == 0

@@ -41,7 +41,7 @@ static void tarb_header(unsigned char h[512], const char *name, char type, uint6
 	memset(h, 0, 512);
 	if (posix_prefix_split && nl > 100) {
 		/* prefix (up to 155) "/" name (up to 100): split at the last '/' that fits. */
-		const char *cut = name + nl - 100;
+		const char *cut = name + nl - 101; /* the '/' may sit just before a 100-byte name */
 		const char *slash = strchr(cut, '/');
 
 		if (!slash)

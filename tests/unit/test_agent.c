@@ -260,9 +260,11 @@ static void check_roundtrip(const struct agent_settings *s, const char *token)
 		expect_str(&m, "runner.ssh.advertise_addr", s->ssh_advertise_addr);
 		want++;
 	}
-	if (s->log_level && s->log_level[0]) {
+	if (s->log_level && s->log_level[0] && s->flavour == AGENT_CIRCLECI_RUNNER) {
 		expect_str(&m, "logging.level", s->log_level);
 		want++;
+	} else {
+		assert_null(kvmap_get(&m, "logging.level")); /* the launch-agent has none */
 	}
 	if (m.n != want) {
 		size_t i;
@@ -332,7 +334,8 @@ static void test_render_launch_agent(void **state)
 	check_roundtrip(&s, "tok");
 	s.working_directory = "/w/";
 	check_roundtrip(&s, "tok");
-	/* The launch-agent needs no task agent directory, and gets the optional keys too. */
+	/* The launch-agent needs no task agent directory, and gets the SSH key too; never a
+	 * logging.level, which it does not have. */
 	s.task_agent_directory = NULL;
 	s.ssh_advertise_addr = "10.0.3.17:54782";
 	s.log_level = "debug";
@@ -1313,6 +1316,158 @@ static void test_download_tarball(void **state)
 	http_client_free(h);
 }
 
+/* What each status means to the caller, and that an error page's size does not matter. */
+static void test_download_statuses(void **state)
+{
+	static const struct {
+		const char *head;
+		int r;
+		long retry_after;
+	} cases[] = {
+	        {"HTTP/1.1 418 I'm a teapot\r\n", -EBADR, -1},
+	        {"HTTP/1.1 400 Bad Request\r\n", -EBADR, -1},
+	        {"HTTP/1.1 410 Gone\r\n", -ENOENT, -1},
+	        {"HTTP/1.1 403 Forbidden\r\n", -EACCES, -1},
+	        {"HTTP/1.1 503 Slow Down\r\nRetry-After: 7\r\n", -EAGAIN, 7},
+	        {"HTTP/1.1 429 Too Many Requests\r\n", -EAGAIN, -1},
+	};
+	struct http_client *h;
+	char hex[65], path[192], why[256], *resp;
+	long retry_after = 99;
+
+	assert_int_equal(http_client_new(&h), 0);
+	hex_of("x", hex);
+	snprintf(path, sizeof(path), "%s/bin/circleci-runner", tmpdir);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct server sv;
+		struct agent_fetch f = {.sha256_hex = hex,
+		                        .dest = path,
+		                        .max_download = 1 << 20,
+		                        .tar = TAR_LIM,
+		                        .timeout_ms = 5000,
+		                        .retry_after_s = &retry_after};
+		char url[96];
+		int r;
+
+		assert_true(asprintf(&resp, "%sContent-Length: 2\r\nConnection: close\r\n\r\nno",
+		                     cases[i].head) > 0);
+		server_start(&sv, resp, strlen(resp));
+		snprintf(url, sizeof(url), "http://127.0.0.1:%d/a", sv.port);
+		f.url = url;
+		r = agent_fetch(h, &f, why, sizeof(why));
+		server_stop(&sv);
+		if (r != cases[i].r || retry_after != cases[i].retry_after)
+			fail_msg("%s: r=%d retry_after=%ld", cases[i].head, r, retry_after);
+		assert_true(agent_fetch_retryable(r) == (r == -EAGAIN));
+		assert_non_null(strstr(why, "HTTP status"));
+		free(resp);
+	}
+
+	/* A 500 with a body far larger than the download's limit: the status, not -EFBIG, and
+	 * the transfer stops at the error page's cap rather than reading it all. */
+	{
+		size_t big = 4 << 20, head_len;
+		char head[128];
+		char *full;
+
+		head_len = (size_t)snprintf(head, sizeof(head),
+		                            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: "
+		                            "%zu\r\nConnection: close\r\n\r\n",
+		                            big);
+		full = malloc(head_len + big);
+		assert_non_null(full);
+		memcpy(full, head, head_len);
+		memset(full + head_len, 'e', big);
+		assert_int_equal(download_as(h, full, head_len + big, "a", path, hex, 1024, why,
+		                             sizeof(why)),
+		                 -EAGAIN);
+		assert_string_equal(why, "HTTP status 500");
+		/* The same without a Content-Length (the body runs until close): cut at the cap. */
+		head_len =
+		        (size_t)snprintf(head, sizeof(head),
+		                         "HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\n\r\n");
+		memcpy(full, head, head_len);
+		memset(full + head_len, 'e', big);
+		assert_int_equal(download_as(h, full, head_len + big, "a", path, hex, 1024, why,
+		                             sizeof(why)),
+		                 -EAGAIN);
+		assert_string_equal(why, "HTTP status 502");
+		free(full);
+	}
+	http_client_free(h);
+}
+
+/* A tarball at a URL that does not end in .tar.gz is known by its gzip magic; temp files an
+ * earlier, killed attempt left beside the binary are removed, nothing else is. */
+static void test_download_sniff_and_leftovers(void **state)
+{
+	static const char agent[] = "#!/bin/sh\necho sniffed\n";
+	struct http_client *h;
+	char hex[65], path[192], dir[128], got[128], why[256], name[256], *resp;
+	unsigned char *gz, d[32];
+	struct tarb t = {0};
+	size_t gzlen, rlen;
+	static const char *const stale[] = {".circleci-runner.download.AbC123",
+	                                    ".circleci-runner.new.zzzzzz"};
+	static const char *const kept[] = {".circleci-runner.download.toolong1", "other-file",
+	                                   ".circleci-runner.new."};
+
+	assert_int_equal(http_client_new(&h), 0);
+	snprintf(dir, sizeof(dir), "%s/opt", tmpdir);
+	snprintf(path, sizeof(path), "%s/circleci-runner", dir);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(stale); i++) {
+		snprintf(name, sizeof(name), "%s/%s", dir, stale[i]);
+		assert_int_equal(agent_write_file(name, "stale", 5, 0600), 0);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(kept); i++) {
+		snprintf(name, sizeof(name), "%s/%s", dir, kept[i]);
+		assert_int_equal(agent_write_file(name, "keep", 4, 0600), 0);
+	}
+	tarb_file(&t, "circleci-runner", agent);
+	tarb_end(&t);
+	gzlen = tarb_gzip(&t, &gz);
+	free(t.data);
+	EVP_Digest(gz, gzlen, d, NULL, EVP_sha256(), NULL);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	resp = http_200_bytes(gz, gzlen, &rlen);
+	assert_int_equal(
+	        download_as(h, resp, rlen, "download?id=42", path, hex, 1 << 20, why, sizeof(why)),
+	        0);
+	read_file(path, got, sizeof(got));
+	assert_string_equal(got, agent);
+	for (size_t i = 0; i < ARRAY_SIZE(stale); i++) {
+		snprintf(name, sizeof(name), "%s/%s", dir, stale[i]);
+		assert_int_equal(access(name, F_OK), -1);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(kept); i++) {
+		snprintf(name, sizeof(name), "%s/%s", dir, kept[i]);
+		assert_int_equal(access(name, F_OK), 0);
+	}
+	assert_int_equal(dir_count(dir), 1 + ARRAY_SIZE(kept));
+	free(resp);
+	free(gz);
+	http_client_free(h);
+}
+
+/* A key file on disk checked against a digest. */
+static void test_file_sha256(void **state)
+{
+	char path[192], hex[65];
+
+	snprintf(path, sizeof(path), "%s/key.gpg", tmpdir);
+	assert_int_equal(agent_write_file(path, "keydata", 7, 0644), 0);
+	hex_of("keydata", hex);
+	assert_int_equal(agent_file_sha256_matches(path, hex, 1024), 0);
+	assert_int_equal(agent_file_sha256_matches(path, hex, 6), -EFBIG);
+	hex_of("other", hex);
+	assert_int_equal(agent_file_sha256_matches(path, hex, 1024), -EBADMSG);
+	assert_int_equal(agent_file_sha256_matches(path, "abc", 1024), -EINVAL);
+	snprintf(path, sizeof(path), "%s/missing", tmpdir);
+	assert_int_equal(agent_file_sha256_matches(path, hex, 1024), -ENOENT);
+}
+
 static void test_expand_url(void **state)
 {
 	static const struct {
@@ -1322,12 +1477,17 @@ static void test_expand_url(void **state)
 	        {"https://h/circleci-runner_linux_%a.tar.gz", "amd64",
 	         "https://h/circleci-runner_linux_amd64.tar.gz", 0},
 	        {"https://h/%a/%a", "arm64", "https://h/arm64/arm64", 0},
-	        {"https://h/x?sig=a%%2Fb", "amd64", "https://h/x?sig=a%2Fb", 0},
+	        /* The URL's own percent-encoding stays: %2F, and %a followed by a hex digit. */
+	        {"https://h/x?sig=a%2Fb", "amd64", "https://h/x?sig=a%2Fb", 0},
+	        {"https://h/x?sig=%a0%AB%aF", "amd64", "https://h/x?sig=%a0%AB%aF", 0},
+	        {"https://h/%a?sig=%a1", "arm64", "https://h/arm64?sig=%a1", 0},
+	        {"https://h/%%a", "arm64", "https://h/%arm64", 0},
+	        {"https://h/%x/%", "amd64", "https://h/%x/%", 0},
+	        {"https://h/%A", "amd64", "https://h/%A", 0},
 	        {"https://h/plain", NULL, "https://h/plain", 0},
 	        {"https://h/%a", NULL, NULL, -EINVAL},
 	        {"https://h/%a", "", NULL, -EINVAL},
-	        {"https://h/%x", "amd64", NULL, -EINVAL},
-	        {"https://h/%", "amd64", NULL, -EINVAL},
+	        {"https://h/%a.tgz", NULL, NULL, -EINVAL},
 	};
 	char out[128];
 
@@ -1340,6 +1500,9 @@ static void test_expand_url(void **state)
 			assert_string_equal(out, cases[i].out);
 	}
 	assert_int_equal(agent_expand_url("https://h/%a", "amd64", out, 12), -ENAMETOOLONG);
+	assert_true(agent_url_has_arch("https://h/%a.tgz"));
+	assert_false(agent_url_has_arch("https://h/%a0.tgz"));
+	assert_false(agent_url_has_arch("https://h/x"));
 	assert_string_equal(agent_arch_name("x86_64"), "amd64");
 	assert_string_equal(agent_arch_name("aarch64"), "arm64");
 	assert_null(agent_arch_name("riscv64"));
@@ -1348,6 +1511,53 @@ static void test_expand_url(void **state)
 	assert_true(agent_url_is_tarball("https://h/a.TGZ?sig=1#x"));
 	assert_false(agent_url_is_tarball("https://h/a.tar.gz.sha256"));
 	assert_false(agent_url_is_tarball("https://h/circleci-runner"));
+}
+
+#define D1 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define D2 "FEDCBA9876543210FEDCBA9876543210FEDCBA9876543210FEDCBA9876543210"
+
+static void test_pick_sha256(void **state)
+{
+	static const struct {
+		const char *value, *arch, *out;
+		int r;
+	} cases[] = {
+	        /* One digest: every architecture's. */
+	        {D1, "amd64", D1, 0},
+	        {D1, NULL, D1, 0},
+	        /* One per architecture, separated by commas and/or blanks. */
+	        {"amd64:" D1 ", arm64:" D2, "amd64", D1, 0},
+	        {"amd64:" D1 ", arm64:" D2, "arm64", D2, 0},
+	        {"amd64:" D1 " arm64:" D2, "arm64", D2, 0},
+	        {" amd64:" D1 ",arm64:" D2 ",", "arm64", D2, 0},
+	        {"amd64:" D1, "arm64", NULL, -ENOENT},
+	        {"amd64:" D1, NULL, NULL, -ENOENT},
+	        {"amd64:" D1, "", NULL, -ENOENT},
+	        /* Broken. */
+	        {"", "amd64", NULL, -EINVAL},
+	        {" , ", "amd64", NULL, -EINVAL},
+	        {"x86_64:" D1, "amd64", NULL, -EINVAL},
+	        {"amd64:" D1 "0", "amd64", NULL, -EINVAL},
+	        {"amd64:0123", "amd64", NULL, -EINVAL},
+	        {"amd64 " D1, "amd64", NULL, -EINVAL},
+	        {"amd64:" D1 ", amd64:" D2, "amd64", NULL, -EINVAL},
+	        {"amd64:" D1 "; arm64:" D2, "arm64", NULL, -EINVAL},
+	        {"amd64:g123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "amd64",
+	         NULL, -EINVAL},
+	        {D1 D1, "amd64", NULL, -EINVAL},
+	};
+	char out[65];
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int r = agent_pick_sha256(cases[i].value, cases[i].arch, out);
+
+		if (r != cases[i].r)
+			fail_msg("pick_sha256(%s, %s) = %d, want %d", cases[i].value,
+			         cases[i].arch ? cases[i].arch : "NULL", r, cases[i].r);
+		if (r == 0)
+			assert_string_equal(out, cases[i].out);
+	}
+	assert_int_equal(agent_pick_sha256(NULL, "amd64", out), -EINVAL);
 }
 
 static void test_expand_advertise(void **state)
@@ -1369,6 +1579,15 @@ static void test_expand_advertise(void **state)
 	        {"a\"b", NULL, NULL, NULL, -EINVAL},
 	        {"[::1", NULL, NULL, NULL, -EINVAL},
 	        {"", NULL, NULL, NULL, -EINVAL},
+	        {"h:1", NULL, NULL, "h:1", 0},
+	        {"h:65535", NULL, NULL, "h:65535", 0},
+	        {"h:0", NULL, NULL, NULL, -EINVAL},
+	        {"h:65536", NULL, NULL, NULL, -EINVAL},
+	        {"h:99999999999999999999", NULL, NULL, NULL, -EINVAL},
+	        {"h:", NULL, NULL, NULL, -EINVAL},
+	        {"h:22x", NULL, NULL, NULL, -EINVAL},
+	        {"[::1]:0", NULL, NULL, NULL, -EINVAL},
+	        {"[::1]:", NULL, NULL, NULL, -EINVAL},
 	};
 	char out[64];
 
@@ -1413,8 +1632,14 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_download, setup_tmpdir, teardown_tmpdir),
 	        cmocka_unit_test_setup_teardown(test_download_tarball, setup_tmpdir,
 	                                        teardown_tmpdir),
+	        cmocka_unit_test_setup_teardown(test_download_statuses, setup_tmpdir,
+	                                        teardown_tmpdir),
+	        cmocka_unit_test_setup_teardown(test_download_sniff_and_leftovers, setup_tmpdir,
+	                                        teardown_tmpdir),
+	        cmocka_unit_test_setup_teardown(test_file_sha256, setup_tmpdir, teardown_tmpdir),
 	        cmocka_unit_test(test_expand_url),
 	        cmocka_unit_test(test_expand_advertise),
+	        cmocka_unit_test(test_pick_sha256),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -52,7 +52,7 @@ static bool file_has(const char *path, const char *needle)
 
 static int setup(void **state)
 {
-	if (!mkdtemp(dir))
+	if (!mkdtemp(dir) || chmod(dir, 0755) < 0) /* the job user reaches the task agent dir */
 		return -1;
 	snprintf(token_path, sizeof(token_path), "%s/token", dir);
 	snprintf(config_path, sizeof(config_path), "%s/etc/agent.yaml", dir);
@@ -68,6 +68,8 @@ static int teardown(void **state)
 	unlink(config_path);
 	snprintf(sub, sizeof(sub), "%s/etc", dir);
 	rmdir(sub);
+	snprintf(sub, sizeof(sub), "%s/task-agent", dir);
+	rmdir(sub);
 	rmdir(dir);
 	curl_global_cleanup();
 	return 0;
@@ -78,10 +80,11 @@ static void load(struct runnerd_config *c, const char *config_path_value)
 	char text[1024];
 	char *errs = NULL;
 
+	/* Everything under the test's directory: never the host's /var/lib. */
 	snprintf(text, sizeof(text),
-	         "[agent]\nconfig_path = %s\nuser = nobody\n"
+	         "[agent]\nconfig_path = %s\nuser = nobody\ntask_agent_directory = %s/task-agent\n"
 	         "[token]\nsource = file\nid = %s\n",
-	         config_path_value, token_path);
+	         config_path_value, dir, token_path);
 	unsetenv("CIRCLECI_RUNNER_API_URL");
 	assert_int_equal(runnerd_config_load_string(text, "unit.conf", c, &errs), 0);
 	assert_null(errs);

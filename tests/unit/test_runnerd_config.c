@@ -175,6 +175,43 @@ static const struct bad bads[] = {
          "bad.conf:2: sha256"},
         {"[agent]\ndownload_url = ftp://example.com/a\nsha256 = " SHA "\n",
          "bad.conf:2: download_url"},
+        {"[agent]\nsha256 = x86_64:" SHA "\n", "bad.conf:2: sha256"},
+        {"[agent]\nsha256 = amd64:" SHA ", amd64:" SHA "\n", "bad.conf:2: sha256"},
+        {"[agent]\nsha256 = amd64 " SHA "\n", "bad.conf:2: sha256"},
+        /* task_agent_directory: absolute, plain, not a directory every user shares */
+        {"[agent]\ntask_agent_directory = rel/dir\n", "bad.conf:2: task_agent_directory"},
+        {"[agent]\ntask_agent_directory = /tmp\n",
+         "bad.conf:2: task_agent_directory: /tmp is shared"},
+        {"[agent]\ntask_agent_directory = /var/tmp\n", "bad.conf:2: task_agent_directory"},
+        {"[agent]\ntask_agent_directory = /\n", "bad.conf:2: task_agent_directory"},
+        {"[agent]\ntask_agent_directory = /opt/../tmp\n", "bad.conf:2: task_agent_directory"},
+        {"[agent]\ntask_agent_directory = /opt//x\n", "bad.conf:2: task_agent_directory"},
+        {"[agent]\ntask_agent_directory = /opt/x/\n", "bad.conf:2: task_agent_directory"},
+        {"[agent]\ntask_agent_directory = /opt/./x\n", "bad.conf:2: task_agent_directory"},
+        /* the package route */
+        {"[agent]\npackage = circleci-runner\n", "bad.conf:2: package: requires apt_source"},
+        {"[agent]\npackage = circleci-runner\napt_source = https://r.example/d any main # x\n"
+         "apt_keyring = /k.gpg\n",
+         "bad.conf:3: apt_source"},
+        {"[agent]\npackage = circleci-runner\napt_source = https://r.example/d\tany main\n"
+         "apt_keyring = /k.gpg\n",
+         "bad.conf:3: apt_source"},
+        {"[agent]\npackage = circleci-runner\napt_source = http://r.example/d any main\n"
+         "apt_keyring = /k.gpg\n",
+         "bad.conf:3: apt_source"},
+        {"[agent]\npackage = circleci-runner\napt_source = https://r.example/d any main\n"
+         "apt_keyring = /my keys/k.gpg\n",
+         "bad.conf:4: apt_keyring"},
+        {"[agent]\npackage = circleci-runner\napt_source = https://r.example/d any main\n"
+         "apt_keyring = https://r.example/k.gpg\n",
+         "bad.conf:4: apt_keyring: a URL requires apt_keyring_sha256"},
+        {"[agent]\npackage = -oops\n", "bad.conf:2: package"},
+        {"[agent]\nflavour = launch-agent\npackage = circleci-runner\n", "package: only for"},
+        /* ssh_advertise_addr's port, log_level's flavour */
+        {"[agent]\nssh_advertise_addr = %I:0\n", "bad.conf:2: ssh_advertise_addr"},
+        {"[agent]\nssh_advertise_addr = %I:65536\n", "bad.conf:2: ssh_advertise_addr"},
+        {"[agent]\nssh_advertise_addr = %I:ssh\n", "bad.conf:2: ssh_advertise_addr"},
+        {"[agent]\nflavour = launch-agent\nlog_level = debug\n", "bad.conf:3: log_level"},
         {"[token]\nsource = file\nid = token.txt\n", "bad.conf:3: id"},
         {"[token]\nid =\n", "bad.conf:2: id"},
         {"[control]\nsocket = control.sock\n", "bad.conf:2: socket"},
@@ -205,6 +242,42 @@ static void test_bad(void **state)
 			fail();
 		}
 		assert_null(c.cfg);
+		free(errs);
+	}
+}
+
+/* What the agent keys accept. */
+static void test_agent_keys_good(void **state)
+{
+	static const char *const goods[] = {
+	        "[agent]\nsha256 = amd64:" SHA ", arm64:" SHA "\n",
+	        "[agent]\nsha256 = arm64:" SHA "\n",
+	        "[agent]\ndownload_url = https://h/circleci-runner_linux_%a.tar.gz?sig=%a0%2F\n"
+	        "sha256 = " SHA "\n",
+	        "[agent]\ntask_agent_directory = /tmp/libexec/circleci\n",
+	        "[agent]\ntask_agent_directory = /opt/circleci/task-agent\n",
+	        "[agent]\nssh_advertise_addr = %P:65535\nlog_level = debug\n",
+	        "[agent]\npackage = circleci-runner=3.1.4\n"
+	        "apt_source = https://packagecloud.io/circleci/runner/any any main\n"
+	        "apt_keyring = https://packagecloud.io/circleci/runner/gpgkey\n"
+	        "apt_keyring_sha256 = " SHA "\n",
+	        "[agent]\npackage = circleci-runner\n"
+	        "apt_source = https://r.example/d any main\n"
+	        "apt_keyring = /usr/share/keyrings/circleci.gpg\napt_keyring_sha256 = " SHA "\n",
+	};
+
+	unsetenv("CIRCLECI_RUNNER_API_URL");
+	for (size_t i = 0; i < ARRAY_SIZE(goods); i++) {
+		struct runnerd_config c;
+		char *errs = NULL;
+		int r = runnerd_config_load_string(goods[i], "good.conf", &c, &errs);
+
+		if (r != 0) {
+			print_error("case %zu (%s): r=%d errors=%s\n", i, goods[i], r,
+			            errs ? errs : "(none)");
+			fail();
+		}
+		runnerd_config_free(&c);
 		free(errs);
 	}
 }
@@ -271,8 +344,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_good),
-	        cmocka_unit_test(test_bad),          cmocka_unit_test(test_many_errors),
-	        cmocka_unit_test(test_env_override), cmocka_unit_test(test_missing_file),
+	        cmocka_unit_test(test_bad),          cmocka_unit_test(test_agent_keys_good),
+	        cmocka_unit_test(test_many_errors),  cmocka_unit_test(test_env_override),
+	        cmocka_unit_test(test_missing_file),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -53,6 +53,20 @@ static void test_parse_header(void **state)
 		assert_string_equal(th.name, longname);
 	}
 
+	/* The longest ustar name: a 155-byte prefix and a 100-byte name, 256 bytes joined. */
+	{
+		char longest[300];
+
+		memset(longest, 'p', 155);
+		longest[155] = '/';
+		memset(longest + 156, 'n', 100);
+		longest[256] = '\0';
+		tarb_header(h, longest, '0', 7, NULL, 0, 1);
+		assert_int_equal(tar_parse_header(h, &th), 0);
+		assert_string_equal(th.name, longest);
+		assert_int_equal(th.size, 7);
+	}
+
 	/* Links carry no data whatever their size field says. */
 	tarb_header(h, "l", '2', 999, "target", 0, 0);
 	assert_int_equal(tar_parse_header(h, &th), 0);
@@ -106,6 +120,34 @@ static void test_normalize_name(void **state)
 			assert_string_equal(out, cases[i].out);
 	}
 	assert_int_equal(tar_normalize_name("abcdefgh", out, 4), -ENAMETOOLONG);
+	/* A ".." past any length limit still refuses. */
+	{
+		char name[600];
+
+		memset(name, 'a', 500);
+		strcpy(name + 500, "/../../etc/evil");
+		assert_int_equal(tar_normalize_name(name, out, sizeof(out)), -EPERM);
+	}
+}
+
+static void test_pax_size_and_printable(void **state)
+{
+	uint64_t size = 0;
+	char out[64];
+
+	assert_int_equal(tar_pax_size("16 size=1234567\n", 16, &size), 1);
+	assert_int_equal(size, 1234567);
+	assert_int_equal(tar_pax_size("20 mtime=1700000000\n", 20, &size), 0);
+	assert_int_equal(tar_pax_size("9 size=x\n", 9, &size), -EBADMSG);
+	assert_int_equal(tar_pax_size("8 size=\n", 8, &size), -EBADMSG);
+	assert_int_equal(tar_pax_size("30 size=99999999999999999999\n", 30, &size), -EBADMSG);
+
+	tar_printable("ok name", out, sizeof(out));
+	assert_string_equal(out, "ok name");
+	tar_printable("\x1b[2J\nFAKE\\", out, sizeof(out));
+	assert_string_equal(out, "\\x1b[2J\\x0aFAKE\\x5c");
+	tar_printable("\x1b\x1b\x1b", out, 9);
+	assert_string_equal(out, "\\x1b\\x1b");
 }
 
 static void test_pax_path(void **state)
@@ -205,6 +247,14 @@ static void test_extract_good(void **state)
 	assert_string_equal(got, "pax");
 	free(got);
 
+	/* A pax size record overrides the header's size. */
+	tarb_entry(&t, "PaxHeaders/x", 'x', "10 size=3\n", 10, 10, NULL);
+	tarb_entry(&t, "circleci-runner", '0', "abc", 3, 999, NULL);
+	tarb_end(&t);
+	assert_int_equal(extract(&t, "circleci-runner", &LIM, &got, &len, why, sizeof(why)), 0);
+	assert_string_equal(got, "abc");
+	free(got);
+
 	/* An empty member is a member. */
 	tarb_file(&t, "circleci-runner", "");
 	tarb_end(&t);
@@ -231,6 +281,8 @@ static void test_extract_refused(void **state)
 	        {"twice", -EPERM, "appears twice"},
 	        {"missing", -ENOENT, "no member"},
 	        {"oversize header", -EFBIG, "more than the limit"},
+	        {"trailing slash", -EPERM, "a directory"},
+	        {"control characters", -EPERM, "\\x1b"},
 	        {"truncated", -EBADMSG, "ends inside"},
 	        {"too many", -EFBIG, "entries"},
 	        {"bomb", -EFBIG, "unpacks to more"},
@@ -267,6 +319,10 @@ static void test_extract_refused(void **state)
 			tarb_file(&t, "./circleci-runner", "second");
 		} else if (!strcmp(w, "missing"))
 			tarb_file(&t, "circleci-runner-other", "x");
+		else if (!strcmp(w, "trailing slash"))
+			tarb_file(&t, "circleci-runner/", "");
+		else if (!strcmp(w, "control characters"))
+			tarb_file(&t, "../\x1b[2J\nFAKE LOG LINE", "x");
 		else if (!strcmp(w, "oversize header"))
 			/* Says 2 MiB; the limit is 1 MiB: refused before a byte is read. */
 			tarb_entry(&t, "circleci-runner", '0', NULL, 0, 2 << 20, NULL);
@@ -296,6 +352,64 @@ static void test_extract_refused(void **state)
 	}
 }
 
+/* gzip members one after another are one stream (gzip -d and tar read them so): a member
+ * split across them comes out whole, and a second copy in a later member is a duplicate. */
+static void test_extract_concatenated_gzip(void **state)
+{
+	struct tarb a = {0}, b = {0};
+	unsigned char *ga, *gb;
+	size_t la, lb;
+	char why[256], got[64] = "";
+	int in, out;
+
+	tarb_file(&a, "circleci-runner", "whole across members\n");
+	tarb_end(&a);
+	/* Split the tar stream in the middle of the member's data. */
+	b.data = malloc(a.len - 520);
+	memcpy(b.data, a.data + 520, a.len - 520);
+	b.len = b.cap = a.len - 520;
+	a.len = 520;
+	la = tarb_gzip(&a, &ga);
+	lb = tarb_gzip(&b, &gb);
+	in = memfd_create("in", MFD_CLOEXEC);
+	out = memfd_create("out", MFD_CLOEXEC);
+	assert_int_equal(write(in, ga, la), (ssize_t)la);
+	assert_int_equal(write(in, gb, lb), (ssize_t)lb);
+	assert_int_equal(lseek(in, 0, SEEK_SET), 0);
+	assert_int_equal(tarball_extract(in, "circleci-runner", out, &LIM, why, sizeof(why)), 0);
+	assert_int_equal(pread(out, got, sizeof(got) - 1, 0), 21);
+	assert_string_equal(got, "whole across members\n");
+	close(in);
+	close(out);
+	free(a.data);
+	free(b.data);
+	free(ga);
+	free(gb);
+
+	/* A second copy in a second member. */
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	tarb_file(&a, "circleci-runner", "first");
+	tarb_file(&b, "circleci-runner", "second");
+	tarb_end(&b);
+	la = tarb_gzip(&a, &ga);
+	lb = tarb_gzip(&b, &gb);
+	in = memfd_create("in", MFD_CLOEXEC);
+	out = memfd_create("out", MFD_CLOEXEC);
+	assert_int_equal(write(in, ga, la), (ssize_t)la);
+	assert_int_equal(write(in, gb, lb), (ssize_t)lb);
+	assert_int_equal(lseek(in, 0, SEEK_SET), 0);
+	assert_int_equal(tarball_extract(in, "circleci-runner", out, &LIM, why, sizeof(why)),
+	                 -EPERM);
+	assert_non_null(strstr(why, "appears twice"));
+	close(in);
+	close(out);
+	free(a.data);
+	free(b.data);
+	free(ga);
+	free(gb);
+}
+
 static void test_extract_not_gzip(void **state)
 {
 	static const char junk[] = "this is not gzip at all";
@@ -321,9 +435,14 @@ static void test_extract_not_gzip(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_parse_header),    cmocka_unit_test(test_normalize_name),
-	        cmocka_unit_test(test_pax_path),        cmocka_unit_test(test_extract_good),
-	        cmocka_unit_test(test_extract_refused), cmocka_unit_test(test_extract_not_gzip),
+	        cmocka_unit_test(test_parse_header),
+	        cmocka_unit_test(test_normalize_name),
+	        cmocka_unit_test(test_pax_path),
+	        cmocka_unit_test(test_extract_good),
+	        cmocka_unit_test(test_pax_size_and_printable),
+	        cmocka_unit_test(test_extract_concatenated_gzip),
+	        cmocka_unit_test(test_extract_refused),
+	        cmocka_unit_test(test_extract_not_gzip),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
