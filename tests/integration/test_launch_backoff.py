@@ -124,6 +124,7 @@ def test_failing_launches_back_off(fake, build, tmp_path, sockdir, daemons):
     assert len(insts) <= 2 * MAX, figures
     i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=5)
     warn = d.lines[i]
+    print(warn)
     gone = {x["id"] for x in s["terminated"] if x["asg"] == ASG}
     named = set(re.findall(r"i-[0-9a-f]{8,17}", warn))
     assert len(named) >= 3 and named <= gone, (warn, gone)
@@ -137,8 +138,9 @@ def test_failing_launches_back_off(fake, build, tmp_path, sockdir, daemons):
         log = (fake.log_dir / f"{iid}.log").read_text(errors="replace")
         assert "token" in log and f"{iid}: powered off" in log, log[-2000:]
     # The decision lines say so, and no write raised desired once the back-off began.
-    d.wait_for(r'pool=a .*action=noop reason="launch back-off: \d+ failed launches in a row, '
-               r'\d+ s left: not raised to 5', start=i)
+    j = d.wait_for(r'pool=a .*action=noop reason="launch back-off: \d+ failed launches in a '
+                   r'row, \d+ s left: not raised to 5', start=i)
+    print(d.lines[j])
     seq_at = max(r["seq"] for r in fake.requests())
     # The metrics say so.
     d.wait_for(r"pool=a ", start=d.mark())  # a cycle (and its metrics) after the line above
