@@ -15,6 +15,7 @@ the measurement window of the loop tests is a deadline too, not a sleep.
 import json
 import re
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, REPO
-from test_scaler import RC, TOKEN, daemons, pool, scaler_env, write_conf  # noqa: F401
+from test_scaler import (RC, TOKEN, daemons, desired_of, pool, scaler_env,  # noqa: F401
+                         write_conf)
 
 DEMO = REPO / "tests" / "demo.py"
 ASG = "asg-a"
@@ -66,7 +68,7 @@ def deny_secret(fake):
 
 
 def launched(state, asg=ASG):
-    """Every instance the group ever held: (id, record), in launch order."""
+    """Every instance the group ever held, in launch order."""
     insts = [i for i in state["terminated"] if i["asg"] == asg]
     insts += state["asgs"][asg]["instances"]
     return sorted(insts, key=lambda i: i["launched_at"])
@@ -152,3 +154,190 @@ def test_failing_launches_back_off(fake, build, tmp_path, sockdir, daemons):
     s2 = watch(fake, 3)
     assert not set_requests(fake, since=seq_at)
     assert len(launched(s2)) == len(insts)
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_without_back_off_the_loop_runs(fake, build, tmp_path, sockdir, daemons):
+    """The same group with launch_failures = 0 (detection off: the scaler as it was before the
+    back-off): a loop at the group's full width, and not one runner list read."""
+    runnerd_group(fake, tmp_path / "work", sockdir, BAD_SECRET)
+    deny_secret(fake)
+    fake.add_jobs(RC, MAX)
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=MAX, launch_failures=0)],
+                      interval="1s")
+    d = daemons(build, conf, scaler_env(fake))
+    t0 = time.monotonic()
+    s = watch(fake, WINDOW_S)
+    elapsed = time.monotonic() - t0
+    insts, writes = launched(s), set_requests(fake)
+    figures = f"{len(insts)} launches and {len(writes)} writes in {elapsed:.0f} s"
+    print(f"\nfailing launches, launch_failures = 0: {figures}")
+    assert len(insts) >= 4 * MAX, figures
+    assert not [r for r in fake.requests() if r.get("op") == "list"]
+    assert "launch" not in d.text()
+
+
+# ---------------------------------------------------------------------------------------------
+# healthy churn never trips it
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_healthy_churn_never_trips(fake, build, tmp_path, sockdir, daemons):
+    """Real runnerd instances whose agent claims a job, runs it for 0.3-1 s and exits; runnerd
+    leaves with a decrement: 15 jobs through a group of max 3, with the most sensitive setting
+    (launch_failures = 1) and a scaler polling every 200 ms, so that many instances are seen
+    unconfirmed and many leave between two reads. Not one failed launch."""
+    runnerd_group(fake, tmp_path / "work", sockdir, GOOD_SECRET, boot_s=0.2, mx=3)
+    prom = tmp_path / "runnerd.prom"
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=3, launch_failures=1)],
+                      interval="200ms", metrics=prom)
+    d = daemons(build, conf, scaler_env(fake))
+    for k in range(15):
+        fake.add_jobs(RC, 1, duration_s=0.3 + (k % 4) * 0.25)
+
+    def finished(st):
+        jobs = st["jobs"].get(RC, {})
+        return st if len(jobs.get("done", [])) == 15 and not st["asgs"][ASG]["instances"] \
+            else None
+
+    s = fake.wait_until(finished, timeout=90, what="15 jobs done and the group empty")
+    insts = launched(s)
+    assert len(insts) >= 5, insts  # churn: instances came and went
+    terms = [r for r in fake.requests() if r.get("op") == "TerminateInstanceInAutoScalingGroup"
+             and r["status"] == 200]
+    assert len(terms) == len(insts)  # each left by itself, after its job
+    lists = [r for r in fake.requests() if r.get("op") == "list"]
+    assert lists, "detection never read the runner list"
+    mark = d.mark()
+    d.wait_for(r"pool=a .*action=noop", start=mark)
+    d.wait_for(r"pool=a .*action=noop", start=d.mark())  # two cycles with nothing to judge
+    # Nothing left to judge: no more runner list reads.
+    n_lists = len([r for r in fake.requests() if r.get("op") == "list"])
+    d.wait_for(r"pool=a ", start=d.mark())
+    d.wait_for(r"pool=a ", start=d.mark())
+    assert len([r for r in fake.requests() if r.get("op") == "list"]) == n_lists
+    text = prom.read_text()
+    assert metric(text, "runner_scaler_launch_failures_total") == 0, text
+    assert metric(text, "runner_scaler_pool_backoff_seconds") == 0, text
+    assert "launch" not in d.text() and "WARNING" not in d.text(), d.text()
+    print(f"\nhealthy churn: {len(insts)} instances, {len(lists)} runner list reads, "
+          f"0 failed launches")
+
+
+# ---------------------------------------------------------------------------------------------
+# a runner connecting ends a back-off; the hold rule; instances that never leave Pending
+
+SLOW = "i-0aaaaaaaaaaaaaaa1"
+
+
+def failing_group(fake, mode="leave", slow=False, mx=6):
+    """A group (fake instances, no processes) whose every launch fails its boot after two
+    ticks; slow=True adds SLOW, an instance that boots fine and has not connected yet."""
+    fake.set_runner_token(TOKEN)
+    fake.set_agent_token(AGENT_TOKEN, RC)
+    insts = [{"id": SLOW, "state": "Pending", "fail_boot": None}] if slow else 0
+    fake.set_asg(ASG, 0, mx, 1 if slow else 0, protect_new=True, fail_boot=mode,
+                 fail_boot_ticks=2, instances=insts)
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_a_connecting_runner_ends_the_back_off(fake, build, tmp_path, daemons):
+    failing_group(fake, slow=True)
+    fake.add_jobs(RC, 4)
+    prom = tmp_path / "runnerd.prom"
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=6)], interval="200ms",
+                      metrics=prom)
+    d = daemons(build, conf, scaler_env(fake))
+    i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
+    assert SLOW not in d.lines[i]  # still booting: not judged
+    j = d.wait_for(r"pool=a .*action=noop reason=\"launch back-off", start=i)
+    seq = max(r["seq"] for r in fake.requests())
+    # SLOW's agent connects (claims a job): the runner list names it.
+    status, _ = fake.claim(RC, f"ip-10-0-0-9-{SLOW}", AGENT_TOKEN)
+    assert status == 200
+    t0 = time.monotonic()
+    k = d.wait_for(rf"pool a: the runner of {SLOW} connected: launch back-off ended",
+                   start=j, timeout=10)
+    took = time.monotonic() - t0
+    d.wait_for(r"pool=a .*action=set reason=demand", start=k, timeout=10)
+    raises = [r for r in set_requests(fake, since=seq)]
+    assert raises and desired_of(raises[0]) == 4, raises  # 3 queued + 1 running
+    assert took < 10  # the back-off was 60 s
+    d.wait_for(r"pool=a ", start=d.mark())
+    text = prom.read_text()
+    assert metric(text, "runner_scaler_launch_failures_total") >= 3
+    assert metric(text, "runner_scaler_pool_backoff_seconds") == 0, text
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_a_runner_list_that_cannot_be_read_judges_nothing(fake, build, tmp_path, daemons):
+    """The hold rule: while GET /api/v3/runner fails (500), the instances that left are neither
+    failures nor successes; once it answers, they are judged (they still have no runner)."""
+    failing_group(fake)
+    fake.add_jobs(RC, 3)
+    fault = fake.fault("runner:list", status=500)
+    prom = tmp_path / "runnerd.prom"
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=3)], interval="200ms",
+                      metrics=prom)
+    d = daemons(build, conf, scaler_env(fake))
+    # Wait until a wave has come and gone with the list failing throughout.
+    fake.wait_until(lambda st: len(launched(st)) >= 6, timeout=30, what="two failed waves")
+    d.wait_for(r"pool=a ", start=d.mark())
+    text = prom.read_text()
+    assert metric(text, "runner_scaler_launch_failures_total") == 0, text
+    assert metric(text, "runner_scaler_pool_backoff_seconds") == 0, text
+    assert 'kind="http_5xx"' in text and "WARNING" not in d.text()
+    hits = next(f["hits"] for f in fake.state()["faults"] if f["id"] == fault)
+    assert hits >= 2
+    assert "action=hold" not in d.text()  # a failed list read holds no scaling
+    fake.clear_faults()
+    i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=10)
+    n = int(re.search(r"pool a: (\d+) launches", d.lines[i])[1])
+    assert n >= 3
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_instances_that_never_leave_pending_count(fake, build, tmp_path, daemons):
+    """A bad AMI: instances never get past Pending and are replaced by the group itself (no
+    decrement). They are failed launches all the same; in the back-off the scaler does not
+    raise (the group keeps its desired capacity)."""
+    failing_group(fake, mode="pending", mx=4)
+    fake.add_jobs(RC, 2)
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=4)], interval="200ms")
+    d = daemons(build, conf, scaler_env(fake))
+    i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
+    seq = max(r["seq"] for r in fake.requests())
+    fake.add_jobs(RC, 2)  # more demand: still no raise
+    d.wait_for(r'pool=a .*unclaimed=4 .*action=noop reason="launch back-off: \d+ failed '
+               r'launches in a row, \d+ s left: not raised to 4"', start=i)
+    assert not set_requests(fake, since=seq)
+
+
+# ---------------------------------------------------------------------------------------------
+# reloads keep the history of the same pool
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_reload_keeps_the_back_off(fake, build, tmp_path, daemons):
+    failing_group(fake)
+    fake.add_jobs(RC, 3)
+    prom = tmp_path / "runnerd.prom"
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=3)], interval="200ms",
+                      metrics=prom)
+    d = daemons(build, conf, scaler_env(fake))
+    i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
+    seq = max(r["seq"] for r in fake.requests())
+    # The same pool with another max (and a second pool): its back-off goes on.
+    fake.set_asg("asg-b", 0, 2, 0)
+    write_conf(conf, [pool(asg=ASG, max=2), pool(name="b", rc="acme/arm", asg="asg-b", max=2)],
+               interval="200ms", metrics=prom)
+    d.signal(signal.SIGHUP)
+    d.wait_for(r"pool=b ", start=i)
+    d.wait_for(r'pool=a .*reason="launch back-off: \d+ failed launches in a row, \d+ s left: '
+               r'not raised to 2"', start=d.mark())
+    assert not set_requests(fake, since=seq)
+    # Off by a reload: no back-off, the raise goes out at once.
+    write_conf(conf, [pool(asg=ASG, max=2, launch_failures=0)], interval="200ms",
+               metrics=prom)
+    d.signal(signal.SIGHUP)
+    d.wait_for(r"pool=a .*action=set reason=\"capped at pool max\"", start=d.mark())
