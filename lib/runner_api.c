@@ -138,8 +138,7 @@ out:
 }
 
 int runner_api_parse_runner_names(const char *json, size_t len,
-                                  int (*fn)(void *ctx, const char *name), void *ctx,
-                                  int64_t *count)
+                                  int (*fn)(void *ctx, const char *name), void *ctx, int64_t *count)
 {
 	const cJSON *items, *it;
 	cJSON *root;

@@ -252,8 +252,7 @@ size_t cycle_runner_list_bytes(int64_t expected_instances)
 		return CYCLE_RUNNER_LIST_BASE_BYTES;
 	if ((uint64_t)expected_instances >= room)
 		return CYCLE_RUNNER_LIST_MAX_BYTES;
-	return CYCLE_RUNNER_LIST_BASE_BYTES +
-	       (size_t)expected_instances * 4 * CYCLE_RUNNER_BYTES;
+	return CYCLE_RUNNER_LIST_BASE_BYTES + (size_t)expected_instances * 4 * CYCLE_RUNNER_BYTES;
 }
 
 static size_t pool_bytes_of(const size_t *bytes, size_t pool)
@@ -887,10 +886,12 @@ static void on_launches(struct scaler *s, struct slot *sl, int rc)
 			launches_format_ids((const char(*)[LAUNCH_ID_MAX])p->launches.ids,
 			                    p->launches.nids, p->launches.streak, ids, sizeof(ids));
 			report(s, LOG_WARNING,
-			       "WARNING: pool %s: %u launches in a row left the group without their "
+			       "WARNING: pool %s: %u launches in a row left the group without "
+			       "their "
 			       "runner ever connecting (%s): not raising desired capacity for "
 			       "%" PRIu64 " s. Check what an instance needs to start its runner: "
-			       "the launch template, AMI, subnet, the runner token's secret and the "
+			       "the launch template, AMI, subnet, the runner token's secret and "
+			       "the "
 			       "instance role's access to it, the agent's download URL",
 			       p->cfg->name, p->launches.streak, ids, v.backoff_ms / 1000);
 		} else if (v.failed) {
@@ -1274,8 +1275,7 @@ static void begin_write(struct scaler *s)
 		in.headroom = p->cfg->headroom;
 		in.max_step = p->cfg->max_step;
 		if (p->cfg->launch_failures > 0) {
-			in.launch_backoff_ms =
-			        (int64_t)launches_backoff_left_ms(&p->launches, now);
+			in.launch_backoff_ms = (int64_t)launches_backoff_left_ms(&p->launches, now);
 			in.failed_launches = p->launches.streak;
 		}
 		policy_decide(&in, &p->decision);
@@ -1377,7 +1377,8 @@ static void finalize(struct scaler *s)
 		p->m.holds = p->holds;
 		memcpy(p->m.api_errors, p->api_errors, sizeof(p->api_errors));
 		p->m.launch_failures = p->launch_failures_total;
-		p->m.backoff_s = (int64_t)((launches_backoff_left_ms(&p->launches, now) + 999) / 1000);
+		p->m.backoff_s =
+		        (int64_t)((launches_backoff_left_ms(&p->launches, now) + 999) / 1000);
 
 		d.pool = p->cfg->name;
 		d.resource_class = p->cfg->resource_class;

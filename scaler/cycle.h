@@ -86,10 +86,10 @@ struct pool_state {
 	bool have_unclaimed, have_running, asg_ok, failed, auth_failed;
 	int64_t unclaimed, running, asg_desired, asg_min, asg_max;
 	long retry_after_s;
-	bool observed;       /* launches_observe() ran on this cycle's describe */
-	bool have_list;      /* the runner list was read this cycle (for launches) */
-	long list_status;    /* its HTTP status (200, 404) */
-	int64_t list_count;  /* and how many runners it listed */
+	bool observed;      /* launches_observe() ran on this cycle's describe */
+	bool have_list;     /* the runner list was read this cycle (for launches) */
+	long list_status;   /* its HTTP status (200, 404) */
+	int64_t list_count; /* and how many runners it listed */
 	char err[CYCLE_ERR_MAX];
 	struct policy_output decision;
 	enum write_result write;

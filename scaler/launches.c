@@ -39,7 +39,8 @@ bool launches_valid_id(const char *s)
 
 static bool leaving_state(const char *s)
 {
-	return strncmp(s, "Terminat", 8) == 0; /* Terminating, Terminating:Wait|Proceed, Terminated */
+	return strncmp(s, "Terminat", 8) ==
+	       0; /* Terminating, Terminating:Wait|Proceed, Terminated */
 }
 
 static bool detached_state(const char *s)
@@ -123,7 +124,8 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 		else
 			c = strcmp(t->v[i].id, obs[j]->id);
 		if (c > 0) {
-			/* Listed for the first time: tracked when alive, and while there is room. */
+			/* Listed for the first time: tracked when alive, and while there is room.
+			 */
 			o = obs[j++];
 			if (leaving_state(o->lifecycle_state) || detached_state(o->lifecycle_state))
 				continue;

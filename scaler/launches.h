@@ -37,7 +37,7 @@
 #define LAUNCH_ID_MAX 20 /* "i-" + up to 17 hex digits + NUL */
 /* Instances tracked per pool at most: the largest group a describe reads (about 20,000) and
  * those waiting for a verdict. Beyond it new instances are not tracked (never judged). */
-#define LAUNCH_TRACK_MAX 25000
+#define LAUNCH_TRACK_MAX        25000
 #define LAUNCH_BACKOFF_FIRST_MS ((uint64_t)60 * 1000)
 #define LAUNCH_BACKOFF_MAX_MS   ((uint64_t)30 * 60 * 1000)
 /* An instance that left and found no readable runner list this long is forgotten unjudged. */
@@ -67,9 +67,9 @@ struct launch_tracker {
 	struct launch_inst *v; /* sorted by id */
 	size_t n, cap;
 	uint64_t observations; /* launches_observe calls so far */
-	uint64_t lowered_at;   /* observation after which the scaler last lowered desired; 0 never */
-	unsigned streak;       /* failed launches in a row */
-	unsigned level;        /* back-offs since the last runner connected: the next one's length */
+	uint64_t lowered_at; /* observation after which the scaler last lowered desired; 0 never */
+	unsigned streak;     /* failed launches in a row */
+	unsigned level;      /* back-offs since the last runner connected: the next one's length */
 	uint64_t backoff_until; /* monotonic ms; 0: none yet */
 	uint64_t failed_total;
 	uint64_t untracked; /* instances not tracked (LAUNCH_TRACK_MAX) or forgotten unjudged */

@@ -83,8 +83,7 @@ static const struct family gauges[] = {
         {"runner_scaler_holds_total", "counter",
          "Cycles in which the pool held because data was missing or a call failed.", M_HOLDS},
         {"runner_scaler_launch_failures_total", "counter",
-         "Instances that left the group without their runner ever connecting.",
-         M_LAUNCH_FAILURES},
+         "Instances that left the group without their runner ever connecting.", M_LAUNCH_FAILURES},
         {"runner_scaler_pool_backoff_seconds", "gauge",
          "Seconds left of the launch back-off, in which the pool does not raise its desired "
          "capacity (0: none).",

@@ -124,7 +124,8 @@ void policy_decide(const struct policy_input *in, struct policy_output *out)
 		}
 		out->action = target < cur ? POLICY_SET : POLICY_NOOP;
 		out->desired = target;
-		snprintf(out->reason, sizeof(out->reason), "%s%s (launch back-off: %" PRId64 " s left)",
+		snprintf(out->reason, sizeof(out->reason),
+		         "%s%s (launch back-off: %" PRId64 " s left)",
 		         target == cur ? "unchanged: " : "", why, left_s);
 		return;
 	}

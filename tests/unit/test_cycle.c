@@ -394,12 +394,17 @@ static void test_forms(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_classify),       cmocka_unit_test(test_backoff),
-	        cmocka_unit_test(test_decision_text),  cmocka_unit_test(test_decision_json),
-	        cmocka_unit_test(test_chunks),         cmocka_unit_test(test_chunks_by_bytes),
-	        cmocka_unit_test(test_chunk_cap),      cmocka_unit_test(test_expected_instances),
+	        cmocka_unit_test(test_classify),
+	        cmocka_unit_test(test_backoff),
+	        cmocka_unit_test(test_decision_text),
+	        cmocka_unit_test(test_decision_json),
+	        cmocka_unit_test(test_chunks),
+	        cmocka_unit_test(test_chunks_by_bytes),
+	        cmocka_unit_test(test_chunk_cap),
+	        cmocka_unit_test(test_expected_instances),
 	        cmocka_unit_test(test_runner_list_bytes),
-	        cmocka_unit_test(test_describe_retry), cmocka_unit_test(test_split_chunk),
+	        cmocka_unit_test(test_describe_retry),
+	        cmocka_unit_test(test_split_chunk),
 	        cmocka_unit_test(test_forms),
 	};
 

@@ -13,13 +13,13 @@
 #include "launches.h"
 #include "util.h"
 
-#define A "i-0000000a"
-#define B "i-0000000b"
-#define C "i-0000000c"
-#define D "i-0000000d"
+#define A   "i-0000000a"
+#define B   "i-0000000b"
+#define C   "i-0000000c"
+#define D   "i-0000000d"
 #define L17 "i-0123456789abcdef0"
 
-#define ANY (-1)
+#define ANY    (-1)
 #define MIN_MS 60000
 
 enum op {
@@ -51,7 +51,7 @@ struct scenario {
 #define TRACK(u, c, l, nl) u, c, l, nl
 /* failed, newly connected, backoff started, backoff ended, streak, backoff left */
 #define VERDICT(f, nc, s, e, st, bl) f, nc, s, e, st, bl
-#define NOV VERDICT(ANY, ANY, ANY, ANY, ANY, ANY)
+#define NOV                          VERDICT(ANY, ANY, ANY, ANY, ANY, ANY)
 
 static const struct scenario scenarios[] = {
         {"a failing wave backs off after 3",
@@ -279,7 +279,8 @@ static void test_scenarios(void **state)
 				launches_judge(&t, sc->threshold, st->now_ms, &v);
 				check(st->failed, v.failed, "failed", sc->name, k);
 				check(st->newly_connected, v.connected, "connected", sc->name, k);
-				check(st->started, v.backoff_started, "backoff started", sc->name, k);
+				check(st->started, v.backoff_started, "backoff started", sc->name,
+				      k);
 				check(st->ended, v.backoff_ended, "backoff ended", sc->name, k);
 				if (st->failed > 0)
 					check(st->failed < LAUNCH_IDS_KEPT ? st->failed
@@ -290,8 +291,8 @@ static void test_scenarios(void **state)
 					      "backoff length", sc->name, k);
 				check(st->streak, t.streak, "streak", sc->name, k);
 				check((int)st->backoff_left_ms,
-				      (long)launches_backoff_left_ms(&t, st->now_ms), "backoff left",
-				      sc->name, k);
+				      (long)launches_backoff_left_ms(&t, st->now_ms),
+				      "backoff left", sc->name, k);
 				break;
 			case LOWER:
 				launches_lowered(&t);
@@ -301,8 +302,8 @@ static void test_scenarios(void **state)
 			}
 			check(st->unconfirmed, (long)launches_count(&t, LAUNCH_UNCONFIRMED),
 			      "unconfirmed", sc->name, k);
-			check(st->connected, (long)launches_count(&t, LAUNCH_CONNECTED), "connected",
-			      sc->name, k);
+			check(st->connected, (long)launches_count(&t, LAUNCH_CONNECTED),
+			      "connected", sc->name, k);
 			check(st->left, (long)launches_count(&t, LAUNCH_LEFT), "left", sc->name, k);
 			check(st->need_list, launches_need_list(&t), "need_list", sc->name, k);
 		}
@@ -349,9 +350,15 @@ static void test_valid_id(void **state)
 		const char *s;
 		bool ok;
 	} rows[] = {
-	        {A, true},           {L17, true},          {"i-0000000", false},
-	        {"i-000000000", false}, {"i-0123456789abcdef", false}, {"i-0123456789abcdef01", false},
-	        {"i-0000000A", false}, {"x-0000000a", false}, {"", false},
+	        {A, true},
+	        {L17, true},
+	        {"i-0000000", false},
+	        {"i-000000000", false},
+	        {"i-0123456789abcdef", false},
+	        {"i-0123456789abcdef01", false},
+	        {"i-0000000A", false},
+	        {"x-0000000a", false},
+	        {"", false},
 	        {"i-", false},
 	};
 

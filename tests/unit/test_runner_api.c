@@ -235,8 +235,8 @@ static void test_parse_runner_names_table(void **state)
 	        {"{\"items\":{}}", -EBADMSG, 0, ""},
 	        {"{}", -EBADMSG, 0, ""},
 	        {"", -EBADMSG, 0, ""},
-	        {"{\"items\":[{\"name\":\"a\"},{\"name\":\"stop\"},{\"name\":\"c\"}]}",
-	         -ECANCELED, -7, "a;stop;"},
+	        {"{\"items\":[{\"name\":\"a\"},{\"name\":\"stop\"},{\"name\":\"c\"}]}", -ECANCELED,
+	         -7, "a;stop;"},
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
