@@ -67,9 +67,18 @@ struct ev {
 struct inst {
 	int64_t launched_ms;
 	size_t job;
+	size_t slot; /* in its pool's members, while it is one */
 	uint32_t pool;
 	uint32_t epoch; /* bumped when the instance's pending claim/timeout events go stale */
 	uint8_t state;
+	bool fails;     /* launched while launches fail: its boot fails */
+	bool connected; /* its agent started: the Runner API lists its runner */
+};
+
+/* A growable list of instance indices. */
+struct ilist {
+	size_t *v;
+	size_t n, cap;
 };
 
 struct fifo {
@@ -82,6 +91,13 @@ struct pool_rt {
 	struct fifo queue; /* unclaimed jobs, oldest first */
 	struct fifo idle;  /* idle instances, for claim_interval 0 (lazily pruned) */
 	bool dirty;
+	/* launch-failure detection (runnerd, launch_failures > 0): the daemon's own bookkeeping
+	 * (launches.c), fed what its reads would show: the group's instances (members) and the
+	 * runners of the class (members whose agent started, and those of instances that left
+	 * since the last poll) */
+	bool detect;
+	struct launch_tracker launches;
+	struct ilist members, gone;
 };
 
 struct sim {
@@ -105,6 +121,8 @@ struct sim {
 	int64_t in_group, peak_in_group; /* all pools together */
 	uint64_t describes;
 	bool record, oom;
+	struct asg_instance *scratch; /* a group as a describe lists it */
+	size_t scratch_cap;
 };
 
 static uint64_t rng_next(uint64_t *s)
@@ -201,6 +219,27 @@ static size_t fifo_pop(struct fifo *f)
 	return v;
 }
 
+static bool ilist_push(struct ilist *l, size_t v)
+{
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 64;
+		size_t *nv = realloc(l->v, ncap * sizeof(*nv));
+
+		if (!nv)
+			return false;
+		l->v = nv;
+		l->cap = ncap;
+	}
+	l->v[l->n++] = v;
+	return true;
+}
+
+/* The instance id the model gives instance ii: "i-" and 17 hex digits. */
+static void inst_id(size_t ii, char *out, size_t n)
+{
+	snprintf(out, n, "i-%017" PRIx64, (uint64_t)ii + 1);
+}
+
 static void mark(struct sim *s, uint32_t pool)
 {
 	if (!s->p[pool].dirty) {
@@ -278,6 +317,14 @@ static void launch(struct sim *s, uint32_t pool, bool replacement)
 	in->launched_ms = s->now;
 	in->pool = pool;
 	in->state = I_BOOTING;
+	in->fails = s->now >= m->fail_from_ms && s->now < m->fail_to_ms;
+	if (in->fails)
+		s->res->pools[pool].failed_launches++;
+	if (p->detect) {
+		in->slot = p->members.n;
+		if (!ilist_push(&p->members, s->ninst))
+			s->oom = true;
+	}
 	p->in_group++;
 	p->up++;
 	mark(s, pool);
@@ -354,6 +401,15 @@ static void agent_exit(struct sim *s, size_t ii)
 		st->api_calls++;
 		if (p->desired > s->pools[in->pool].min)
 			p->desired--;
+		if (p->detect) {
+			/* out of the group; its runner, if it had one, is still listed */
+			size_t last = p->members.v[--p->members.n];
+
+			p->members.v[in->slot] = last;
+			s->inst[last].slot = in->slot;
+			if (in->connected && !ilist_push(&p->gone, ii))
+				s->oom = true;
+		}
 		in->state = I_GONE;
 		p->in_group--;
 		s->in_group--;
@@ -362,6 +418,59 @@ static void agent_exit(struct sim *s, size_t ii)
 		in->state = I_STOPPED;
 		push_ev(s, s->now + s->m->replace_delay_ms, EV_REPLACE, ii, in->epoch);
 	}
+}
+
+/* What one cycle of the daemon does for launches before it decides: observe the group, read
+ * the runner list while an instance is unconfirmed (one API call), judge. */
+static void detect_launches(struct sim *s, uint32_t pool, struct policy_input *in)
+{
+	struct pool_rt *p = &s->p[pool];
+	struct sim_stats *st = &s->res->pools[pool];
+	struct launch_verdict v;
+	char id[LAUNCH_ID_MAX];
+	size_t n = p->members.n;
+
+	if (n > s->scratch_cap) {
+		struct asg_instance *ns = realloc(s->scratch, n * sizeof(*ns));
+
+		if (!ns) {
+			s->oom = true;
+			return;
+		}
+		s->scratch = ns;
+		s->scratch_cap = n;
+	}
+	for (size_t k = 0; k < n; k++) {
+		struct asg_instance *a = &s->scratch[k];
+
+		memset(a, 0, sizeof(*a));
+		inst_id(p->members.v[k], a->id, sizeof(a->id));
+		str_copy(a->lifecycle_state, "InService", sizeof(a->lifecycle_state));
+		a->protected_from_scale_in = true;
+	}
+	if (launches_observe(&p->launches, s->scratch, n, (uint64_t)s->now) < 0) {
+		s->oom = true;
+		return;
+	}
+	if (launches_need_list(&p->launches)) {
+		st->api_calls++; /* GET /api/v3/runner */
+		for (size_t k = 0; k < n; k++) {
+			if (!s->inst[p->members.v[k]].connected)
+				continue;
+			inst_id(p->members.v[k], id, sizeof(id));
+			launches_runner(&p->launches, id);
+		}
+		for (size_t k = 0; k < p->gone.n; k++) {
+			inst_id(p->gone.v[k], id, sizeof(id));
+			launches_runner(&p->launches, id);
+		}
+		launches_judge(&p->launches, (unsigned)s->pools[pool].launch_failures,
+		               (uint64_t)s->now, &v);
+		st->backoffs += v.backoff_started;
+	}
+	p->gone.n = 0;
+	in->launch_backoff_ms = (int64_t)launches_backoff_left_ms(&p->launches, (uint64_t)s->now);
+	in->failed_launches = p->launches.streak;
 }
 
 static void decide(struct sim *s, uint32_t pool)
@@ -387,6 +496,8 @@ static void decide(struct sim *s, uint32_t pool)
 		};
 		struct policy_output out;
 
+		if (p->detect)
+			detect_launches(s, pool, &in);
 		policy_decide(&in, &out); /* the daemon's own decision, not a copy */
 		st->api_calls += 2;       /* GET tasks, GET tasks/running */
 		if (out.action == POLICY_SET) {
@@ -441,6 +552,14 @@ static void handle(struct sim *s, const struct ev *e)
 	}
 	case EV_BOOT:
 		s->res->pools[in->pool].boot_ms += s->now - in->launched_ms;
+		if (in->fails) {
+			/* The boot fails (the token, the agent's download, ...): no agent, and the
+			 * same exit as an agent's: runnerd leaves, the tutorial's instance stops.
+			 */
+			agent_exit(s, e->idx);
+			break;
+		}
+		in->connected = true; /* the agent asks for work at once: its runner is listed */
 		become_idle(s, e->idx);
 		break;
 	case EV_CLAIM:
@@ -567,6 +686,8 @@ static int finish_stats(struct sim *s)
 		r->total.busy_ms += st->busy_ms;
 		r->total.boot_ms += st->boot_ms;
 		r->total.launches += st->launches;
+		r->total.failed_launches += st->failed_launches;
+		r->total.backoffs += st->backoffs;
 		r->total.replacements += st->replacements;
 		r->total.api_calls += st->api_calls;
 		r->total.writes += st->writes;
@@ -632,13 +753,19 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 	memset(&s, 0, sizeof(s));
 	if (!npools || !t->n || m->boot_min_ms < 0 || m->boot_max_ms < m->boot_min_ms ||
 	    m->interval_ms < 0 || m->claim_interval_ms < 0 || m->idle_timeout_ms < 0 ||
-	    m->replace_delay_ms < 0) {
+	    m->replace_delay_ms < 0 || m->fail_from_ms < 0 || m->fail_to_ms < 0) {
 		sim_set_err(err, errlen, "invalid model or empty input");
 		return -EINVAL;
 	}
 	for (size_t i = 0; i < npools; i++) {
 		if (pools[i].max < 0 || pools[i].min < 0 || pools[i].min > pools[i].max) {
 			sim_set_err(err, errlen, "pool %s: need 0 <= min <= max", pools[i].name);
+			return -EINVAL;
+		}
+		if (pools[i].launch_failures < 0 ||
+		    pools[i].launch_failures > LAUNCH_FAILURES_MAX) {
+			sim_set_err(err, errlen, "pool %s: need 0 <= launch_failures <= %d",
+			            pools[i].name, LAUNCH_FAILURES_MAX);
 			return -EINVAL;
 		}
 	}
@@ -671,6 +798,8 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 		res->jobs[j].pool = s.job_pool[j];
 	}
 
+	for (uint32_t i = 0; i < npools; i++)
+		s.p[i].detect = m->policy == SIM_POLICY_RUNNERD && pools[i].launch_failures > 0;
 	/* The group starts at its MinSize, its instances launched at t = 0. */
 	for (uint32_t i = 0; i < npools; i++) {
 		s.p[i].desired = pools[i].min;
@@ -734,7 +863,11 @@ out:
 	for (size_t i = 0; s.p && i < npools; i++) {
 		free(s.p[i].queue.v);
 		free(s.p[i].idle.v);
+		free(s.p[i].members.v);
+		free(s.p[i].gone.v);
+		launches_reset(&s.p[i].launches);
 	}
+	free(s.scratch);
 	free(s.p);
 	free(s.job_pool);
 	free(s.dirty);

@@ -29,7 +29,13 @@ static void fmt_dur(int64_t ms, char *out, size_t n)
 	cfg_format_duration((uint64_t)(ms < 0 ? 0 : ms), out, n);
 }
 
-static int model_line(const struct sim_model *m, struct buf *out)
+static bool failing(const struct sim_model *m)
+{
+	return m->fail_to_ms > m->fail_from_ms;
+}
+
+static int model_line(const struct sim_model *m, const struct sim_pool *pools, size_t npools,
+                      struct buf *out)
 {
 	char iv[32], cl[32], it[32], rd[32];
 	int bad = 0;
@@ -54,6 +60,20 @@ static int model_line(const struct sim_model *m, struct buf *out)
 		                  "        an agent that exits stops its instance; the group "
 		                  "replaces it after %s while desired counts it\n",
 		                  rd) < 0;
+	if (failing(m))
+		bad |= buf_printf(
+		               out,
+		               "        instances launched from %.0f s to %.0f s fail their boot "
+		               "and leave\n",
+		               secs(m->fail_from_ms), secs(m->fail_to_ms)) < 0;
+	if (m->policy == SIM_POLICY_RUNNERD && npools && pools[0].launch_failures > 0)
+		bad |= buf_printf(out,
+		                  "        launch back-off after %" PRId64
+		                  " failed launches in a row%s\n",
+		                  pools[0].launch_failures,
+		                  npools > 1 ? " (the first pool's)" : "") < 0;
+	else if (m->policy == SIM_POLICY_RUNNERD)
+		bad |= buf_printf(out, "        no launch back-off\n") < 0;
 	return bad ? -EFBIG : 0;
 }
 
@@ -80,11 +100,17 @@ static int stats_text(const char *label, const struct sim_stats *st, struct buf 
 	                  secs(idle_ms(st)), per_job(idle_ms(st), st->jobs),
 	                  per_job(st->instance_ms - st->busy_ms, st->jobs), st->launches,
 	                  st->replacements, st->peak_in_group, st->api_calls, st->writes) < 0;
+	if (st->failed_launches || st->backoffs)
+		bad |= buf_printf(out,
+		                  "        %" PRIu64 " launches failed their boot; %" PRIu64
+		                  " launch back-off%s\n",
+		                  st->failed_launches, st->backoffs,
+		                  st->backoffs == 1 ? "" : "s") < 0;
 	return bad ? -EFBIG : 0;
 }
 
 int sim_render_text(const struct sim_model *m, const struct sim_pool *pools,
-                    const struct sim_result *r, struct buf *out)
+                    const struct sim_result *r, const struct sim_result *without, struct buf *out)
 {
 	char end[32];
 	int bad = 0;
@@ -93,8 +119,17 @@ int sim_render_text(const struct sim_model *m, const struct sim_pool *pools,
 	bad |= buf_printf(out, "policy: %s, seed %" PRIu64 ", %zu pool%s, %s simulated\n",
 	                  sim_policy_name(m->policy), m->seed, r->npools, r->npools == 1 ? "" : "s",
 	                  end) < 0;
-	bad |= model_line(m, out) < 0;
+	bad |= model_line(m, pools, r->npools, out) < 0;
 	bad |= stats_text("total:  ", &r->total, out) < 0;
+	if (without)
+		bad |= buf_printf(out,
+		                  "        without the launch back-off: %" PRIu64
+		                  " launches (%" PRIu64
+		                  " failed their boot), wait p95 %.1f s, instance-seconds %.0f, "
+		                  "%" PRIu64 " capacity writes\n",
+		                  without->total.launches, without->total.failed_launches,
+		                  secs(without->total.wait_p95_ms),
+		                  secs(without->total.instance_ms), without->total.writes) < 0;
 	for (size_t i = 0; r->npools > 1 && i < r->npools; i++) {
 		char label[256];
 
@@ -135,16 +170,17 @@ static int stats_json(const struct sim_stats *st, struct buf *out)
 	        "\"boot_seconds\":%.3f,\"idle_instance_seconds\":%.3f,"
 	        "\"idle_instance_seconds_per_job\":%.3f,\"overhead_seconds_per_job\":%.3f,"
 	        "\"launches\":%" PRIu64 ",\"replacements\":%" PRIu64 ",\"peak_instances\":%" PRId64
-	        ",\"api_calls\":%" PRIu64 ",\"capacity_writes\":%" PRIu64,
+	        ",\"api_calls\":%" PRIu64 ",\"capacity_writes\":%" PRIu64
+	        ",\"failed_launches\":%" PRIu64 ",\"backoffs\":%" PRIu64,
 	        st->jobs, secs(st->wait_p50_ms), secs(st->wait_p95_ms), secs(st->wait_max_ms),
 	        st->wait_mean_ms / SIM_MS_PER_S, secs(st->instance_ms), secs(st->busy_ms),
 	        secs(st->boot_ms), secs(idle), per_job(idle, st->jobs),
 	        per_job(st->instance_ms - st->busy_ms, st->jobs), st->launches, st->replacements,
-	        st->peak_in_group, st->api_calls, st->writes);
+	        st->peak_in_group, st->api_calls, st->writes, st->failed_launches, st->backoffs);
 }
 
 int sim_render_json(const struct sim_model *m, const struct sim_pool *pools,
-                    const struct sim_result *r, struct buf *out)
+                    const struct sim_result *r, const struct sim_result *without, struct buf *out)
 {
 	int bad = 0;
 
@@ -153,10 +189,15 @@ int sim_render_json(const struct sim_model *m, const struct sim_pool *pools,
 	bad |= buf_printf(out,
 	                  "\"model\":{\"boot_min_s\":%.3f,\"boot_max_s\":%.3f,\"interval_s\":%.3f,"
 	                  "\"claim_interval_s\":%.3f,\"idle_timeout_s\":%.3f,"
-	                  "\"replace_delay_s\":%.3f},",
+	                  "\"replace_delay_s\":%.3f,",
 	                  secs(m->boot_min_ms), secs(m->boot_max_ms), secs(m->interval_ms),
 	                  secs(m->claim_interval_ms), secs(m->idle_timeout_ms),
 	                  secs(m->replace_delay_ms)) < 0;
+	if (failing(m))
+		bad |= buf_printf(out, "\"fail_launches_s\":[%.3f,%.3f]},", secs(m->fail_from_ms),
+		                  secs(m->fail_to_ms)) < 0;
+	else
+		bad |= buf_append_str(out, "\"fail_launches_s\":null},") < 0;
 	bad |= buf_printf(out, "\"simulated_seconds\":%.3f,", secs(r->end_ms)) < 0;
 	bad |= stats_json(&r->total, out) < 0;
 	bad |= buf_append_str(out, ",\"pools\":[") < 0;
@@ -165,12 +206,20 @@ int sim_render_json(const struct sim_model *m, const struct sim_pool *pools,
 		bad |= json_str(out, pools[i].name) < 0;
 		bad |= buf_append_str(out, ",\"resource_class\":") < 0;
 		bad |= json_str(out, pools[i].resource_class) < 0;
-		bad |= buf_printf(out, ",\"min\":%" PRId64 ",\"max\":%" PRId64 ",", pools[i].min,
-		                  pools[i].max) < 0;
+		bad |= buf_printf(out,
+		                  ",\"min\":%" PRId64 ",\"max\":%" PRId64
+		                  ",\"launch_failures\":%" PRId64 ",",
+		                  pools[i].min, pools[i].max, pools[i].launch_failures) < 0;
 		bad |= stats_json(&r->pools[i], out) < 0;
 		bad |= buf_append_str(out, "}") < 0;
 	}
-	bad |= buf_append_str(out, "]}\n") < 0;
+	bad |= buf_append_str(out, "]") < 0;
+	if (without) {
+		bad |= buf_append_str(out, ",\"without_backoff\":{") < 0;
+		bad |= stats_json(&without->total, out) < 0;
+		bad |= buf_append_str(out, "}") < 0;
+	}
+	bad |= buf_append_str(out, "}\n") < 0;
 	return bad ? -EFBIG : 0;
 }
 

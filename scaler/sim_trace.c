@@ -320,3 +320,18 @@ int sim_parse_boot(const char *s, int64_t *lo_ms, int64_t *hi_ms)
 	*hi_ms = hi;
 	return 0;
 }
+
+int sim_parse_window(const char *s, int64_t *from_ms, int64_t *to_ms)
+{
+	const char *dash;
+	int64_t lo, hi;
+
+	if (!s || !(dash = strchr(s, '-')))
+		return -EINVAL;
+	if (parse_seconds(s, (size_t)(dash - s), SIM_SUBMIT_MAX_S, &lo) < 0 ||
+	    parse_seconds(dash + 1, strlen(dash + 1), SIM_SUBMIT_MAX_S, &hi) < 0 || hi <= lo)
+		return -EINVAL;
+	*from_ms = lo;
+	*to_ms = hi;
+	return 0;
+}

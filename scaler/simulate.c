@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "launches.h"
 #include "scaler_config.h"
 #include "sim_internal.h"
 #include "util.h"
@@ -68,14 +69,20 @@ static void sim_usage(FILE *f)
 	        "         [--boot-time SECONDS[-SECONDS]] [-c scaler.conf] [--max N] [--seed N]\n"
 	        "         [--interval DURATION] [--idle-timeout DURATION] [--claim-interval "
 	        "DURATION]\n"
-	        "         [--replace-delay DURATION] [--json] [--plot FILE.svg]\n"
+	        "         [--replace-delay DURATION] [--fail-launches FROM-TO]\n"
+	        "         [--launch-failures N] [--json] [--plot FILE.svg]\n"
 	        "The trace is CSV: submit_s,duration_s[,resource_class], an optional header.\n"
 	        "Model defaults (sources in scaler/simulate.h): boot %d-%d s uniform; poll every\n"
 	        "%d s (runnerd without -c; with it [scaler] interval) or %d s (tutorial); claim\n"
 	        "every %d s; agent idle timeout %d s; tutorial replacement after %d s; pools\n"
-	        "from the trace with max %d unless -c or --max say otherwise.\n",
+	        "from the trace with max %d unless -c or --max say otherwise.\n"
+	        "--fail-launches FROM-TO: instances launched then (simulated seconds) fail their\n"
+	        "boot; the report adds the same run without the launch back-off. "
+	        "--launch-failures\n"
+	        "N: the back-off's threshold for every pool (default -c's, else %d; 0: off).\n",
 	        SIM_BOOT_MIN_S, SIM_BOOT_MAX_S, SIM_RUNNERD_INTERVAL_S, SIM_TUTORIAL_INTERVAL_S,
-	        SIM_CLAIM_INTERVAL_S, SIM_IDLE_TIMEOUT_S, SIM_REPLACE_DELAY_S, SIM_DEFAULT_MAX);
+	        SIM_CLAIM_INTERVAL_S, SIM_IDLE_TIMEOUT_S, SIM_REPLACE_DELAY_S, SIM_DEFAULT_MAX,
+	        LAUNCH_FAILURES_DEFAULT);
 }
 
 static int opt_duration(const char *name, const char *v, int64_t *ms, FILE *err)
@@ -111,9 +118,9 @@ static int opt_u64(const char *name, const char *v, uint64_t lim, uint64_t *out,
 
 struct sim_opts {
 	const char *trace, *config, *plot, *boot;
-	const char *interval, *idle, *claim, *replace;
-	bool json, have_max;
-	uint64_t max, seed;
+	const char *interval, *idle, *claim, *replace, *fail;
+	bool json, have_max, have_launch_failures;
+	uint64_t max, seed, launch_failures;
 	enum sim_policy policy;
 };
 
@@ -132,6 +139,8 @@ static int parse_sim_args(int argc, char **argv, struct sim_opts *o, FILE *out, 
 	        {"idle-timeout", required_argument, NULL, 'I'},
 	        {"claim-interval", required_argument, NULL, 'C'},
 	        {"replace-delay", required_argument, NULL, 'R'},
+	        {"fail-launches", required_argument, NULL, 'F'},
+	        {"launch-failures", required_argument, NULL, 'L'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
@@ -192,6 +201,15 @@ static int parse_sim_args(int argc, char **argv, struct sim_opts *o, FILE *out, 
 		case 'R':
 			o->replace = optarg;
 			break;
+		case 'F':
+			o->fail = optarg;
+			break;
+		case 'L':
+			if (opt_u64("launch-failures", optarg, LAUNCH_FAILURES_MAX,
+			            &o->launch_failures, err) < 0)
+				return EX_USAGE;
+			o->have_launch_failures = true;
+			break;
 		case 'h':
 			sim_usage(out);
 			return EX_OK;
@@ -243,6 +261,13 @@ static int build_model(const struct sim_opts *o, const struct scaler_config *cfg
 	    (o->replace &&
 	     opt_duration("replace-delay", o->replace, &m->replace_delay_ms, err) < 0))
 		return -EINVAL;
+	if (o->fail && sim_parse_window(o->fail, &m->fail_from_ms, &m->fail_to_ms) < 0) {
+		fprintf(err,
+		        "runner-scaler simulate: --fail-launches: want FROM-TO in seconds, FROM "
+		        "below TO (\"600-1800\"), not '%s'\n",
+		        o->fail);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -275,19 +300,24 @@ static int build_pools(const struct sim_opts *o, const struct scaler_config *cfg
 			p[i].max = ps->max;
 			p[i].headroom = ps->headroom;
 			p[i].max_step = ps->max_step;
+			p[i].launch_failures = ps->launch_failures;
 		} else {
 			str_copy(p[i].name, t->classes[i][0] ? t->classes[i] : "default",
 			         sizeof(p[i].name));
 			str_copy(p[i].resource_class, t->classes[i], sizeof(p[i].resource_class));
 			p[i].max = SIM_DEFAULT_MAX;
+			p[i].launch_failures = LAUNCH_FAILURES_DEFAULT;
 		}
 		if (o->have_max)
 			p[i].max = (int64_t)o->max;
+		if (o->have_launch_failures)
+			p[i].launch_failures = (int64_t)o->launch_failures;
 		if (p[i].min > p[i].max)
 			p[i].min = p[i].max;
 		if (o->policy == SIM_POLICY_TUTORIAL) {
-			/* The tutorial's function knows only max (it sets MinSize 0). */
-			p[i].min = p[i].headroom = p[i].max_step = 0;
+			/* The tutorial's function knows only max (it sets MinSize 0), and nothing
+			 * of failed launches. */
+			p[i].min = p[i].headroom = p[i].max_step = p[i].launch_failures = 0;
 		}
 	}
 	*pools = p;
@@ -302,8 +332,9 @@ int simulate_main(int argc, char **argv, FILE *out, FILE *err)
 	bool have_cfg = false;
 	struct sim_model m;
 	struct sim_trace t;
-	struct sim_result res;
-	struct sim_pool *pools = NULL;
+	struct sim_result res, without;
+	struct sim_pool *pools = NULL, *off = NULL;
+	bool compare = false;
 	size_t npools = 0;
 	struct buf text, report;
 	char why[512] = "", *errors = NULL;
@@ -311,6 +342,7 @@ int simulate_main(int argc, char **argv, FILE *out, FILE *err)
 
 	memset(&t, 0, sizeof(t));
 	memset(&res, 0, sizeof(res));
+	memset(&without, 0, sizeof(without));
 	buf_init(&text, TRACE_FILE_MAX);
 	buf_init(&report, REPORT_MAX);
 	rc = parse_sim_args(argc, argv, &o, out, err);
@@ -354,6 +386,27 @@ int simulate_main(int argc, char **argv, FILE *out, FILE *err)
 		fprintf(err, "runner-scaler simulate: %s: %s\n", o.trace, why);
 		goto out;
 	}
+	/* Failing launches: the same run without the back-off, for comparison. */
+	for (size_t i = 0; m.fail_to_ms > m.fail_from_ms && i < npools; i++)
+		compare |= pools[i].launch_failures > 0;
+	if (compare) {
+		off = calloc(npools, sizeof(*off));
+		if (!off) {
+			rc = EX_SOFTWARE;
+			goto out;
+		}
+		memcpy(off, pools, npools * sizeof(*off));
+		for (size_t i = 0; i < npools; i++)
+			off[i].launch_failures = 0;
+		r = sim_run(&m, off, npools, &t, false, &without, why, sizeof(why));
+		if (r < 0) {
+			rc = r == -ENOMEM ? EX_SOFTWARE : rc;
+			fprintf(err,
+			        "runner-scaler simulate: %s (without the launch back-off): %s\n",
+			        o.trace, r == -ENOMEM ? "out of memory" : why);
+			goto out;
+		}
+	}
 	rc = EX_SOFTWARE;
 	if (o.plot) {
 		const char *dot = strrchr(o.plot, '.');
@@ -371,8 +424,8 @@ int simulate_main(int argc, char **argv, FILE *out, FILE *err)
 		}
 		buf_reset(&report);
 	}
-	r = o.json ? sim_render_json(&m, pools, &res, &report)
-	           : sim_render_text(&m, pools, &res, &report);
+	r = o.json ? sim_render_json(&m, pools, &res, compare ? &without : NULL, &report)
+	           : sim_render_text(&m, pools, &res, compare ? &without : NULL, &report);
 	if (r < 0)
 		goto out;
 	if (fwrite(report.data, 1, report.len, out) != report.len || fflush(out) != 0) {
@@ -385,7 +438,9 @@ out:
 		scaler_config_free(&cfg);
 	free(errors);
 	free(pools);
+	free(off);
 	sim_result_free(&res);
+	sim_result_free(&without);
 	sim_trace_free(&t);
 	buf_free(&text);
 	buf_free(&report);
