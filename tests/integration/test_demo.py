@@ -66,6 +66,27 @@ def test_demo_short_run(build, tmp_path):
     assert elapsed < 100
 
 
+def test_demo_fail_boot_backs_off(build, tmp_path):
+    """DEMO_FAIL_BOOT=1: the linux group's instances fail in runnerd's token phase until the
+    scaler backs off; the demo then fixes the launch template, and once the back-off is over
+    every job runs."""
+    env = demo_env(build, tmp_path, DEMO_FAIL_BOOT=1, DEMO_JOBS=4, DEMO_JOB_SECONDS=1,
+                   DEMO_BOOT_SECONDS=0.3, DEMO_WAVE_SECONDS=2, DEMO_DEADLINE=150)
+    p = subprocess.run([PYTHON, str(DEMO)], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=200)
+    out = p.stdout
+    assert p.returncode == 0, out[-4000:] + p.stderr[-4000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["jobs"] == s["jobs_done"] == 4 and s["processes_left"] == 0, s
+    assert s["failed_launches"] >= 3 and s["backoffs"] == 1, s
+    assert s["left_group"] == s["instances_launched"], s  # the failed ones left too
+    assert "launches in a row left the group without their runner ever connecting" in out
+    assert "back-off 5" in out  # the countdown in the timeline
+    assert (f"{s['failed_launches']} launches failed their boot; the linux pool backed off "
+            "1 time") in out
+    assert procs_mentioning(str(tmp_path / "work")) == []
+
+
 def test_demo_ctrl_c_stops_everything(build, tmp_path):
     env = demo_env(build, tmp_path, DEMO_JOBS=8, DEMO_JOB_SECONDS=30, DEMO_BOOT_SECONDS=0.3,
                    DEMO_DEADLINE=100)
