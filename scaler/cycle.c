@@ -551,6 +551,19 @@ static const char *transport_word(int rc)
 
 /* ---- the request engine ------------------------------------------------------------------- */
 
+static bool is_list(uint32_t kind)
+{
+	return kind == XFER_RUNNERS || kind == XFER_LAUNCHES;
+}
+
+static size_t list_limit(const struct scaler *s, size_t pool)
+{
+	const struct pool_state *p = &s->pools[pool];
+
+	return cycle_runner_list_bytes(
+	        cycle_expected_instances(p->cfg->max, p->seen_instances, p->seen_desired));
+}
+
 static int queue_push(struct scaler *s, uint32_t kind, size_t index)
 {
 	if (s->qlen == s->qcap) {
@@ -633,9 +646,8 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 		req.method = "GET";
 		req.url = url;
 		req.explicit_endpoint = s->api->explicit_base;
-		if (job.kind == XFER_RUNNERS || job.kind == XFER_LAUNCHES)
-			req.max_body = cycle_runner_list_bytes(cycle_expected_instances(
-			        p->cfg->max, p->seen_instances, p->seen_desired));
+		if (is_list(job.kind))
+			req.max_body = list_limit(s, job.index);
 	} else {
 		bool explicit_ep = false;
 
@@ -736,6 +748,20 @@ static bool describe_must_wait(struct scaler *s, struct job job)
 	return true;
 }
 
+/* Runner lists whose response limits would take the lists in flight over
+ * CYCLE_RUNNER_LIST_BUDGET wait (one always runs); they go back in the queue when one ends. A
+ * pool has one list read at a time, so npools entries are enough. */
+static bool list_must_wait(struct scaler *s, struct job job)
+{
+	if (!is_list(job.kind) || s->list_reserved == 0 ||
+	    list_limit(s, job.index) <= CYCLE_RUNNER_LIST_BUDGET - s->list_reserved)
+		return false;
+	if (s->nlists_waiting >= s->npools)
+		return false;
+	s->lists_waiting[s->nlists_waiting++] = job;
+	return true;
+}
+
 static void pump(struct scaler *s)
 {
 	while (s->qhead < s->qlen && s->inflight < CYCLE_MAX_INFLIGHT) {
@@ -748,7 +774,7 @@ static void pump(struct scaler *s)
 			job_failed(s, job, -ETIMEDOUT);
 			continue;
 		}
-		if (describe_must_wait(s, job))
+		if (describe_must_wait(s, job) || list_must_wait(s, job))
 			continue;
 		for (size_t i = 0; i < CYCLE_MAX_INFLIGHT; i++) {
 			if (!s->slots[i].busy) {
@@ -762,6 +788,9 @@ static void pump(struct scaler *s)
 		} else if (job.kind == XFER_DESCRIBE) {
 			sl->reserved = s->chunks[job.index].cap;
 			s->describe_reserved += sl->reserved;
+		} else if (is_list(job.kind)) {
+			sl->list_reserved = list_limit(s, job.index);
+			s->list_reserved += sl->list_reserved;
 		}
 	}
 }
@@ -922,10 +951,7 @@ static void on_launches(struct scaler *s, struct slot *sl, int rc)
 		report(s, LOG_WARNING,
 		       "WARNING: pool %s: the runner list of %s is larger than its limit of %zu "
 		       "KiB: launch failures are not judged while it is",
-		       p->cfg->name, p->cfg->resource_class,
-		       cycle_runner_list_bytes(cycle_expected_instances(
-		               p->cfg->max, p->seen_instances, p->seen_desired)) /
-		               1024);
+		       p->cfg->name, p->cfg->resource_class, list_limit(s, sl->job.index) / 1024);
 		return;
 	}
 	report(s, LOG_DEBUG,
@@ -1194,6 +1220,16 @@ static void requeue_deferred(struct scaler *s)
 			job_failed(s, (struct job){XFER_DESCRIBE, s->deferred[i]}, -ENOMEM);
 }
 
+static void requeue_lists(struct scaler *s)
+{
+	size_t n = s->nlists_waiting;
+
+	s->nlists_waiting = 0;
+	for (size_t i = 0; i < n; i++)
+		if (queue_push(s, s->lists_waiting[i].kind, s->lists_waiting[i].index) < 0)
+			job_failed(s, s->lists_waiting[i], -ENOMEM);
+}
+
 static void drain(struct scaler *s)
 {
 	CURLMsg *msg;
@@ -1235,6 +1271,11 @@ static void drain(struct scaler *s)
 			s->describe_reserved -= sl->reserved;
 			sl->reserved = 0;
 			requeue_deferred(s);
+		}
+		if (sl->list_reserved) {
+			s->list_reserved -= sl->list_reserved;
+			sl->list_reserved = 0;
+			requeue_lists(s);
 		}
 	}
 	advance(s);
@@ -1440,7 +1481,13 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 	s->ndeferred = 0;
 	free(s->pool_bytes);
 	s->pool_bytes = NULL;
+	s->nlists_waiting = 0;
 	if (s->npools) {
+		struct job *w = realloc(s->lists_waiting, s->npools * sizeof(*w));
+
+		if (!w)
+			return -ENOMEM;
+		s->lists_waiting = w;
 		regions = calloc(s->npools, sizeof(*regions));
 		take = calloc(s->npools, sizeof(*take));
 		s->pool_bytes = calloc(s->npools, sizeof(*s->pool_bytes));
@@ -1585,6 +1632,7 @@ void scaler_free(struct scaler *s)
 	free(s->queue);
 	free(s->chunks);
 	free(s->deferred);
+	free(s->lists_waiting);
 	free(s->pool_bytes);
 	for (size_t i = 0; i < s->npools; i++)
 		launches_reset(&s->pools[i].launches);
@@ -1655,6 +1703,7 @@ int scaler_apply_config(struct scaler *s, struct scaler_config *cfg)
 	s->chunks = NULL;
 	s->nchunks = s->chunks_cap = 0;
 	s->ndeferred = 0;
+	s->nlists_waiting = 0;
 	return 0;
 }
 

@@ -55,6 +55,8 @@
 #define CYCLE_RUNNER_LIST_BASE_BYTES ((size_t)1024 * 1024)
 #define CYCLE_RUNNER_BYTES           ((size_t)1024)
 #define CYCLE_RUNNER_LIST_MAX_BYTES  ((size_t)16 * 1024 * 1024)
+/* The response limits of the runner lists in flight add up to at most this (one always runs). */
+#define CYCLE_RUNNER_LIST_BUDGET ((size_t)64 * 1024 * 1024)
 
 enum write_result {
 	WRITE_NONE,
@@ -133,7 +135,8 @@ struct slot {
 	struct http_response resp;
 	struct buf body;
 	struct job job;
-	size_t reserved; /* a describe's share of CYCLE_DESCRIBE_BUDGET while it runs */
+	size_t reserved;      /* a describe's share of CYCLE_DESCRIBE_BUDGET while it runs */
+	size_t list_reserved; /* a runner list's share of CYCLE_RUNNER_LIST_BUDGET */
 };
 
 enum cycle_phase {
@@ -175,6 +178,9 @@ struct scaler {
 	size_t describe_reserved; /* response limits of the describes in flight */
 	uint32_t *deferred;       /* describes (chunk indices) waiting for budget; chunks_cap */
 	size_t ndeferred;
+	size_t list_reserved;      /* response limits of the runner lists in flight */
+	struct job *lists_waiting; /* runner lists waiting for budget; npools entries */
+	size_t nlists_waiting;
 	enum cycle_phase phase;
 	uint64_t cycle_start, phase_deadline;
 	/* results, read by the caller once finished is set */

@@ -269,27 +269,38 @@ def test_a_connecting_runner_ends_the_back_off(fake, build, tmp_path, daemons):
     assert metric(text, "runner_scaler_pool_backoff_seconds") == 0, text
 
 
+@pytest.mark.parametrize("fault,kind", [(dict(status=500), "http_5xx"),
+                                        (dict(oversize_bytes=3 << 20), "malformed")],
+                         ids=["500", "over-its-limit"])
 @pytest.mark.fake_options(tick_interval=0.25)
-def test_a_runner_list_that_cannot_be_read_judges_nothing(fake, build, tmp_path, daemons):
-    """The hold rule: while GET /api/v3/runner fails (500), the instances that left are neither
-    failures nor successes; once it answers, they are judged (they still have no runner)."""
+def test_a_runner_list_that_cannot_be_read_judges_nothing(fake, build, tmp_path, daemons, fault,
+                                                          kind):
+    """The hold rule: while GET /api/v3/runner fails (a 500, or an answer over its limit of
+    1 MiB + 4 KiB per instance the group may hold: 1.1 MiB here), the instances that left are
+    neither failures nor successes; once it answers, they are judged (they still have no
+    runner)."""
     failing_group(fake)
     fake.add_jobs(RC, 3)
-    fault = fake.fault("runner:list", status=500)
+    fid = fake.fault("runner:list", **fault)
     prom = tmp_path / "runnerd.prom"
     conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=3)], interval="200ms",
                       metrics=prom)
     d = daemons(build, conf, scaler_env(fake))
-    # Wait until a wave has come and gone with the list failing throughout.
+    # Wait until waves have come and gone with the list failing throughout.
     fake.wait_until(lambda st: len(launched(st)) >= 6, timeout=30, what="two failed waves")
     d.wait_for(r"pool=a ", start=d.mark())
     text = prom.read_text()
     assert metric(text, "runner_scaler_launch_failures_total") == 0, text
     assert metric(text, "runner_scaler_pool_backoff_seconds") == 0, text
-    assert 'kind="http_5xx"' in text and "WARNING" not in d.text()
-    hits = next(f["hits"] for f in fake.state()["faults"] if f["id"] == fault)
-    assert hits >= 2
+    errors = re.search(rf'^runner_scaler_api_errors_total{{pool="a",kind="{kind}"}} (\d+)$',
+                       text, re.M)
+    assert errors and int(errors[1]) >= 2, text
+    assert "launches in a row" not in d.text()
     assert "action=hold" not in d.text()  # a failed list read holds no scaling
+    hits = next(f["hits"] for f in fake.state()["faults"] if f["id"] == fid)
+    assert hits >= 2
+    too_large = [x for x in d.lines if x and "is larger than its limit of 1100 KiB" in x]
+    assert len(too_large) == (1 if kind == "malformed" else 0), d.text()  # said once
     fake.clear_faults()
     i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=10)
     n = int(re.search(r"pool a: (\d+) launches", d.lines[i])[1])
