@@ -924,16 +924,19 @@ static void on_launches(struct scaler *s, struct slot *sl, int rc)
 			       "instance role's access to it, the agent's download URL",
 			       p->cfg->name, p->launches.streak, ids, v.backoff_ms / 1000);
 		} else if (v.failed) {
+			/* Before a back-off a warning; within one (the group relaunching by itself,
+			 * or launches made before it began) only information. */
+			bool backing_off =
+			        launches_backoff_left_ms(&p->launches, now_mono_ms()) > 0;
+
 			launches_format_ids((const char(*)[LAUNCH_ID_MAX])v.failed_ids,
 			                    v.nfailed_ids, v.failed, ids, sizeof(ids));
-			report(s, LOG_WARNING,
-			       "WARNING: pool %s: %u instance%s left the group without %s runner "
-			       "ever connecting (%s): %u failed launches in a row%s",
-			       p->cfg->name, v.failed, v.failed == 1 ? "" : "s",
-			       v.failed == 1 ? "its" : "their", ids, p->launches.streak,
-			       launches_backoff_left_ms(&p->launches, now_mono_ms())
-			               ? " (backing off)"
-			               : "");
+			report(s, backing_off ? LOG_INFO : LOG_WARNING,
+			       "%spool %s: %u instance%s left the group without %s runner ever "
+			       "connecting (%s): %u failed launches in a row%s",
+			       backing_off ? "" : "WARNING: ", p->cfg->name, v.failed,
+			       v.failed == 1 ? "" : "s", v.failed == 1 ? "its" : "their", ids,
+			       p->launches.streak, backing_off ? " (backing off)" : "");
 		}
 		return;
 	}
