@@ -969,11 +969,23 @@ static void observe_launches(struct scaler *s, size_t pi, const struct asg_group
 {
 	struct pool_state *p = &s->pools[pi];
 
+	/* A read more than this after the previous one: what happened in between was not
+	 * watched (not the leader, stopped, or its reads failing): nothing of it is judged. */
+	uint64_t gap = 2 * (s->cfg.scaler->interval_ms + s->cfg.scaler->request_timeout_ms);
+	uint64_t before = p->launches.observed_ms, now = now_mono_ms();
+	int r;
+
 	if (p->cfg->launch_failures <= 0 || p->observed)
 		return;
 	p->observed = true;
-	if (launches_observe(&p->launches, g->instances, g->ninstances, now_mono_ms()) < 0)
+	r = launches_observe(&p->launches, g->instances, g->ninstances, now, gap);
+	if (r < 0)
 		return; /* out of memory: nothing observed, nothing judged this cycle */
+	if (r > 0)
+		report(s, LOG_INFO,
+		       "pool %s: group not read for %" PRIu64 " s: the instances seen before are "
+		       "forgotten (launch failures are judged on what is seen from now on)",
+		       p->cfg->name, (now - before) / 1000);
 	if (launches_need_list(&p->launches) && !s->token_problem[0])
 		(void)queue_push(s, XFER_LAUNCHES, pi);
 }

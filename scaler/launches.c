@@ -20,6 +20,14 @@ void launches_reset(struct launch_tracker *t)
 	launches_init(t);
 }
 
+void launches_forget_instances(struct launch_tracker *t)
+{
+	t->untracked += t->n;
+	free(t->v);
+	t->v = NULL;
+	t->n = t->cap = 0;
+}
+
 static bool is_hex(char c)
 {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -82,11 +90,18 @@ static bool on_leave(struct launch_tracker *t, struct launch_inst *e, uint64_t n
 }
 
 int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, size_t n,
-                     uint64_t now_ms)
+                     uint64_t now_ms, uint64_t max_gap_ms)
 {
 	const struct asg_instance **obs = NULL;
 	struct launch_inst *nv = NULL;
 	size_t no = 0, room, alloc, i = 0, j = 0, k = 0, added = 0;
+	int gap = 0;
+
+	if (max_gap_ms && t->observations && now_ms > t->observed_ms &&
+	    now_ms - t->observed_ms > max_gap_ms) {
+		launches_forget_instances(t);
+		gap = 1;
+	}
 
 	if (n) {
 		obs = malloc(n * sizeof(*obs));
@@ -166,7 +181,8 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 	t->v = nv;
 	t->n = k;
 	t->cap = alloc;
-	return 0;
+	t->observed_ms = now_ms;
+	return gap;
 }
 
 bool launches_need_list(const struct launch_tracker *t)

@@ -67,6 +67,7 @@ struct launch_tracker {
 	struct launch_inst *v; /* sorted by id */
 	size_t n, cap;
 	uint64_t observations; /* launches_observe calls so far */
+	uint64_t observed_ms;  /* when the latest was */
 	uint64_t lowered_at; /* observation after which the scaler last lowered desired; 0 never */
 	unsigned streak;     /* failed launches in a row */
 	unsigned level;      /* back-offs since the last runner connected: the next one's length */
@@ -92,13 +93,20 @@ struct launch_verdict {
 void launches_init(struct launch_tracker *t);
 /* Forget everything (and free); the tracker stays usable. */
 void launches_reset(struct launch_tracker *t);
+/* Forget the instances (nothing of them is judged), keep the count and the back-off: after a
+ * time without reads (a scaler that was not the leader, or was stopped, saw nothing), like a
+ * restart. */
+void launches_forget_instances(struct launch_tracker *t);
 
 /* True when s is an instance id: "i-" and 8 or 17 lower-case hex digits. */
 bool launches_valid_id(const char *s);
 
-/* One read of the group: its instances as listed. 0, or -ENOMEM (nothing changed). */
+/* One read of the group: its instances as listed. When the previous read is more than
+ * max_gap_ms old (0: no limit), what happened in between was not watched: the instances are
+ * forgotten first (launches_forget_instances) and 1 is returned. Else 0, or -ENOMEM (nothing
+ * changed). */
 int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, size_t n,
-                     uint64_t now_ms);
+                     uint64_t now_ms, uint64_t max_gap_ms);
 bool launches_need_list(const struct launch_tracker *t);
 /* Instances tracked in each state (for tests and messages). */
 size_t launches_count(const struct launch_tracker *t, enum launch_state st);

@@ -448,7 +448,7 @@ static void detect_launches(struct sim *s, uint32_t pool, struct policy_input *i
 		str_copy(a->lifecycle_state, "InService", sizeof(a->lifecycle_state));
 		a->protected_from_scale_in = true;
 	}
-	if (launches_observe(&p->launches, s->scratch, n, (uint64_t)s->now) < 0) {
+	if (launches_observe(&p->launches, s->scratch, n, (uint64_t)s->now, 0) < 0) {
 		s->oom = true;
 		return;
 	}

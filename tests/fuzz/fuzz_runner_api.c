@@ -37,7 +37,7 @@ static void check_names(const char *json, size_t size)
 	int r;
 
 	launches_init(&t);
-	FUZZ_CHECK(launches_observe(&t, &one, 1, 0) == 0);
+	FUZZ_CHECK(launches_observe(&t, &one, 1, 0, 0) == 0);
 	nm.t = &t;
 	nm.n = 0;
 	r = runner_api_parse_runner_names(json, size, on_name, &nm, &count);

@@ -352,3 +352,35 @@ def test_reload_keeps_the_back_off(fake, build, tmp_path, daemons):
                metrics=prom)
     d.signal(signal.SIGHUP)
     d.wait_for(r"pool=a .*action=set reason=\"capped at pool max\"", start=d.mark())
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_what_was_not_watched_is_not_judged(fake, build, tmp_path, daemons):
+    """A scaler that saw two instances booting, then did not run (SIGSTOP here; in life a
+    standby, or reads that kept failing) while they failed and left: it never saw them leave,
+    so it judges nothing of them; it tracks what it sees from then on, as after a restart."""
+    failing_group(fake, mx=4)
+    prom = tmp_path / "runnerd.prom"
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=4, launch_failures=1)],
+                      interval="200ms", request_timeout="500ms", metrics=prom)
+    fake.set_asg(ASG, 0, 4, 2, protect_new=True, fail_boot="leave", fail_boot_ticks=16,
+                 instances=2)  # two that fail 4 s from now
+    ids = [i["id"] for i in fake.instances(ASG)]
+    d = daemons(build, conf, scaler_env(fake))
+    fake.wait_until(lambda st: [r for r in fake.requests() if r.get("op") == "list"],
+                    timeout=10, what="the scaler reading the runner list for them")
+    d.signal(signal.SIGSTOP)
+    try:
+        gone = fake.wait_until(
+            lambda st: all(x["id"] in {t["id"] for t in st["terminated"]} for x in
+                           [{"id": i} for i in ids]), timeout=15, what="both gone")
+        assert gone
+    finally:
+        d.signal(signal.SIGCONT)
+    d.wait_for(r"pool a: group not read for \d+ s: the instances seen before are forgotten",
+               timeout=10)
+    d.wait_for(r"pool=a ", start=d.mark())
+    d.wait_for(r"pool=a ", start=d.mark())
+    text = prom.read_text()
+    assert metric(text, "runner_scaler_launch_failures_total") == 0, text
+    assert "launches in a row" not in d.text()

@@ -272,7 +272,7 @@ static void test_scenarios(void **state)
 			switch (st->op) {
 			case OBS:
 				n = parse_insts(st->arg, insts, ARRAY_SIZE(insts));
-				assert_int_equal(launches_observe(&t, insts, n, st->now_ms), 0);
+				assert_int_equal(launches_observe(&t, insts, n, st->now_ms, 0), 0);
 				break;
 			case LIST:
 				list_read(&t, st->arg);
@@ -390,8 +390,8 @@ static void test_backoff_doubles_to_30_minutes(void **state)
 		memset(&one, 0, sizeof(one));
 		snprintf(one.id, sizeof(one.id), "i-%08zx", k + 1);
 		str_copy(one.lifecycle_state, "InService", sizeof(one.lifecycle_state));
-		assert_int_equal(launches_observe(&t, &one, 1, now), 0);
-		assert_int_equal(launches_observe(&t, NULL, 0, now), 0);
+		assert_int_equal(launches_observe(&t, &one, 1, now, 0), 0);
+		assert_int_equal(launches_observe(&t, NULL, 0, now, 0), 0);
 		launches_judge(&t, 1, now, &v);
 		assert_true(v.backoff_started);
 		lengths[k] = v.backoff_ms / 1000;
@@ -421,18 +421,58 @@ static void test_bounded(void **state)
 		str_copy(insts[i].lifecycle_state, "InService", sizeof(insts[i].lifecycle_state));
 	}
 	launches_init(&t);
-	assert_int_equal(launches_observe(&t, insts, n, 0), 0);
+	assert_int_equal(launches_observe(&t, insts, n, 0, 0), 0);
 	assert_int_equal(t.n, LAUNCH_TRACK_MAX);
 	assert_int_equal(t.untracked, 100);
 	/* Read again: the same ones, no growth. */
-	assert_int_equal(launches_observe(&t, insts, n, 1000), 0);
+	assert_int_equal(launches_observe(&t, insts, n, 1000, 0), 0);
 	assert_int_equal(t.n, LAUNCH_TRACK_MAX);
 	/* They all leave: each waits for its verdict, still within the bound. */
-	assert_int_equal(launches_observe(&t, NULL, 0, 2000), 0);
+	assert_int_equal(launches_observe(&t, NULL, 0, 2000, 0), 0);
 	assert_int_equal(launches_count(&t, LAUNCH_LEFT), LAUNCH_TRACK_MAX);
 	launches_reset(&t);
 	assert_int_equal(t.n, 0);
 	free(insts);
+}
+
+/* After a gap without reads the instances are forgotten (nothing of them is judged); the
+ * count and the back-off are kept. */
+static void test_gap_forgets_instances(void **state)
+{
+	struct asg_instance insts[3];
+	struct launch_tracker t;
+	struct launch_verdict v;
+
+	memset(insts, 0, sizeof(insts));
+	for (int i = 0; i < 3; i++) {
+		snprintf(insts[i].id, sizeof(insts[i].id), "i-0000000%d", i + 1);
+		str_copy(insts[i].lifecycle_state, "InService", sizeof(insts[i].lifecycle_state));
+	}
+	launches_init(&t);
+	assert_int_equal(launches_observe(&t, insts, 2, 0, 10000), 0);
+	assert_int_equal(launches_observe(&t, NULL, 0, 1000, 10000), 0);
+	launches_judge(&t, 2, 1000, &v);
+	assert_true(v.backoff_started);
+	assert_int_equal(launches_observe(&t, &insts[2], 1, 11000, 10000), 0); /* at the limit */
+	assert_true(launches_need_list(&t));
+	/* The third leaves while nothing reads the group for 79 s. */
+	assert_int_equal(launches_observe(&t, NULL, 0, 90000, 10000), 1);
+	assert_int_equal(t.n, 0);
+	assert_false(launches_need_list(&t));
+	launches_judge(&t, 2, 90000, &v);
+	assert_int_equal(v.failed, 0);
+	assert_int_equal(t.failed_total, 2);
+	assert_int_equal(t.streak, 2);
+	/* Without a limit the same is judged. */
+	assert_int_equal(launches_observe(&t, &insts[2], 1, 100000, 0), 0);
+	assert_int_equal(launches_observe(&t, NULL, 0, 500000, 0), 0);
+	launches_judge(&t, 2, 500000, &v);
+	assert_int_equal(v.failed, 1);
+	/* Forgetting by hand keeps the count and the back-off. */
+	launches_forget_instances(&t);
+	assert_int_equal(t.streak, 3);
+	assert_int_equal(launches_backoff_left_ms(&t, 500000), 120000);
+	launches_reset(&t);
 }
 
 static void test_format_ids(void **state)
@@ -459,6 +499,7 @@ int main(void)
 	        cmocka_unit_test(test_backoff_schedule),
 	        cmocka_unit_test(test_backoff_doubles_to_30_minutes),
 	        cmocka_unit_test(test_bounded),
+	        cmocka_unit_test(test_gap_forgets_instances),
 	        cmocka_unit_test(test_format_ids),
 	};
 
