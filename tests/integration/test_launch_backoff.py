@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, REPO
-from test_scaler import (RC, TOKEN, daemons, desired_of, pool, scaler_env,  # noqa: F401
-                         write_conf)
+from test_scaler import (RC, TOKEN, daemons, desired_of, last_seq, pool,  # noqa: F401
+                         scaler_env, write_conf)
 
 DEMO = REPO / "tests" / "demo.py"
 ASG = "asg-a"
@@ -357,30 +357,40 @@ def test_reload_keeps_the_back_off(fake, build, tmp_path, daemons):
 @pytest.mark.fake_options(tick_interval=0.25)
 def test_what_was_not_watched_is_not_judged(fake, build, tmp_path, daemons):
     """A scaler that saw two instances booting, then did not run (SIGSTOP here; in life a
-    standby, or reads that kept failing) while they failed and left: it never saw them leave,
-    so it judges nothing of them; it tracks what it sees from then on, as after a restart."""
-    failing_group(fake, mx=4)
-    prom = tmp_path / "runnerd.prom"
+    standby, or reads that kept failing) while they left without a runner: it never saw them
+    leave, so it judges nothing of them; it tracks what it sees from then on, as after a
+    restart. The same departures, watched, are two failed launches (the control, below)."""
     conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=4, launch_failures=1)],
-                      interval="200ms", request_timeout="500ms", metrics=prom)
-    fake.set_asg(ASG, 0, 4, 2, protect_new=True, fail_boot="leave", fail_boot_ticks=16,
-                 instances=2)  # two that fail 4 s from now
-    ids = [i["id"] for i in fake.instances(ASG)]
-    d = daemons(build, conf, scaler_env(fake))
-    fake.wait_until(lambda st: [r for r in fake.requests() if r.get("op") == "list"],
-                    timeout=10, what="the scaler reading the runner list for them")
-    d.signal(signal.SIGSTOP)
-    try:
-        gone = fake.wait_until(
-            lambda st: all(x["id"] in {t["id"] for t in st["terminated"]} for x in
-                           [{"id": i} for i in ids]), timeout=15, what="both gone")
-        assert gone
-    finally:
-        d.signal(signal.SIGCONT)
-    d.wait_for(r"pool a: group not read for \d+ s: the instances seen before are forgotten",
-               timeout=10)
-    d.wait_for(r"pool=a ", start=d.mark())
-    d.wait_for(r"pool=a ", start=d.mark())
-    text = prom.read_text()
-    assert metric(text, "runner_scaler_launch_failures_total") == 0, text
-    assert "launches in a row" not in d.text()
+                      interval="200ms", request_timeout="500ms", metrics=tmp_path / "m.prom")
+    asg = fake.boto3_client("autoscaling")
+    fake.set_runner_token(TOKEN)
+    results = {}
+    for watched in (False, True):
+        fake.set_asg(ASG, 0, 4, 2, protect_new=True, instances=2)
+        ids = [i["id"] for i in fake.instances(ASG)]
+        seq = last_seq(fake)
+        d = daemons(build, conf, scaler_env(fake))
+        fake.wait_until(lambda st: [r for r in fake.requests(seq) if r.get("op") == "list"],
+                        timeout=10, what="the scaler reading the runner list for them")
+        if not watched:
+            d.signal(signal.SIGSTOP)
+            stopped = time.monotonic()
+        for iid in ids:  # they leave, without a runner, as runnerd does after a failed boot
+            asg.terminate_instance_in_auto_scaling_group(InstanceId=iid,
+                                                         ShouldDecrementDesiredCapacity=False)
+        fake.wait_until(lambda st: not st["asgs"][ASG]["instances"] or None, timeout=10,
+                        what="both gone")
+        if not watched:
+            # The condition under test is the pause itself: longer than 2 x (interval +
+            # request_timeout) = 1.4 s.
+            time.sleep(max(0.0, 2.0 - (time.monotonic() - stopped)))
+            d.signal(signal.SIGCONT)
+            d.wait_for(r"pool a: group not read for \d+ s: the instances seen before are "
+                       r"forgotten", timeout=10)
+        mark = d.mark()
+        d.wait_for(r"pool=a ", start=mark)
+        d.wait_for(r"pool=a ", start=d.mark())
+        results[watched] = metric((tmp_path / "m.prom").read_text(),
+                                  "runner_scaler_launch_failures_total")
+        d.stop()
+    assert results == {False: 0, True: 2}, results
