@@ -915,13 +915,12 @@ static void on_launches(struct scaler *s, struct slot *sl, int rc)
 			launches_format_ids((const char(*)[LAUNCH_ID_MAX])p->launches.ids,
 			                    p->launches.nids, p->launches.streak, ids, sizeof(ids));
 			report(s, LOG_WARNING,
-			       "WARNING: pool %s: %u launches in a row left the group without "
-			       "their "
-			       "runner ever connecting (%s): not raising desired capacity for "
-			       "%" PRIu64 " s. Check what an instance needs to start its runner: "
-			       "the launch template, AMI, subnet, the runner token's secret and "
-			       "the "
-			       "instance role's access to it, the agent's download URL",
+			       "WARNING: pool %s: %u launches in a row left the group "
+			       "without their runner ever connecting (%s): not raising "
+			       "desired capacity for %" PRIu64 " s. Check what an instance "
+			       "needs to start its runner: the launch template, AMI, subnet, "
+			       "the runner token's secret and the instance role's access to "
+			       "it, the agent's download URL",
 			       p->cfg->name, p->launches.streak, ids, v.backoff_ms / 1000);
 		} else if (v.failed) {
 			/* Before a back-off a warning; within one (the group relaunching by itself,
