@@ -394,3 +394,25 @@ def test_what_was_not_watched_is_not_judged(fake, build, tmp_path, daemons):
                                   "runner_scaler_launch_failures_total")
         d.stop()
     assert results == {False: 0, True: 2}, results
+
+
+def test_one_runner_list_read_serves_the_class_check(fake, build, tmp_path):
+    """A class that shows no work and a group with an instance not seen connected: the cycle
+    reads the runner list once, behind the describe, and the class check uses that answer."""
+    from test_scaler import run_once
+    fake.set_runner_token(TOKEN)
+    fake.set_asg(ASG, 0, 4, 1, instances=[{"id": SLOW, "state": "InService"}])
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=4)])
+    p = run_once(build, conf, scaler_env(fake))
+    assert p.returncode == 0, p.stderr
+    lists = [r for r in fake.requests() if r.get("op") == "list"]
+    assert len(lists) == 1, lists
+    assert "WARNING: pool a: resource class acme/linux lists no runners at all" in p.stderr
+    # The answer names a runner of another instance: listed, so no warning, still one read.
+    fake.set_agent_token(AGENT_TOKEN, RC)
+    fake.claim(RC, "ip-10-0-0-7-i-0bbbbbbbbbbbbbbb2", AGENT_TOKEN)
+    seq = last_seq(fake)
+    p = run_once(build, conf, scaler_env(fake))
+    assert p.returncode == 0, p.stderr
+    assert len([r for r in fake.requests(seq) if r.get("op") == "list"]) == 1
+    assert "pool a: resource class acme/linux has 1 runners" in p.stderr
