@@ -2,6 +2,9 @@
  * Scaling group and its instances, driven either by the policy the daemon runs (policy_decide,
  * the very function, no copy) or by the CircleCI tutorial's once-a-minute function.
  *
+ * The parts, each pure but the last: sim_trace.c (the trace and the option values it parses),
+ * sim_model.c (the model: sim_run), sim_report.c (text, JSON, SVG), simulate.c (the command).
+ *
  * THE MODEL. Every parameter and its source is here, in one place; the man page and the README
  * point at this table. Nothing is tuned to flatter either policy: both share the boot time, the
  * agent and the group; they differ only where the two designs differ (marked "runnerd" and
