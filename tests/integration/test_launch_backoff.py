@@ -138,7 +138,8 @@ def test_failing_launches_back_off(fake, build, tmp_path, sockdir, daemons):
     for iid in named:
         assert terms[iid]["params"]["ShouldDecrementDesiredCapacity"] == "true"
         log = (fake.log_dir / f"{iid}.log").read_text(errors="replace")
-        assert "token" in log and f"{iid}: powered off" in log, log[-2000:]
+        assert "AccessDeniedException" in log and "phase: token -> failed" in log, log[-2000:]
+        assert f"{iid}: powered off" in log, log[-2000:]
     # The decision lines say so, and no write raised desired once the back-off began.
     j = d.wait_for(r'pool=a .*action=noop reason="launch back-off: \d+ failed launches in a '
                    r'row, \d+ s left: not raised to 5', start=i)
