@@ -21,9 +21,11 @@ DEMO_FAIL_BOOT=1: a bad configuration, live. The linux pool's launch template na
 token secret that does not exist, so every instance it launches fails in runnerd's token phase,
 leaves its group with a decrement and powers off. runner-scaler notices (launch_failures, 3 in
 a row), stops raising the group for a back-off of 60 s and says so; the timeline shows the
-seconds of back-off left. Once it backs off the demo "fixes" the launch template (new instances
-get the right secret); when the back-off ends the group is raised again and the jobs run. The
-summary says how many launches failed and how often the pool backed off.
+seconds of back-off left. Once it backs off the demo "fixes" the launch template (instances that
+boot from then on get the right secret); the group is raised again when the back-off ends, or
+at once when an instance launched before it boots after the fix and its runner connects (the
+scaler says so, and the demo shows that line). The summary says how many launches failed and
+how often the pool backed off.
 
 Knobs (environment): DEMO_JOBS (total jobs, default 24), DEMO_JOB_SECONDS (mean job length, 5),
 DEMO_BOOT_SECONDS (simulated OS boot, 2), DEMO_WAVE_SECONDS (when the second wave of jobs
@@ -217,6 +219,14 @@ def backoff_lines(log_path):
     return [x for x in text.splitlines() if re.search(r"WARNING: pool \S+: \d+ launches in a row", x)]
 
 
+def backoff_ended_lines(log_path):
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return []
+    return [x for x in text.splitlines() if "launch back-off ended" in x]
+
+
 def backoff_left(prom_path, pool):
     """Seconds of launch back-off left for pool, from the scaler's metrics file (0 if none)."""
     try:
@@ -360,7 +370,7 @@ def main():
         shown, shown_at = None, -1.0
         gen = None
         phases = {}
-        fixed = False
+        fixed = ended = False
         while not interrupted:
             now = time.monotonic() - t0
             if now > DEADLINE_S:
@@ -397,6 +407,13 @@ def main():
                     print(f"{now:6.1f}s runner-scaler: {said}: not raising desired capacity "
                           "for 60 s\n        (the launch template is fixed now: new instances "
                           "get the right secret)")
+            if FAIL_BOOT and fixed and not ended:
+                done_lines = backoff_ended_lines(work / "runner-scaler.log")
+                if done_lines:
+                    # An instance that booted after the fix connected its runner.
+                    ended = True
+                    print(f"{now:6.1f}s runner-scaler: "
+                          f"{done_lines[0].split('runner-scaler: ', 1)[-1]}")
             finished = all(v["done"] == v["total"] and v["total"] for v in views) and all(
                 not s["asgs"][p.asg]["instances"] for p in POOLS) and not pending
             # At most a line pair a second, like vmstat: what changed in between is merged.
