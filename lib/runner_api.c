@@ -137,6 +137,43 @@ out:
 	return r;
 }
 
+int runner_api_parse_runner_names(const char *json, size_t len,
+                                  int (*fn)(void *ctx, const char *name), void *ctx, int64_t *count)
+{
+	const cJSON *items, *it;
+	cJSON *root;
+	int64_t n = 0;
+	int r = -EBADMSG;
+
+	root = json_parse_exact(json, len);
+	if (!root || !cJSON_IsObject(root))
+		goto out;
+	items = cJSON_GetObjectItemCaseSensitive(root, "items");
+	if (!cJSON_IsArray(items))
+		goto out;
+	/* All of it first: a bad answer names nobody (a read that fails decides nothing). */
+	cJSON_ArrayForEach(it, items)
+	{
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+
+		if (!cJSON_IsObject(it) || !cJSON_IsString(name) || !name->valuestring)
+			goto out;
+		n++;
+	}
+	r = 0;
+	cJSON_ArrayForEach(it, items)
+	{
+		r = fn ? fn(ctx, cJSON_GetObjectItemCaseSensitive(it, "name")->valuestring) : 0;
+		if (r < 0)
+			goto out;
+	}
+	if (count)
+		*count = n;
+out:
+	cJSON_Delete(root);
+	return r;
+}
+
 /* Copy up to max bytes of [p, p+len) into dst, surrounding whitespace trimmed and anything not
  * printable ASCII shown as '?', so a log line stays one line. */
 static void copy_printable(char *dst, size_t size, const char *p, size_t len, size_t max)

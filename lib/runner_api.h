@@ -44,6 +44,12 @@ int runner_api_url(const struct runner_api *api, const char *path, const char *r
                    size_t n); /* path: "/runner/tasks", "/runner/tasks/running", "/runner" */
 int runner_api_parse_count(const char *json, size_t len, const char *field, int64_t *count);
 int runner_api_parse_runners(const char *json, size_t len, int64_t *count);
+/* The runner list with every item's "name" (a string, required): fn(ctx, name) is called for
+ * each, in order, only once the whole answer is known to be valid. 0 (*count = items, when
+ * count is given), -EBADMSG (fn never called), or fn's negative return (it stops there). */
+int runner_api_parse_runner_names(const char *json, size_t len,
+                                  int (*fn)(void *ctx, const char *name), void *ctx,
+                                  int64_t *count);
 void runner_api_parse_error(long status, const char *body, size_t len, long retry_after,
                             struct runner_api_error *err);
 

@@ -243,6 +243,18 @@ int64_t cycle_expected_instances(int64_t pool_max, int64_t seen_instances, int64
 	return base + base / 4 + 16;
 }
 
+size_t cycle_runner_list_bytes(int64_t expected_instances)
+{
+	size_t room = (CYCLE_RUNNER_LIST_MAX_BYTES - CYCLE_RUNNER_LIST_BASE_BYTES) /
+	              (4 * CYCLE_RUNNER_BYTES);
+
+	if (expected_instances <= 0)
+		return CYCLE_RUNNER_LIST_BASE_BYTES;
+	if ((uint64_t)expected_instances >= room)
+		return CYCLE_RUNNER_LIST_MAX_BYTES;
+	return CYCLE_RUNNER_LIST_BASE_BYTES + (size_t)expected_instances * 4 * CYCLE_RUNNER_BYTES;
+}
+
 static size_t pool_bytes_of(const size_t *bytes, size_t pool)
 {
 	return bytes ? bytes[pool] : asg_describe_group_bytes(0);
@@ -539,6 +551,19 @@ static const char *transport_word(int rc)
 
 /* ---- the request engine ------------------------------------------------------------------- */
 
+static bool is_list(uint32_t kind)
+{
+	return kind == XFER_RUNNERS || kind == XFER_LAUNCHES;
+}
+
+static size_t list_limit(const struct scaler *s, size_t pool)
+{
+	const struct pool_state *p = &s->pools[pool];
+
+	return cycle_runner_list_bytes(
+	        cycle_expected_instances(p->cfg->max, p->seen_instances, p->seen_desired));
+}
+
 static int queue_push(struct scaler *s, uint32_t kind, size_t index)
 {
 	if (s->qlen == s->qcap) {
@@ -589,7 +614,8 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 {
 	static const char *const paths[] = {[XFER_UNCLAIMED] = "/runner/tasks",
 	                                    [XFER_RUNNING] = "/runner/tasks/running",
-	                                    [XFER_RUNNERS] = "/runner"};
+	                                    [XFER_RUNNERS] = "/runner",
+	                                    [XFER_LAUNCHES] = "/runner"};
 	struct http_request req;
 	const char *headers[4] = {NULL};
 	char url[1024], auth[1024], token_hdr[2200], sigv4[128], userpwd[300];
@@ -605,7 +631,7 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 	req.connect_timeout_ms = timeout_ms < CONNECT_TIMEOUT_MS ? timeout_ms : CONNECT_TIMEOUT_MS;
 	auth[0] = token_hdr[0] = userpwd[0] = '\0';
 
-	if (job.kind <= XFER_RUNNERS) {
+	if (job.kind <= XFER_LAUNCHES) {
 		const struct pool_state *p = &s->pools[job.index];
 
 		r = runner_api_url(s->api, paths[job.kind], p->cfg->resource_class, url,
@@ -620,6 +646,8 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 		req.method = "GET";
 		req.url = url;
 		req.explicit_endpoint = s->api->explicit_base;
+		if (is_list(job.kind))
+			req.max_body = list_limit(s, job.index);
 	} else {
 		bool explicit_ep = false;
 
@@ -720,6 +748,20 @@ static bool describe_must_wait(struct scaler *s, struct job job)
 	return true;
 }
 
+/* Runner lists whose response limits would take the lists in flight over
+ * CYCLE_RUNNER_LIST_BUDGET wait (one always runs); they go back in the queue when one ends. A
+ * pool has one list read at a time, so npools entries are enough. */
+static bool list_must_wait(struct scaler *s, struct job job)
+{
+	if (!is_list(job.kind) || s->list_reserved == 0 ||
+	    list_limit(s, job.index) <= CYCLE_RUNNER_LIST_BUDGET - s->list_reserved)
+		return false;
+	if (s->nlists_waiting >= s->npools)
+		return false;
+	s->lists_waiting[s->nlists_waiting++] = job;
+	return true;
+}
+
 static void pump(struct scaler *s)
 {
 	while (s->qhead < s->qlen && s->inflight < CYCLE_MAX_INFLIGHT) {
@@ -732,7 +774,7 @@ static void pump(struct scaler *s)
 			job_failed(s, job, -ETIMEDOUT);
 			continue;
 		}
-		if (describe_must_wait(s, job))
+		if (describe_must_wait(s, job) || list_must_wait(s, job))
 			continue;
 		for (size_t i = 0; i < CYCLE_MAX_INFLIGHT; i++) {
 			if (!s->slots[i].busy) {
@@ -746,6 +788,9 @@ static void pump(struct scaler *s)
 		} else if (job.kind == XFER_DESCRIBE) {
 			sl->reserved = s->chunks[job.index].cap;
 			s->describe_reserved += sl->reserved;
+		} else if (is_list(job.kind)) {
+			sl->list_reserved = list_limit(s, job.index);
+			s->list_reserved += sl->list_reserved;
 		}
 	}
 }
@@ -791,6 +836,28 @@ static void on_count(struct scaler *s, struct slot *sl, int rc)
 		s->token_rejected = true;
 }
 
+/* The class check's verdict from a runner list answer: status 200 with n runners, or 404. */
+static void class_listed(struct scaler *s, struct pool_state *p, long status, int64_t n)
+{
+	p->listed = true;
+	if (status == 404)
+		report(s, LOG_WARNING,
+		       "WARNING: pool %s: the Runner API does not know resource class %s (HTTP "
+		       "404): check [pool %s] resource_class",
+		       p->cfg->name, p->cfg->resource_class, p->cfg->name);
+	else if (n == 0)
+		report(s, LOG_WARNING,
+		       "WARNING: pool %s: resource class %s lists no runners at all. If it "
+		       "should have some, the class name is wrong or the token belongs to "
+		       "another organisation: the Runner API then reports 0 tasks, and "
+		       "this "
+		       "pool will never scale out",
+		       p->cfg->name, p->cfg->resource_class);
+	else
+		report(s, LOG_INFO, "pool %s: resource class %s has %" PRId64 " runners",
+		       p->cfg->name, p->cfg->resource_class, n);
+}
+
 static void on_runners(struct scaler *s, struct slot *sl, int rc)
 {
 	struct pool_state *p = &s->pools[sl->job.index];
@@ -799,31 +866,127 @@ static void on_runners(struct scaler *s, struct slot *sl, int rc)
 
 	if (rc == 0 && status >= 200 && status <= 299 &&
 	    runner_api_parse_runners(sl->resp.body.data, sl->resp.body.len, &n) == 0) {
-		p->listed = true;
-		if (n == 0)
-			report(s, LOG_WARNING,
-			       "WARNING: pool %s: resource class %s lists no runners at all. If it "
-			       "should have some, the class name is wrong or the token belongs to "
-			       "another organisation: the Runner API then reports 0 tasks, and "
-			       "this "
-			       "pool will never scale out",
-			       p->cfg->name, p->cfg->resource_class);
-		else
-			report(s, LOG_INFO, "pool %s: resource class %s has %" PRId64 " runners",
-			       p->cfg->name, p->cfg->resource_class, n);
+		class_listed(s, p, 200, n);
 		return;
 	}
 	if (rc == 0 && status == 404) {
-		p->listed = true;
-		report(s, LOG_WARNING,
-		       "WARNING: pool %s: the Runner API does not know resource class %s (HTTP "
-		       "404): check [pool %s] resource_class",
-		       p->cfg->name, p->cfg->resource_class, p->cfg->name);
+		class_listed(s, p, 404, 0);
 		return;
 	}
 	/* Advisory only: try again next cycle; the count requests report real failures. */
 	report(s, LOG_DEBUG, "pool %s: could not list runners of %s (%s, HTTP %ld); will retry",
 	       p->cfg->name, p->cfg->resource_class, rc < 0 ? transport_word(rc) : "error", status);
+}
+
+static int runner_named(void *ctx, const char *name)
+{
+	launches_runner(ctx, name);
+	return 0;
+}
+
+/* The runner list read behind the describe: judge the launches. A read that fails judges
+ * nothing (it counts neither as a failure nor as a success) and holds nothing either. */
+static void on_launches(struct scaler *s, struct slot *sl, int rc)
+{
+	struct pool_state *p = &s->pools[sl->job.index];
+	long status = sl->resp.status;
+	struct launch_verdict v;
+	char ids[LAUNCH_IDS_KEPT * (LAUNCH_ID_MAX + 2) + 32];
+	int64_t n = 0;
+
+	if (rc == 0 && status >= 200 && status <= 299) {
+		rc = runner_api_parse_runner_names(sl->resp.body.data, sl->resp.body.len,
+		                                   runner_named, &p->launches, &n);
+		if (rc < 0)
+			rc = -EBADMSG;
+	}
+	if (rc == 0 && status >= 200 && status <= 299) {
+		p->have_list = true;
+		p->list_status = 200;
+		p->list_count = n;
+		p->list_too_large = false;
+		launches_judge(&p->launches, (unsigned)p->cfg->launch_failures, now_mono_ms(), &v);
+		p->launch_failures_total += v.failed;
+		if (v.backoff_ended)
+			report(s, LOG_INFO,
+			       "pool %s: the runner of %s connected: launch back-off ended",
+			       p->cfg->name, v.connected_id);
+		if (v.backoff_started) {
+			launches_format_ids((const char(*)[LAUNCH_ID_MAX])p->launches.ids,
+			                    p->launches.nids, p->launches.streak, ids, sizeof(ids));
+			report(s, LOG_WARNING,
+			       "WARNING: pool %s: %u launches in a row left the group "
+			       "without their runner ever connecting (%s): not raising "
+			       "desired capacity for %" PRIu64 " s. Check what an instance "
+			       "needs to start its runner: the launch template, AMI, subnet, "
+			       "the runner token's secret and the instance role's access to "
+			       "it, the agent's download URL",
+			       p->cfg->name, p->launches.streak, ids, v.backoff_ms / 1000);
+		} else if (v.failed) {
+			/* Before a back-off a warning; within one (the group relaunching by itself,
+			 * or launches made before it began) only information. */
+			bool backing_off =
+			        launches_backoff_left_ms(&p->launches, now_mono_ms()) > 0;
+
+			launches_format_ids((const char(*)[LAUNCH_ID_MAX])v.failed_ids,
+			                    v.nfailed_ids, v.failed, ids, sizeof(ids));
+			report(s, backing_off ? LOG_INFO : LOG_WARNING,
+			       "%spool %s: %u instance%s left the group without %s runner ever "
+			       "connecting (%s): %u failed launches in a row%s",
+			       backing_off ? "" : "WARNING: ", p->cfg->name, v.failed,
+			       v.failed == 1 ? "" : "s", v.failed == 1 ? "its" : "their", ids,
+			       p->launches.streak, backing_off ? " (backing off)" : "");
+		}
+		return;
+	}
+	if (rc == 0 && status == 404) {
+		p->have_list = true; /* the class check's answer; no verdict from it */
+		p->list_status = 404;
+		return;
+	}
+	if (rc == 0)
+		p->api_errors[cycle_classify(0, status, NULL)]++;
+	else
+		p->api_errors[cycle_classify(rc, 0, NULL)]++;
+	if (rc == -EFBIG && !p->list_too_large) {
+		p->list_too_large = true;
+		report(s, LOG_WARNING,
+		       "WARNING: pool %s: the runner list of %s is larger than its limit of %zu "
+		       "KiB: launch failures are not judged while it is",
+		       p->cfg->name, p->cfg->resource_class, list_limit(s, sl->job.index) / 1024);
+		return;
+	}
+	report(s, LOG_DEBUG,
+	       "pool %s: could not list runners of %s (%s, HTTP %ld): launches not judged this "
+	       "cycle",
+	       p->cfg->name, p->cfg->resource_class, rc < 0 ? transport_word(rc) : "error", status);
+}
+
+/* After the group was read: track its instances; queue the runner list behind the describe
+ * when an instance waits for its runner or its verdict. */
+static void observe_launches(struct scaler *s, size_t pi, const struct asg_group *g)
+{
+	struct pool_state *p = &s->pools[pi];
+
+	/* A read more than this after the previous one: what happened in between was not
+	 * watched (not the leader, stopped, or its reads failing): nothing of it is judged. */
+	uint64_t gap = 2 * (s->cfg.scaler->interval_ms + s->cfg.scaler->request_timeout_ms);
+	uint64_t before = p->launches.observed_ms, now = now_mono_ms();
+	int r;
+
+	if (p->cfg->launch_failures <= 0 || p->observed)
+		return;
+	p->observed = true;
+	r = launches_observe(&p->launches, g->instances, g->ninstances, now, gap);
+	if (r < 0)
+		return; /* out of memory: nothing observed, nothing judged this cycle */
+	if (r > 0)
+		report(s, LOG_INFO,
+		       "pool %s: group not read for %" PRIu64 " s: the instances seen before are "
+		       "forgotten (launch failures are judged on what is seen from now on)",
+		       p->cfg->name, (now - before) / 1000);
+	if (launches_need_list(&p->launches) && !s->token_problem[0])
+		(void)queue_push(s, XFER_LAUNCHES, pi);
 }
 
 static void aws_failure(struct slot *sl, int rc, const char *call, char *text, size_t n,
@@ -966,6 +1129,7 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 					p->asg_max = groups[g].max_size;
 					p->seen_instances = (int64_t)groups[g].ninstances;
 					p->seen_desired = groups[g].desired;
+					observe_launches(s, c->pools[i], &groups[g]);
 					break;
 				}
 			}
@@ -1016,6 +1180,8 @@ static void on_set(struct scaler *s, struct slot *sl, int rc)
 	if (rc == 0 && status >= 200 && status <= 299) {
 		p->write = WRITE_OK;
 		p->seen_desired = p->decision.desired; /* the next describe may list that many */
+		if (p->decision.desired < p->asg_desired)
+			launches_lowered(&p->launches); /* unprotected instances may be picked */
 		return;
 	}
 	p->write = WRITE_FAILED;
@@ -1036,6 +1202,9 @@ static void job_failed(struct scaler *s, struct job job, int rc)
 		          job.kind == XFER_UNCLAIMED ? "unclaimed" : "running", transport_word(rc));
 		break;
 	case XFER_RUNNERS:
+		break;
+	case XFER_LAUNCHES:
+		s->pools[job.index].api_errors[cycle_classify(rc, 0, NULL)]++;
 		break;
 	case XFER_DESCRIBE:
 		for (size_t i = 0; i < s->chunks[job.index].n; i++)
@@ -1065,6 +1234,16 @@ static void requeue_deferred(struct scaler *s)
 			job_failed(s, (struct job){XFER_DESCRIBE, s->deferred[i]}, -ENOMEM);
 }
 
+static void requeue_lists(struct scaler *s)
+{
+	size_t n = s->nlists_waiting;
+
+	s->nlists_waiting = 0;
+	for (size_t i = 0; i < n; i++)
+		if (queue_push(s, s->lists_waiting[i].kind, s->lists_waiting[i].index) < 0)
+			job_failed(s, s->lists_waiting[i], -ENOMEM);
+}
+
 static void drain(struct scaler *s)
 {
 	CURLMsg *msg;
@@ -1087,6 +1266,9 @@ static void drain(struct scaler *s)
 		case XFER_RUNNERS:
 			on_runners(s, sl, rc);
 			break;
+		case XFER_LAUNCHES:
+			on_launches(s, sl, rc);
+			break;
 		case XFER_DESCRIBE:
 			on_describe(s, sl, rc);
 			break;
@@ -1103,6 +1285,11 @@ static void drain(struct scaler *s)
 			s->describe_reserved -= sl->reserved;
 			sl->reserved = 0;
 			requeue_deferred(s);
+		}
+		if (sl->list_reserved) {
+			s->list_reserved -= sl->list_reserved;
+			sl->list_reserved = 0;
+			requeue_lists(s);
 		}
 	}
 	advance(s);
@@ -1142,13 +1329,20 @@ static void begin_write(struct scaler *s)
 		in.pool_max = p->cfg->max;
 		in.headroom = p->cfg->headroom;
 		in.max_step = p->cfg->max_step;
+		if (p->cfg->launch_failures > 0) {
+			in.launch_backoff_ms = (int64_t)launches_backoff_left_ms(&p->launches, now);
+			in.failed_launches = p->launches.streak;
+		}
 		policy_decide(&in, &p->decision);
 		/* The start-up check of the class, once per pool: only a class that shows no work
 		 * can be a wrong one (the API answers 0 for classes it does not know, or that the
-		 * token cannot see); it runs beside the writes, it decides nothing. */
+		 * token cannot see); it runs beside the writes, it decides nothing. The runner list
+		 * read for launches this cycle answers it too. */
 		if (!p->listed && in.counts_ok) {
 			if (in.unclaimed + in.running > 0)
 				p->listed = true;
+			else if (p->have_list)
+				class_listed(s, p, p->list_status, p->list_count);
 			else if (queue_push(s, XFER_RUNNERS, i) < 0)
 				p->listed = true;
 		}
@@ -1237,6 +1431,9 @@ static void finalize(struct scaler *s)
 		p->m.desired = p->decision.desired;
 		p->m.holds = p->holds;
 		memcpy(p->m.api_errors, p->api_errors, sizeof(p->api_errors));
+		p->m.launch_failures = p->launch_failures_total;
+		p->m.backoff_s =
+		        (int64_t)((launches_backoff_left_ms(&p->launches, now) + 999) / 1000);
 
 		d.pool = p->cfg->name;
 		d.resource_class = p->cfg->resource_class;
@@ -1298,7 +1495,13 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 	s->ndeferred = 0;
 	free(s->pool_bytes);
 	s->pool_bytes = NULL;
+	s->nlists_waiting = 0;
 	if (s->npools) {
+		struct job *w = realloc(s->lists_waiting, s->npools * sizeof(*w));
+
+		if (!w)
+			return -ENOMEM;
+		s->lists_waiting = w;
 		regions = calloc(s->npools, sizeof(*regions));
 		take = calloc(s->npools, sizeof(*take));
 		s->pool_bytes = calloc(s->npools, sizeof(*s->pool_bytes));
@@ -1313,6 +1516,9 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 		p->due = p->next_try <= now_mono;
 		p->have_unclaimed = p->have_running = p->asg_ok = false;
 		p->failed = p->auth_failed = false;
+		p->observed = p->have_list = false;
+		p->list_status = 0;
+		p->list_count = 0;
 		p->unclaimed = p->running = p->asg_desired = p->asg_min = p->asg_max = -1;
 		p->retry_after_s = -1;
 		p->err[0] = '\0';
@@ -1440,7 +1646,10 @@ void scaler_free(struct scaler *s)
 	free(s->queue);
 	free(s->chunks);
 	free(s->deferred);
+	free(s->lists_waiting);
 	free(s->pool_bytes);
+	for (size_t i = 0; i < s->npools; i++)
+		launches_reset(&s->pools[i].launches);
 	free(s->pools);
 	scaler_config_free(&s->cfg);
 	memset(s, 0, sizeof(*s));
@@ -1455,6 +1664,7 @@ static bool same_str(const char *a, const char *b)
 int scaler_apply_config(struct scaler *s, struct scaler_config *cfg)
 {
 	struct pool_state *np = NULL;
+	bool *kept = NULL;
 	size_t n = cfg->npools;
 
 	if (s->phase != PHASE_IDLE) {
@@ -1463,7 +1673,10 @@ int scaler_apply_config(struct scaler *s, struct scaler_config *cfg)
 	}
 	if (n) {
 		np = calloc(n, sizeof(*np));
-		if (!np) {
+		kept = s->npools ? calloc(s->npools, sizeof(*kept)) : NULL;
+		if (!np || (s->npools && !kept)) {
+			free(np);
+			free(kept);
 			scaler_config_free(cfg);
 			return -ENOMEM;
 		}
@@ -1477,16 +1690,23 @@ int scaler_apply_config(struct scaler *s, struct scaler_config *cfg)
 			const struct pool_state *old = &s->pools[j];
 
 			/* Same name, same queue, same group: the same pool; keep its history. */
-			if (same_str(old->cfg->name, ps->name) &&
+			if (!kept[j] && same_str(old->cfg->name, ps->name) &&
 			    same_str(old->cfg->resource_class, ps->resource_class) &&
 			    same_str(old->cfg->asg, ps->asg) && same_str(old->region, region)) {
-				np[i] = *old;
+				np[i] = *old; /* its launch tracker moves with it */
+				kept[j] = true;
 				break;
 			}
 		}
 		np[i].cfg = ps;
 		np[i].region = region;
+		if (ps->launch_failures <= 0)
+			launches_reset(&np[i].launches); /* detection off: nothing kept, no reads */
 	}
+	for (size_t j = 0; j < s->npools; j++)
+		if (!kept || !kept[j])
+			launches_reset(&s->pools[j].launches); /* a pool that went away */
+	free(kept);
 	free(s->pools);
 	s->pools = np;
 	s->npools = n;
@@ -1497,6 +1717,7 @@ int scaler_apply_config(struct scaler *s, struct scaler_config *cfg)
 	s->chunks = NULL;
 	s->nchunks = s->chunks_cap = 0;
 	s->ndeferred = 0;
+	s->nlists_waiting = 0;
 	return 0;
 }
 
@@ -1515,6 +1736,7 @@ int scaler_metrics(const struct scaler *s, bool leader, struct metrics_snapshot 
 		mp[i].name = s->pools[i].cfg->name;
 		mp[i].holds = s->pools[i].holds;
 		memcpy(mp[i].api_errors, s->pools[i].api_errors, sizeof(mp[i].api_errors));
+		mp[i].launch_failures = s->pools[i].launch_failures_total;
 	}
 	snap->pools = mp;
 	snap->npools = s->npools;

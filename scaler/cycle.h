@@ -7,11 +7,14 @@
  *           last read), batches are cut to fit the ceiling, and an answer that is too large
  *           anyway splits its batch in two and is retried within the phase (one group alone
  *           finally at the ceiling); describes in flight share a memory budget;
- *   decide: policy_decide() per pool;
+ *           A group that holds an instance whose runner was not listed yet (launches.h) has
+ *           its class's runner list read right behind its describe, in the same phase, so
+ *           that the decision knows which launches failed;
+ *   decide: policy_decide() per pool, with its launch back-off;
  *   write:  SetDesiredCapacity(HonorCooldown=false) where the value changes, concurrently,
  *           each one checked against the election deadline right before it is sent; beside
  *           them, once per pool, the runner list of a class that shows no work (to warn when
- *           the class looks unknown);
+ *           the class looks unknown), unless this cycle read it already;
  *   report: one decision line per pool, per-pool backoff with full jitter (Retry-After wins).
  * Every request of a phase ends by the phase deadline (request_timeout after the phase began,
  * or the caller's hard deadline), so a cycle is bounded whatever the upstreams do. */
@@ -30,6 +33,7 @@
 #include "election.h"
 #include "evloop.h"
 #include "http.h"
+#include "launches.h"
 #include "metrics.h"
 #include "policy.h"
 #include "runner_api.h"
@@ -44,6 +48,15 @@
 #define CYCLE_DESCRIBE_BUDGET ((size_t)64 * 1024 * 1024)
 /* A too-large describe is retried smaller only with this much of the phase left. */
 #define CYCLE_RETRY_MIN_LEFT_MS 500
+/* The runner list of a class (GET /api/v3/runner): a runner as the Runner API lists it takes
+ * about 300 bytes; room for 1 KiB each, for the runners of what the group may hold four times
+ * over (the API keeps a runner listed for a while after it disconnected), on top of 1 MiB
+ * (about 3,000 runners); at most 16 MiB. */
+#define CYCLE_RUNNER_LIST_BASE_BYTES ((size_t)1024 * 1024)
+#define CYCLE_RUNNER_BYTES           ((size_t)1024)
+#define CYCLE_RUNNER_LIST_MAX_BYTES  ((size_t)16 * 1024 * 1024)
+/* The response limits of the runner lists in flight add up to at most this (one always runs). */
+#define CYCLE_RUNNER_LIST_BUDGET ((size_t)64 * 1024 * 1024)
 
 enum write_result {
 	WRITE_NONE,
@@ -65,11 +78,20 @@ struct pool_state {
 	/* what the group listed at its last read (-1: never read), and its desired capacity then
 	 * or as this scaler wrote it since: they size the next describe */
 	int64_t seen_instances, seen_desired;
+	/* launch failures (launches.h): the instances seen, whether their runner was listed, the
+	 * back-off; launch_failures_total survives a reload that turns detection off */
+	struct launch_tracker launches;
+	uint64_t launch_failures_total;
+	bool list_too_large; /* said once until a runner list fits again */
 	/* this cycle */
 	bool due;
 	bool have_unclaimed, have_running, asg_ok, failed, auth_failed;
 	int64_t unclaimed, running, asg_desired, asg_min, asg_max;
 	long retry_after_s;
+	bool observed;      /* launches_observe() ran on this cycle's describe */
+	bool have_list;     /* the runner list was read this cycle (for launches) */
+	long list_status;   /* its HTTP status (200, 404) */
+	int64_t list_count; /* and how many runners it listed */
 	char err[CYCLE_ERR_MAX];
 	struct policy_output decision;
 	enum write_result write;
@@ -82,7 +104,8 @@ struct pool_state {
 enum xfer_kind {
 	XFER_UNCLAIMED,
 	XFER_RUNNING,
-	XFER_RUNNERS,
+	XFER_RUNNERS,  /* the class check */
+	XFER_LAUNCHES, /* the runner list behind a describe, for launch failures */
 	XFER_DESCRIBE,
 	XFER_SET,
 };
@@ -112,7 +135,8 @@ struct slot {
 	struct http_response resp;
 	struct buf body;
 	struct job job;
-	size_t reserved; /* a describe's share of CYCLE_DESCRIBE_BUDGET while it runs */
+	size_t reserved;      /* a describe's share of CYCLE_DESCRIBE_BUDGET while it runs */
+	size_t list_reserved; /* a runner list's share of CYCLE_RUNNER_LIST_BUDGET */
 };
 
 enum cycle_phase {
@@ -154,6 +178,9 @@ struct scaler {
 	size_t describe_reserved; /* response limits of the describes in flight */
 	uint32_t *deferred;       /* describes (chunk indices) waiting for budget; chunks_cap */
 	size_t ndeferred;
+	size_t list_reserved;      /* response limits of the runner lists in flight */
+	struct job *lists_waiting; /* runner lists waiting for budget; npools entries */
+	size_t nlists_waiting;
 	enum cycle_phase phase;
 	uint64_t cycle_start, phase_deadline;
 	/* results, read by the caller once finished is set */
@@ -200,6 +227,11 @@ int cycle_format_decision(const struct decision_line *d, int format, char *out, 
  * 16 for instances in transit (Terminating beside their replacements, rebalancing above
  * MaxSize). Before the first read (both < 0) the pool's max stands for them. */
 int64_t cycle_expected_instances(int64_t pool_max, int64_t seen_instances, int64_t seen_desired);
+
+/* The response limit of a class's runner list when its group may hold expected instances
+ * (cycle_expected_instances): CYCLE_RUNNER_LIST_BASE_BYTES + 4 x CYCLE_RUNNER_BYTES each, at
+ * most CYCLE_RUNNER_LIST_MAX_BYTES. */
+size_t cycle_runner_list_bytes(int64_t expected_instances);
 
 /* Group pools into DescribeAutoScalingGroups batches, in pool order: same region, at most 50
  * names, and their bytes[i] (what pool i's group may take in an answer; NULL: the least a

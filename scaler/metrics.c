@@ -62,6 +62,8 @@ enum which {
 	M_DESIRED,
 	M_CURRENT,
 	M_HOLDS,
+	M_LAUNCH_FAILURES,
+	M_BACKOFF,
 };
 
 struct family {
@@ -80,6 +82,12 @@ static const struct family gauges[] = {
          M_CURRENT},
         {"runner_scaler_holds_total", "counter",
          "Cycles in which the pool held because data was missing or a call failed.", M_HOLDS},
+        {"runner_scaler_launch_failures_total", "counter",
+         "Instances that left the group without their runner ever connecting.", M_LAUNCH_FAILURES},
+        {"runner_scaler_pool_backoff_seconds", "gauge",
+         "Seconds left of the launch back-off, in which the pool does not raise its desired "
+         "capacity (0: none).",
+         M_BACKOFF},
 };
 
 static int header(struct buf *out, const char *name, const char *type, const char *help)
@@ -116,6 +124,12 @@ static int render_family(const struct metrics_snapshot *s, const struct family *
 			if (!p->have_current)
 				continue;
 			v = p->current;
+			break;
+		case M_LAUNCH_FAILURES:
+			v = (int64_t)p->launch_failures;
+			break;
+		case M_BACKOFF:
+			v = p->backoff_s;
 			break;
 		case M_HOLDS:
 		default:

@@ -35,6 +35,8 @@ struct metrics_pool {
 	int64_t desired;
 	uint64_t holds;
 	uint64_t api_errors[API_ERR_KINDS];
+	uint64_t launch_failures; /* failed launches judged so far */
+	int64_t backoff_s;        /* seconds of launch back-off left; 0: none */
 };
 
 struct metrics_snapshot {

@@ -56,7 +56,8 @@ void policy_decide(const struct policy_input *in, struct policy_output *out)
 		return;
 	}
 	if (!sane(in->pool_min) || !sane(in->pool_max) || !sane(in->headroom) ||
-	    !sane(in->max_step) || in->pool_min > in->pool_max) {
+	    !sane(in->max_step) || in->pool_min > in->pool_max || in->launch_backoff_ms < 0 ||
+	    in->failed_launches < 0) {
 		hold(out, cur, "pool config inconsistent");
 		return;
 	}
@@ -105,6 +106,28 @@ void policy_decide(const struct policy_input *in, struct policy_output *out)
 				why = "raised to min";
 			}
 		}
+	}
+
+	/* Launches keep failing: no raise (not even to min) until the back-off ends; lowering
+	 * still goes through. */
+	if (in->launch_backoff_ms > 0) {
+		int64_t left_s = in->launch_backoff_ms / 1000 + (in->launch_backoff_ms % 1000 != 0);
+
+		if (target > cur) {
+			out->action = POLICY_NOOP;
+			out->desired = cur;
+			snprintf(out->reason, sizeof(out->reason),
+			         "launch back-off: %" PRId64 " failed launches in a row, %" PRId64
+			         " s left: not raised to %" PRId64,
+			         in->failed_launches, left_s, target);
+			return;
+		}
+		out->action = target < cur ? POLICY_SET : POLICY_NOOP;
+		out->desired = target;
+		snprintf(out->reason, sizeof(out->reason),
+		         "%s%s (launch back-off: %" PRId64 " s left)",
+		         target == cur ? "unchanged: " : "", why, left_s);
+		return;
 	}
 
 	out->desired = target;

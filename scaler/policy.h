@@ -4,6 +4,8 @@
  *                   max(pool min, ASG MinSize), min(pool max, ASG MaxSize))
  *   max_step > 0 limits the move from the ASG's current desired per cycle (the bounds win);
  *   anything missing or implausible -> hold: never scale in on data it could not read;
+ *   during a launch back-off (launches.h) the result is never above the current value: the
+ *   pool may lower its desired capacity, never raise it;
  *   set only when the result differs from the ASG's current DesiredCapacity. */
 #ifndef RUNNERD_POLICY_H
 #define RUNNERD_POLICY_H
@@ -23,6 +25,8 @@ struct policy_input {
 	bool asg_ok; /* the group was described this cycle */
 	int64_t asg_desired, asg_min, asg_max;
 	int64_t pool_min, pool_max, headroom, max_step;
+	/* launch back-off: ms left (> 0 while it lasts) and the failed launches in a row */
+	int64_t launch_backoff_ms, failed_launches;
 };
 
 struct policy_output {

@@ -10,12 +10,15 @@
 
 #include "buf.h"
 #include "http.h"
+#include "launches.h"
 #include "runner_api.h"
 #include "util.h"
 
 #define OFF(type, field) offsetof(struct type, field)
 #define SEC_MS(s)        ((int64_t)(s)*1000)
 #define POOL_COUNT_MAX   100000 /* far above any ASG MaxSize; rejects typos like 1e9 */
+#define STR_(x)          #x
+#define STR(x)           STR_(x)
 
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const token_sources[] = {"secretsmanager", "ssm", "file", "env", NULL};
@@ -62,6 +65,8 @@ static const struct cfg_key pool_keys[] = {
         {"max", CFG_INT, OFF(pool_section, max), NULL, NULL, 0, POOL_COUNT_MAX, CFG_REQUIRED, NULL},
         {"headroom", CFG_INT, OFF(pool_section, headroom), "0", NULL, 0, POOL_COUNT_MAX, 0, NULL},
         {"max_step", CFG_INT, OFF(pool_section, max_step), "0", NULL, 0, POOL_COUNT_MAX, 0, NULL},
+        {"launch_failures", CFG_INT, OFF(pool_section, launch_failures),
+         STR(LAUNCH_FAILURES_DEFAULT), NULL, 0, LAUNCH_FAILURES_MAX, 0, NULL},
 };
 
 static const struct cfg_key election_keys[] = {

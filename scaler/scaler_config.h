@@ -51,6 +51,7 @@ struct pool_section {
 	char *asg;
 	char *region; /* NULL: the scaler's own region */
 	int64_t min, max, headroom, max_step;
+	int64_t launch_failures; /* failed launches in a row before a back-off; 0: detection off */
 };
 
 struct election_section {

@@ -2,6 +2,9 @@
  * Scaling group and its instances, driven either by the policy the daemon runs (policy_decide,
  * the very function, no copy) or by the CircleCI tutorial's once-a-minute function.
  *
+ * The parts, each pure but the last: sim_trace.c (the trace and the option values it parses),
+ * sim_model.c (the model: sim_run), sim_report.c (text, JSON, SVG), simulate.c (the command).
+ *
  * THE MODEL. Every parameter and its source is here, in one place; the man page and the README
  * point at this table. Nothing is tuned to flatter either policy: both share the boot time, the
  * agent and the group; they differ only where the two designs differ (marked "runnerd" and
@@ -50,6 +53,20 @@
  *                      pool (one function per resource class): GetSecretValue, the two task
  *                      counts, UpdateAutoScalingGroup. Calls made while booting (token, IMDS)
  *                      are the same for both and not counted.
+ *   failing launches   --fail-launches FROM-TO (simulated seconds): every instance launched
+ *                      in [FROM, TO) fails its boot (a bad launch template, AMI, secret or agent
+ *                      URL) when its boot time is over, runs no agent and takes the same exit
+ *                      as an agent: runnerd's instance leaves with a decrement, the
+ *                      tutorial's stops and is replaced. Its boot is billed.
+ *   launch back-off    runnerd only, pools with launch_failures > 0 (default 3, the daemon's;
+ *                      -c's, or --launch-failures): every poll runs the daemon's own
+ *                      bookkeeping (launches.c) on what its reads would show: the group's
+ *                      instances (ids i-<17 hex digits>), and, while one is unconfirmed, the
+ *                      class's runner list (one more API call): the runner of every instance
+ *                      whose agent started, listed from its start until the poll after its
+ *                      instance left. policy_decide() gets the back-off, as in the daemon.
+ *                      With --fail-launches the run is made twice, the second time with
+ *                      launch_failures 0 everywhere, and the report gives both launch counts.
  *   the end            when every job is done and every group is empty, or SIM_DRAIN_S after
  *                      the last job finished (a pool min above 0 never empties).
  * Waits are claim time - submit time; p50 and p95 are nearest-rank percentiles. */
@@ -111,6 +128,9 @@ void sim_trace_free(struct sim_trace *t);
 
 /* Pure: "45-60" or "50" (seconds, decimals allowed) into a range in ms. 0 or -EINVAL. */
 int sim_parse_boot(const char *s, int64_t *lo_ms, int64_t *hi_ms);
+/* Pure: --fail-launches "FROM-TO" (seconds, decimals allowed, FROM < TO, TO at most
+ * SIM_SUBMIT_MAX_S) into [from, to) in ms. 0 or -EINVAL. */
+int sim_parse_window(const char *s, int64_t *from_ms, int64_t *to_ms);
 
 struct sim_model {
 	enum sim_policy policy;
@@ -118,7 +138,8 @@ struct sim_model {
 	int64_t interval_ms;       /* 0: poll after every event */
 	int64_t claim_interval_ms; /* 0: an idle agent takes a job the moment it is queued */
 	int64_t idle_timeout_ms;
-	int64_t replace_delay_ms; /* tutorial only */
+	int64_t replace_delay_ms;         /* tutorial only */
+	int64_t fail_from_ms, fail_to_ms; /* instances launched in [from, to) fail their boot */
 	uint64_t seed;
 	uint64_t max_events; /* 0: SIM_EVENTS_MAX */
 };
@@ -130,6 +151,7 @@ struct sim_pool {
 	char name[64];
 	char resource_class[SIM_CLASS_MAX]; /* jobs of this class; "" jobs go to the first pool */
 	int64_t min, max, headroom, max_step;
+	int64_t launch_failures; /* runnerd: the launch back-off's threshold; 0: off */
 };
 
 struct sim_job_result {
@@ -144,7 +166,9 @@ struct sim_stats {
 	double wait_mean_ms;
 	int64_t instance_ms, busy_ms, boot_ms; /* idle = instance - busy - boot */
 	uint64_t launches, replacements, api_calls, writes;
-	int64_t peak_in_group; /* instances the group held at once, stopped ones included */
+	uint64_t failed_launches; /* launched while launches fail (--fail-launches) */
+	uint64_t backoffs;        /* launch back-offs the pool went into */
+	int64_t peak_in_group;    /* instances the group held at once, stopped ones included */
 };
 
 struct sim_sample {
@@ -181,11 +205,13 @@ void sim_result_free(struct sim_result *r);
 const char *sim_policy_name(enum sim_policy p);
 
 /* Renderers, into a bounded buffer. The JSON has at least jobs, wait_p50_s, wait_p95_s,
- * wait_max_s, instance_seconds, idle_instance_seconds, api_calls, and a pools array. */
+ * wait_max_s, instance_seconds, idle_instance_seconds, api_calls, launches, failed_launches,
+ * and a pools array. without: the same run with the launch back-off off (--fail-launches), or
+ * NULL; its figures are reported beside (text) or under "without_backoff" (JSON). */
 int sim_render_text(const struct sim_model *m, const struct sim_pool *pools,
-                    const struct sim_result *r, struct buf *out);
+                    const struct sim_result *r, const struct sim_result *without, struct buf *out);
 int sim_render_json(const struct sim_model *m, const struct sim_pool *pools,
-                    const struct sim_result *r, struct buf *out);
+                    const struct sim_result *r, const struct sim_result *without, struct buf *out);
 /* An SVG of queued jobs, desired capacity, instances up and busy over time, a panel per pool. */
 int sim_render_svg(const struct sim_model *m, const struct sim_pool *pools,
                    const struct sim_result *r, const char *title, struct buf *out);

@@ -17,14 +17,25 @@ it runs from the fake). The summary: jobs, mean and p95 wait (claim - submit),
 instance-seconds and idle instance-seconds. Every process the demo started is stopped at the
 end, also on Ctrl-C (exit 130), and the demo checks that none is left.
 
+DEMO_FAIL_BOOT=1: a bad configuration, live. The linux pool's launch template names a runner
+token secret that does not exist, so every instance it launches fails in runnerd's token phase,
+leaves its group with a decrement and powers off. runner-scaler notices (launch_failures, 3 in
+a row), stops raising the group for a back-off of 60 s and says so; the timeline shows the
+seconds of back-off left. Once it backs off the demo "fixes" the launch template (instances that
+boot from then on get the right secret); the group is raised again when the back-off ends, or
+at once when an instance launched before it boots after the fix and its runner connects (the
+scaler says so, and the demo shows that line). The summary says how many launches failed and
+how often the pool backed off.
+
 Knobs (environment): DEMO_JOBS (total jobs, default 24), DEMO_JOB_SECONDS (mean job length, 5),
 DEMO_BOOT_SECONDS (simulated OS boot, 2), DEMO_WAVE_SECONDS (when the second wave of jobs
-comes, 15), DEMO_DEADLINE (seconds, 110), DEMO_WORKDIR (use this
-directory), DEMO_SUMMARY (write the summary as JSON to this file), DEMO_KEEP=1 (keep the
-temporary files), RUNNERD_BUILD (the build directory).
+comes, 15), DEMO_DEADLINE (seconds, 110; 200 with DEMO_FAIL_BOOT), DEMO_FAIL_BOOT=1 (above),
+DEMO_WORKDIR (use this directory), DEMO_SUMMARY (write the summary as JSON to this file),
+DEMO_KEEP=1 (keep the temporary files), RUNNERD_BUILD (the build directory).
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,7 +51,8 @@ BUILD = Path(os.environ.get("RUNNERD_BUILD") or REPO / "build").resolve()
 JOBS = max(2, int(os.environ.get("DEMO_JOBS", "24")))
 JOB_S = float(os.environ.get("DEMO_JOB_SECONDS", "5"))
 BOOT_S = float(os.environ.get("DEMO_BOOT_SECONDS", "2"))
-DEADLINE_S = float(os.environ.get("DEMO_DEADLINE", "110"))
+FAIL_BOOT = os.environ.get("DEMO_FAIL_BOOT") == "1"
+DEADLINE_S = float(os.environ.get("DEMO_DEADLINE", "200" if FAIL_BOOT else "110"))
 WAVE_S = float(os.environ.get("DEMO_WAVE_SECONDS", "15"))
 SCALER_TOKEN = "demo-circle-token-0123456789"
 
@@ -61,10 +73,17 @@ GLYPHS_ASCII = {"busy": "#", "idle": "=", "start": "+", "leave": "x", "free": ".
 
 # ---- one instance ------------------------------------------------------------------------------
 
+def fail_marker(workdir, rc):
+    """While this file exists, the launch template of rc's group is broken (DEMO_FAIL_BOOT)."""
+    return Path(workdir) / ("fail-boot-" + rc.replace("/", "-"))
+
+
 def instance_main(workdir, sockdir, rc, secret, boot_s):
     """The launch command of one fake instance: boot, write runnerd.conf, exec runnerd."""
     iid = os.environ["FAKE_INSTANCE_ID"]
     time.sleep(float(boot_s))  # the OS booting; the instance's IMDS is already up
+    if fail_marker(workdir, rc).exists():
+        secret += "-typo"  # a secret that does not exist: runnerd fails in its token phase
     root = Path(workdir) / "instances" / iid
     (root / "bin").mkdir(parents=True, exist_ok=True)
     # runnerd keeps its lock beside the socket: a directory of its own per instance.
@@ -185,6 +204,39 @@ def p95(values):
     return v[max(0, -(-len(v) * 95 // 100) - 1)] if v else 0.0
 
 
+def failed_launches(state, asg):
+    """Instances of asg that left without their runner ever being listed."""
+    names = [r["name"] for r in state["runners"]]
+    gone = [i for i in state["terminated"] if i["asg"] == asg]
+    return [i["id"] for i in gone if not any(i["id"] in n for n in names)]
+
+
+def backoff_lines(log_path):
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return []
+    return [x for x in text.splitlines() if re.search(r"WARNING: pool \S+: \d+ launches in a row", x)]
+
+
+def backoff_ended_lines(log_path):
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return []
+    return [x for x in text.splitlines() if "launch back-off ended" in x]
+
+
+def backoff_left(prom_path, pool):
+    """Seconds of launch back-off left for pool, from the scaler's metrics file (0 if none)."""
+    try:
+        m = re.search(rf'^runner_scaler_pool_backoff_seconds{{pool="{pool}"}} (\d+)$',
+                      Path(prom_path).read_text(), re.M)
+    except OSError:
+        return 0
+    return int(m[1]) if m else 0
+
+
 def summarize(state, requests, now_wall, t0_wall):
     waits, busy = [], 0.0
     done = 0
@@ -232,8 +284,11 @@ def job_plan():
     return plan
 
 
-def scaler_conf(path):
-    lines = ["[scaler]", "interval = 1s", "request_timeout = 3s", "",
+def scaler_conf(path, metrics=None):
+    lines = ["[scaler]", "interval = 1s", "request_timeout = 3s"]
+    if metrics:
+        lines.append(f"metrics = {metrics}")
+    lines += ["",
              "[circleci]", "token_source = secretsmanager", "token_id = demo-scaler-token",
              "token_key = circle_token"]
     for p in POOLS:
@@ -285,7 +340,10 @@ def main():
                          launch_command=[PYTHON, str(Path(__file__).resolve()), "--instance",
                                          str(work), sockdir, p.rc, p.secret, str(BOOT_S)])
         conf = work / "scaler.conf"
-        scaler_conf(conf)
+        prom = work / "runnerd.prom"
+        if FAIL_BOOT:
+            fail_marker(work, POOLS[0].rc).write_text("")
+        scaler_conf(conf, metrics=prom if FAIL_BOOT else None)
         env = fake.env(imds=False)
         env["AWS_EC2_METADATA_DISABLED"] = "true"
         with open(work / "runner-scaler.log", "ab") as log:
@@ -304,6 +362,10 @@ def main():
                   f"{n2} more at {WAVE_S:g} s")
         print(f"  jobs run {min(d for *_, d in plan):.1f}-{max(d for *_, d in plan):.1f} s; "
               f"an instance boots for {BOOT_S:g} s, then runnerd starts the agent")
+        if FAIL_BOOT:
+            print(f"  DEMO_FAIL_BOOT: group {POOLS[0].asg}'s launch template names a runner token "
+                  "secret that does not exist:\n  its instances fail in runnerd's token phase "
+                  "until runner-scaler backs off; then the template is fixed")
         print(f"  fleet: {glyphs['busy']} running a job  {glyphs['idle']} agent up, no job  "
               f"{glyphs['start']} booting  {glyphs['leave']} leaving  {glyphs['free']} free "
               f"slot\n")
@@ -311,6 +373,7 @@ def main():
         shown, shown_at = None, -1.0
         gen = None
         phases = {}
+        fixed = ended = False
         while not interrupted:
             now = time.monotonic() - t0
             if now > DEADLINE_S:
@@ -335,6 +398,25 @@ def main():
                              f"{fleet_strip(v, p.max, glyphs):8} {v['boot']:4} {v['start']:5} "
                              f"{v['idle']:4} {v['busy']:4} {v['leave']:5} "
                              f"{v['done']:3}/{v['total']}")
+                left = backoff_left(prom, p.name) if FAIL_BOOT else 0
+                if left:
+                    lines[-1] += f"  back-off {left} s"
+            if FAIL_BOOT and not fixed:
+                warned = backoff_lines(work / "runner-scaler.log")
+                if warned:
+                    fail_marker(work, POOLS[0].rc).unlink()
+                    fixed = True
+                    said = warned[0].split("WARNING: ", 1)[1].split(": not raising")[0]
+                    print(f"{now:6.1f}s runner-scaler: {said}: not raising desired capacity "
+                          "for 60 s\n        (the launch template is fixed now: new instances "
+                          "get the right secret)")
+            if FAIL_BOOT and fixed and not ended:
+                done_lines = backoff_ended_lines(work / "runner-scaler.log")
+                if done_lines:
+                    # An instance that booted after the fix connected its runner.
+                    ended = True
+                    print(f"{now:6.1f}s runner-scaler: "
+                          f"{done_lines[0].split('runner-scaler: ', 1)[-1]}")
             finished = all(v["done"] == v["total"] and v["total"] for v in views) and all(
                 not s["asgs"][p.asg]["instances"] for p in POOLS) and not pending
             # At most a line pair a second, like vmstat: what changed in between is merged.
@@ -371,6 +453,9 @@ def main():
     left = procs_mentioning(str(work), sockdir)
     if last_state is not None:
         summary = summarize(last_state, requests, end_wall, t0_wall)
+        summary["failed_launches"] = len(failed_launches(last_state, POOLS[0].asg)) + len(
+            failed_launches(last_state, POOLS[1].asg))
+        summary["backoffs"] = len(backoff_lines(work / "runner-scaler.log"))
     else:
         summary = {"jobs": 0, "jobs_done": 0}
     summary["processes_left"] = len(left)
@@ -389,6 +474,11 @@ def main():
                  if rest else ""))
         print(f"         runner-scaler wrote SetDesiredCapacity {summary['capacity_writes']} "
               f"times")
+        if FAIL_BOOT:
+            print(f"         {summary['failed_launches']} launches failed their boot; the "
+                  f"{POOLS[0].name} pool backed off {summary['backoffs']} "
+                  f"time{'s' if summary['backoffs'] != 1 else ''} instead of launching them "
+                  "again and again")
         print(f"         instance-seconds {summary['instance_seconds']:.1f}: running jobs "
               f"{summary['busy_seconds']:.1f}, idle (booting, starting, waiting, leaving) "
               f"{summary['idle_instance_seconds']:.1f}")
@@ -397,6 +487,8 @@ def main():
         Path(os.environ["DEMO_SUMMARY"]).write_text(json.dumps(summary) + "\n")
     ok = (not interrupted and not failed and not left and summary["jobs"] == JOBS
           and summary["jobs_done"] == JOBS)
+    if FAIL_BOOT:  # it showed what it says it shows
+        ok = ok and summary.get("backoffs", 0) >= 1 and summary.get("failed_launches", 0) >= 3
     if os.environ.get("DEMO_KEEP") != "1" and (ok or interrupted):
         import shutil
         shutil.rmtree(sockdir, ignore_errors=True)

@@ -71,8 +71,16 @@ Nothing changes between ticks. A tick is POST /_fake/tick, or one every --tick-i
 seconds. Each tick, in order:
   1. Terminating instances become Terminated: they leave the group, their process gets SIGTERM
      (then SIGKILL after stop_grace_s), and their IMDS listener closes.
-  2. Pending instances become InService.
-  3. Live instances marked Unhealthy become Terminating (a replacement is launched in step 4).
+  2. Pending instances become InService (not those whose boot fails "pending", below).
+  3. Live instances marked Unhealthy become Terminating (a replacement is launched in step 4);
+     so do instances whose boot fails (fail_boot) once they are fail_boot_ticks ticks old:
+       "leave"    as runnerd's exit path after a failed boot: it leaves with a decrement, as
+                  TerminateInstanceInAutoScalingGroup(ShouldDecrementDesiredCapacity=true)
+                  does (without at MinSize); cause "boot-failed";
+       "pending"  as EC2 when the image cannot boot (a bad AMI or subnet): it never gets past
+                  Pending and is terminated without a decrement (cause "launch-failed"); the
+                  group launches its replacement in step 4.
+     Such an instance never runs an agent: the Runner API never lists a runner for it.
   4. When desired exceeds the live instances, new ones launch (Pending, protected when
      protect_new). When desired is lower, unprotected instances are terminated, oldest first
      (OldestInstance). Protected instances are never chosen.
@@ -95,9 +103,12 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   POST /_fake/parameter {name, value | null, type?}         type defaults to SecureString
   POST /_fake/asg {name, min, max, desired?, instances?, protect_new?, launch_command?,
                    launch_env?, region?, role?, tags?, stop_grace_s?, user_data?,
-                   instance_type?}
-        create or replace. instances: a count, or [{id?, state?, health?, protected?}];
-        up to 20000 per group, or 200 (max too) with a launch_command
+                   instance_type?, fail_boot?, fail_boot_ticks?}
+        create or replace. instances: a count, or [{id?, state?, health?, protected?,
+        fail_boot?}]; up to 20000 per group, or 200 (max too) with a launch_command.
+        fail_boot ("leave" | "pending" | null, groups without a launch_command): every
+        instance the group launches fails its boot after fail_boot_ticks (default 2) ticks, as
+        in the instance model; an entry of instances may say otherwise (null: it boots).
   POST /_fake/imds {instance_id, region, availability_zone, role, target_lifecycle_state,
                     spot_action, rebalance, user_data, credential_ttl_s, rotate_credentials,
                     local_ipv4, public_ipv4, for_instance}
@@ -109,6 +120,8 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   POST /_fake/jobs {resource_class, count, duration_s?}   queue jobs -> {"job_ids": [...]}
   POST /_fake/agent/claim {resource_class, runner_name, token, hostname?, version?}
         -> 200 {"job_id","duration_s"} | 204 when the queue is empty | 401 bad token
+        Any claim (204 too) is the runner connecting: from then on GET /api/v3/runner lists it
+        under runner_name (runnerd names it %H-%i: it contains the instance id).
   POST /_fake/agent/complete {job_id, exit_code}
   POST /_fake/blob {url, data(base64) | null, content_type?}
         Serve these bytes at this https URL (its host and path) on the TLS listeners, as S3
@@ -429,6 +442,8 @@ class Instance:
         self.imds_port = None
         self.log_path = None
         self.kill_timer = None
+        self.fail_boot = asg.fail_boot  # None, "leave" or "pending"
+        self.ticks = 0  # ticks seen alive
 
     def to_json(self):
         return {"id": self.id, "asg": self.asg.name, "state": self.state, "health": self.health,
@@ -438,7 +453,7 @@ class Instance:
                 "stopped": self.stopped, "terminated_by_api": self.terminated_by_api,
                 "cause": self.cause, "imds_port": self.imds_port,
                 "imds_url": f"http://127.0.0.1:{self.imds_port}" if self.imds_port else None,
-                "log": self.log_path,
+                "log": self.log_path, "fail_boot": self.fail_boot,
                 "target_lifecycle_state": self.identity.target_lifecycle_state}
 
 
@@ -454,6 +469,8 @@ class Asg:
         self.stop_grace_s = 5.0
         self.user_data = None
         self.instance_type = "t3.micro"
+        self.fail_boot = None
+        self.fail_boot_ticks = 2
         self.created = now
         self.instances = []  # not yet Terminated
         self.arn_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "asg:" + name))
@@ -468,7 +485,8 @@ class Asg:
     def to_json(self):
         return {"name": self.name, "region": self.region, "min": self.min, "max": self.max,
                 "desired": self.desired, "protect_new": self.protect_new,
-                "launch_command": self.launch_command,
+                "launch_command": self.launch_command, "fail_boot": self.fail_boot,
+                "fail_boot_ticks": self.fail_boot_ticks,
                 "instances": [i.to_json() for i in self.instances]}
 
 
@@ -624,6 +642,16 @@ class Cloud:
         if srv is not None:
             threading.Thread(target=_close_server, args=(srv,), daemon=True).start()
 
+    def boot_failed(self, asg, inst):
+        """Under the lock: inst's boot failed (see the instance model)."""
+        if inst.fail_boot == "leave":
+            if asg.desired > asg.min:
+                asg.desired -= 1
+            inst.terminated_by_api = True
+            self.mark_terminating(inst, "boot-failed")
+        else:
+            self.mark_terminating(inst, "launch-failed")
+
     def mark_terminating(self, inst, cause):
         inst.state = "Terminating"
         inst.cause = cause
@@ -643,11 +671,15 @@ class Cloud:
                             self.terminated.append(inst)
                             stop.append((inst, asg.stop_grace_s))
                     for inst in asg.instances:
-                        if inst.state == "Pending" and inst.health == "Healthy":
+                        if inst.state == "Pending" and inst.health == "Healthy" \
+                                and inst.fail_boot != "pending":
                             inst.state = "InService"
                     for inst in asg.live():
+                        inst.ticks += 1
                         if inst.health == "Unhealthy":
                             self.mark_terminating(inst, "unhealthy")
+                        elif inst.fail_boot and inst.ticks >= asg.fail_boot_ticks:
+                            self.boot_failed(asg, inst)
                     live = asg.live()
                     if asg.desired > len(live):
                         for _ in range(asg.desired - len(live)):
@@ -815,6 +847,7 @@ def query_error_xml(code, message, request_id, status):
 # member, so a few thousand instances run to megabytes, as on the wire).
 DESCRIBE_INDENT = "  "
 MAX_GROUP_INSTANCES = 20000  # per group without a launch_command (plain records, no processes)
+FAIL_BOOT = ("leave", "pending")
 
 
 def az_id(az):
@@ -2065,7 +2098,9 @@ def c_asg(h, cloud, body):
         "launch_env": F(dict), "region": F(str, pattern=REGION_RE.pattern),
         "role": F(str, nullable=True, maxlen=64, pattern=r"^[\w+=,.@-]+$"),
         "tags": F(dict), "stop_grace_s": F((int, float), lo=0, hi=60),
-        "user_data": F(str, nullable=True, maxlen=16384)})
+        "user_data": F(str, nullable=True, maxlen=16384),
+        "fail_boot": F(str, nullable=True, choices=FAIL_BOOT),
+        "fail_boot_ticks": F(int, lo=1, hi=1000)})
     desired = b.get("desired", b["min"])
     if not b["min"] <= desired <= b["max"]:
         raise Bad("need min <= desired <= max")
@@ -2082,9 +2117,13 @@ def c_asg(h, cloud, body):
                 "id": F(str, pattern=INSTANCE_ID_RE.pattern),
                 "state": F(str, choices=("Pending", "InService")),
                 "health": F(str, choices=("Healthy", "Unhealthy")),
-                "protected": F(bool)}))
+                "protected": F(bool),
+                "fail_boot": F(str, nullable=True, choices=FAIL_BOOT)}))
     # A launched instance owns a process and a listener: a few hundred at most. Plain records
     # (no launch_command) go to thousands, for large-fleet reads.
+    if cmd and b.get("fail_boot"):
+        raise Bad("fail_boot is for groups without a launch_command (a launched process fails "
+                  "its boot by itself)")
     if cmd and (len(specs) > MAX_INSTANCES or b["max"] > MAX_INSTANCES):
         raise Bad(f"with a launch_command, at most {MAX_INSTANCES} instances (max too)")
     ids = [s["id"] for s in specs if "id" in s]
@@ -2113,12 +2152,16 @@ def c_asg(h, cloud, body):
         asg.stop_grace_s = float(b.get("stop_grace_s", 5.0))
         asg.user_data = b.get("user_data")
         asg.instance_type = b.get("instance_type", asg.instance_type)
+        asg.fail_boot = b.get("fail_boot")
+        asg.fail_boot_ticks = b.get("fail_boot_ticks", asg.fail_boot_ticks)
         cloud.asgs[asg.name] = asg
         for s in specs:
             i = cloud.launch(asg, state=s.get("state", "InService"), iid=s.get("id"),
                              protected=s.get("protected"))
             if "health" in s:
                 i.health = s["health"]
+            if "fail_boot" in s:
+                i.fail_boot = s["fail_boot"]
         cloud.bump()
         return 200, asg.to_json()
 

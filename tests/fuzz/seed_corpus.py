@@ -289,6 +289,11 @@ RUNNER = [
     '"2024-01-01T00:00:00Z","last_connected":"2024-01-01T00:00:01Z","last_used":null,'
     '"ip":"10.0.0.1","version":"3.0.0"}]}',
     '{"items":[]}', '{"message":"Invalid token provided."}',
+    # runner names as runnerd renders them (%H-%i), and a list with an item without a name
+    '{"items":[{"resource_class":"a/b","hostname":"ip-10-0-3-17","name":'
+    '"ip-10-0-3-17-i-0123456789abcdef0"},{"name":"i-0123abcd-i-0123456789abcdef0x"},'
+    '{"name":"api-deadbeef"}]}',
+    '{"items":[{"name":"ok"},{"hostname":"no-name"}]}',
 ]
 
 DDB = [

@@ -456,6 +456,46 @@ def test_scaler_stack_config_daemon(world, build, tmp_path):
     assert int(item["Item"]["expiry"]["N"]) <= int(time.time() * 1000), item
 
 
+def test_scaler_launch_failures_on_the_default_path(world, build, tmp_path):
+    """The launch back-off on the shipped defaults (launch_failures 3, interval 10 s): while
+    the group holds instances not seen connected, the runner list is read at
+    runner.circleci.com over TLS; the three that leave without a runner start the back-off,
+    and the group is not raised again."""
+    prepare_scaler_world(world)
+    fake = world.fake
+    group = f"{STACK}-runners"
+    fake.set_asg(group, min=0, max=10, desired=3, instances=3, fail_boot="leave",
+                 fail_boot_ticks=1)
+    ids = [i["id"] for i in fake.instances(group)]
+    inst = scaler_instance(world, build)
+    log = tmp_path / "scaler.log"
+    with open(log, "wb") as f:
+        p = inst.popen(["/usr/sbin/runner-scaler"], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        fake.wait_until(lambda s: aws_calls(fake, "runner", "list"), timeout=40,
+                        what="the runner list read for the unconfirmed instances")
+        fake.tick(2)  # their boot fails: they leave with a decrement
+        fake.wait_until(lambda s: len(aws_calls(fake, "runner", "list")) >= 2, timeout=40,
+                        what="the next cycle's runner list read")
+    except AssertionError as e:
+        p.kill()
+        raise AssertionError(f"{e}\n{log.read_text(errors='replace')}")
+    p.send_signal(signal.SIGTERM)  # it finishes the cycle first
+    rc = wait_proc(p, 30, "runner-scaler", log)
+    text = log.read_text(errors="replace")
+    assert rc == 0, text
+    assert_real_addresses(fake)
+    lists = aws_calls(fake, "runner", "list")
+    assert all(r["params"]["resource-class"] == RC and r["circle_token"] == CIRCLE_TOKEN
+               for r in lists), lists
+    warn = [x for x in text.splitlines() if "3 launches in a row left the group" in x]
+    assert len(warn) == 1 and all(i in warn[0] for i in ids), text
+    assert "not raising desired capacity for 60 s" in warn[0]
+    assert re.search(r'reason="launch back-off: 3 failed launches in a row, \d+ s left: '
+                     r'not raised to 3"', text), text
+    assert not aws_calls(fake, "autoscaling", "SetDesiredCapacity")
+
+
 # ---- TLS and proxies, as an instance meets them ------------------------------------------------
 
 def test_tls_hostname_verification(tmp_path, logind, build):

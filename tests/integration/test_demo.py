@@ -9,6 +9,7 @@ directory (DEMO_WORKDIR) on its command line."""
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -64,6 +65,30 @@ def test_demo_short_run(build, tmp_path):
     assert "linux" in out and "arm" in out and "processes left: 0" in out
     assert procs_mentioning(str(tmp_path / "work")) == []
     assert elapsed < 100
+
+
+def test_demo_fail_boot_backs_off(build, tmp_path):
+    """DEMO_FAIL_BOOT=1: the linux group's instances fail in runnerd's token phase until the
+    scaler backs off; the demo then fixes the launch template, and once the back-off is over (or
+    a runner of an instance that booted after the fix connected and ended it) every job runs."""
+    env = demo_env(build, tmp_path, DEMO_FAIL_BOOT=1, DEMO_JOBS=4, DEMO_JOB_SECONDS=1,
+                   DEMO_BOOT_SECONDS=0.3, DEMO_WAVE_SECONDS=2, DEMO_DEADLINE=150)
+    p = subprocess.run([PYTHON, str(DEMO)], env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=200)
+    out = p.stdout
+    assert p.returncode == 0, out[-4000:] + p.stderr[-4000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["jobs"] == s["jobs_done"] == 4 and s["processes_left"] == 0, s
+    assert s["failed_launches"] >= 3 and s["backoffs"] == 1, s
+    assert s["left_group"] == s["instances_launched"], s  # the failed ones left too
+    assert "launches in a row left the group without their runner ever connecting" in out
+    assert re.search(r"linux .*  back-off \d+ s\n", out), out  # the countdown in the timeline
+    # The group was raised again: the back-off ran out, or a runner connected and ended it.
+    ended = "launch back-off ended" in out
+    assert ended or s["wall_s"] >= 60, out
+    assert (f"{s['failed_launches']} launches failed their boot; the linux pool backed off "
+            "1 time") in out
+    assert procs_mentioning(str(tmp_path / "work")) == []
 
 
 def test_demo_ctrl_c_stops_everything(build, tmp_path):

@@ -411,6 +411,44 @@ def test_instance_model_scaling_and_protection(fake):
     assert len(new) == 1 and new[0]["protected"] is True
 
 
+def test_instance_model_failing_boots(fake):
+    """fail_boot: "leave" is runnerd's exit path after a failed boot (a decrement); "pending"
+    is an image that never boots (no decrement: the group replaces it). An instance of the
+    list may say otherwise. No runner is ever listed for them."""
+    fake.set_runner_token("circle-tok")
+    fake.set_asg("pool", 0, 10, desired=2, fail_boot="leave", fail_boot_ticks=2,
+                 instances=[{"id": "i-0aaaaaaaaaaaaaaa1", "state": "InService",
+                             "fail_boot": None}])
+    s = fake.tick()  # the healthy one is there; one more launches
+    insts = s["asgs"]["pool"]["instances"]
+    assert [(i["state"], i["fail_boot"]) for i in insts] == [("InService", None),
+                                                             ("Pending", "leave")]
+    s = fake.tick()
+    assert [i["state"] for i in s["asgs"]["pool"]["instances"]] == ["InService", "InService"]
+    s = fake.tick()  # two ticks old: it leaves with a decrement
+    failed = s["asgs"]["pool"]["instances"][1]
+    assert (failed["state"], failed["cause"]) == ("Terminating", "boot-failed")
+    assert s["asgs"]["pool"]["desired"] == 1
+    s = fake.tick()
+    assert [i["id"] for i in s["asgs"]["pool"]["instances"]] == ["i-0aaaaaaaaaaaaaaa1"]
+    assert s["terminated"][-1]["id"] == failed["id"]
+    for _ in range(3):
+        s = fake.tick()
+    assert [i["state"] for i in s["asgs"]["pool"]["instances"]] == ["InService"]
+
+    fake.set_asg("img", 0, 10, desired=1, fail_boot="pending", fail_boot_ticks=2)
+    seen = []
+    for _ in range(7):
+        s = fake.tick()
+        seen += [(i["id"], i["state"], i["cause"]) for i in s["asgs"]["img"]["instances"]]
+    assert not [x for x in seen if x[1] == "InService"]  # never past Pending
+    ended = [x for x in seen if x[1] == "Terminating"]
+    assert ended and all(c == "launch-failed" for _, _, c in ended)
+    assert len({i for i, _, _ in seen}) >= 3  # replaced, again and again
+    assert s["asgs"]["img"]["desired"] == 1  # no decrement
+    assert runner_get(fake, "/api/v3/runner?resource-class=org/rc")[1]["items"] == []
+
+
 def test_query_unknown_action_and_bad_params(fake):
     status, _, raw = signed_raw(fake, "autoscaling", b"Action=LaunchRockets&Version=2011-01-01",
                                 fake.akid, fake.secret)
@@ -931,6 +969,10 @@ BAD_CONTROL = [
     ("asg", {"name": "x", "min": 0, "max": 201, "launch_command": ["true"]}),
     ("asg", {"name": "x", "min": 0, "max": 5, "instance_type": "not a type"}),
     ("asg", {"name": "x", "min": 0, "max": 1, "surprise": 1}),
+    ("asg", {"name": "x", "min": 0, "max": 1, "fail_boot": "sometimes"}),
+    ("asg", {"name": "x", "min": 0, "max": 1, "fail_boot": "leave", "fail_boot_ticks": 0}),
+    ("asg", {"name": "x", "min": 0, "max": 1, "fail_boot": "leave",
+             "launch_command": ["true"]}),
     ("asg", []),
     ("imds", {"target_lifecycle_state": "Flying"}),
     ("imds", {"spot_action": {"action": "explode"}}),

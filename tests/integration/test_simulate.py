@@ -11,7 +11,7 @@ from conftest import PYTHON, REPO
 
 TRACES = REPO / "bench" / "traces"
 KEYS = ("jobs", "wait_p50_s", "wait_p95_s", "wait_max_s", "instance_seconds",
-        "idle_instance_seconds", "api_calls")
+        "idle_instance_seconds", "api_calls", "launches", "failed_launches")
 
 
 def sim(build, *args, check=True):
@@ -61,6 +61,9 @@ def test_bad_line_is_named(build, tmp_path):
     (["--trace", "X", "--bogus"], 64, "unknown option"),
     (["--trace", "X", "extra"], 64, "unexpected argument"),
     (["--trace", "X", "--plot", "out.png"], 64, "only SVG"),
+    (["--trace", "X", "--fail-launches", "1800-600"], 64, "--fail-launches"),
+    (["--trace", "X", "--fail-launches", "600"], 64, "--fail-launches"),
+    (["--trace", "X", "--launch-failures", "101"], 64, "--launch-failures"),
 ])
 def test_usage_errors(build, tmp_path, args, code, msg):
     (tmp_path / "X").write_text("0,1\n")
@@ -126,3 +129,52 @@ def test_compare_table(build, tmp_path):
         assert name in p.stdout
     text = svg.read_text()
     assert "runnerd: pool default" in text and "tutorial: pool default" in text
+
+
+def test_failing_launch_template_is_bounded(build):
+    """A launch template that fails from 1 h to 2 h into the bursty trace (every instance
+    launched then fails its boot and leaves): the report gives the launches with the back-off
+    and, beside them, without it (the same run with launch_failures 0)."""
+    out = json.loads(sim(build, "--trace", TRACES / "bursty.csv", "--fail-launches",
+                         "3600-7200", "--json").stdout)
+    w = out["without_backoff"]
+    assert out["model"]["fail_launches_s"] == [3600, 7200]
+    assert out["pools"][0]["launch_failures"] == 3
+    assert out["jobs"] == w["jobs"] == 297
+    assert out["failed_launches"] > 0 and out["backoffs"] >= 3
+    assert w["failed_launches"] >= 5 * out["failed_launches"], (out, w)
+    assert w["launches"] > out["launches"] and w["backoffs"] == 0
+    # The instances that ran a job are the same number: one per job.
+    assert out["launches"] - out["failed_launches"] == 297
+    text = sim(build, "--trace", TRACES / "bursty.csv", "--fail-launches", "3600-7200").stdout
+    assert (f"{out['launches']} launches (0 replacements)" in text
+            and f"{out['failed_launches']} launches failed their boot; "
+                f"{out['backoffs']} launch back-offs" in text), text
+    assert (f"without the launch back-off: {w['launches']} launches "
+            f"({w['failed_launches']} failed their boot)") in text
+    print(f"\nbursty, launches failing 3600-7200 s: {out['launches']} launches "
+          f"({out['failed_launches']} failed), {out['backoffs']} back-offs; without the "
+          f"back-off {w['launches']} ({w['failed_launches']} failed)")
+
+
+def test_launch_failures_from_config_and_option(build, tmp_path):
+    conf = tmp_path / "scaler.conf"
+    conf.write_text("[circleci]\ntoken_source = env\n"
+                    "[pool a]\nresource_class = org/a\nasg = a\nmax = 5\nlaunch_failures = 0\n")
+    t = tmp_path / "t.csv"
+    t.write_text("".join(f"{k * 30},60,org/a\n" for k in range(40)))
+    off = json.loads(sim(build, "--trace", t, "-c", conf, "--json", "--fail-launches",
+                         "100-600").stdout)
+    assert off["pools"][0]["launch_failures"] == 0
+    assert off["backoffs"] == 0 and "without_backoff" not in off  # nothing to compare
+    on = json.loads(sim(build, "--trace", t, "-c", conf, "--json", "--fail-launches", "100-600",
+                        "--launch-failures", "2").stdout)
+    assert on["pools"][0]["launch_failures"] == 2 and on["backoffs"] >= 1
+    assert on["without_backoff"]["failed_launches"] == off["failed_launches"]
+    assert on["failed_launches"] < off["failed_launches"]
+    text = sim(build, "--trace", t, "-c", conf).stdout
+    assert "no launch back-off" in text
+    # The tutorial knows nothing of failed launches.
+    tut = json.loads(sim(build, "--trace", t, "--policy", "tutorial", "--json",
+                         "--fail-launches", "100-600").stdout)
+    assert tut["pools"][0]["launch_failures"] == 0 and "without_backoff" not in tut

@@ -261,6 +261,29 @@ static void test_expected_instances(void **state)
 	}
 }
 
+static void test_runner_list_bytes(void **state)
+{
+	static const struct {
+		int64_t expected;
+		size_t want;
+	} cases[] = {
+	        {-1, (size_t)1 << 20},
+	        {0, (size_t)1 << 20},
+	        {16, ((size_t)1 << 20) + 16 * 4096},
+	        {41, ((size_t)1 << 20) + 41 * 4096}, /* max 20: the default pool */
+	        {1000, ((size_t)1 << 20) + 1000 * 4096},
+	        {3839, ((size_t)1 << 20) + 3839 * 4096},
+	        {3840, (size_t)16 << 20}, /* the ceiling */
+	        {20016, (size_t)16 << 20},
+	        {INT64_MAX, (size_t)16 << 20},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		if (cycle_runner_list_bytes(cases[i].expected) != cases[i].want)
+			fail_msg("case %zu: %zu, want %zu", i,
+			         cycle_runner_list_bytes(cases[i].expected), cases[i].want);
+}
+
 static void test_describe_retry(void **state)
 {
 	static const struct {
@@ -371,11 +394,17 @@ static void test_forms(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_classify),       cmocka_unit_test(test_backoff),
-	        cmocka_unit_test(test_decision_text),  cmocka_unit_test(test_decision_json),
-	        cmocka_unit_test(test_chunks),         cmocka_unit_test(test_chunks_by_bytes),
-	        cmocka_unit_test(test_chunk_cap),      cmocka_unit_test(test_expected_instances),
-	        cmocka_unit_test(test_describe_retry), cmocka_unit_test(test_split_chunk),
+	        cmocka_unit_test(test_classify),
+	        cmocka_unit_test(test_backoff),
+	        cmocka_unit_test(test_decision_text),
+	        cmocka_unit_test(test_decision_json),
+	        cmocka_unit_test(test_chunks),
+	        cmocka_unit_test(test_chunks_by_bytes),
+	        cmocka_unit_test(test_chunk_cap),
+	        cmocka_unit_test(test_expected_instances),
+	        cmocka_unit_test(test_runner_list_bytes),
+	        cmocka_unit_test(test_describe_retry),
+	        cmocka_unit_test(test_split_chunk),
 	        cmocka_unit_test(test_forms),
 	};
 

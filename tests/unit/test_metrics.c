@@ -60,6 +60,8 @@ static void test_render(void **state)
 	pools[0].desired = 5;
 	pools[0].holds = 7;
 	pools[0].api_errors[API_ERR_THROTTLED] = 4;
+	pools[0].launch_failures = 6;
+	pools[0].backoff_s = 118;
 	pools[1].name = "we\"ird\\name";
 	pools[1].holds = 1;
 	memset(&s, 0, sizeof(s));
@@ -78,6 +80,8 @@ static void test_render(void **state)
 	        "runner_scaler_desired_capacity gauge",
 	        "runner_scaler_current_capacity gauge",
 	        "runner_scaler_holds_total counter",
+	        "runner_scaler_launch_failures_total counter",
+	        "runner_scaler_pool_backoff_seconds gauge",
 	        "runner_scaler_api_errors_total counter",
 	        "runner_scaler_cycle_duration_seconds gauge",
 	        "runner_scaler_leader gauge",
@@ -99,6 +103,15 @@ static void test_render(void **state)
 	assert_non_null(
 	        strstr(b.data, "\nrunner_scaler_current_capacity{pool=\"linux-large\"} 1\n"));
 	assert_non_null(strstr(b.data, "\nrunner_scaler_holds_total{pool=\"linux-large\"} 7\n"));
+	assert_non_null(
+	        strstr(b.data, "\nrunner_scaler_launch_failures_total{pool=\"linux-large\"} 6\n"));
+	assert_non_null(
+	        strstr(b.data, "\nrunner_scaler_pool_backoff_seconds{pool=\"linux-large\"} 118\n"));
+	/* Both for every pool: 0 when nothing failed and no back-off runs. */
+	assert_non_null(strstr(
+	        b.data, "\nrunner_scaler_launch_failures_total{pool=\"we\\\"ird\\\\name\"} 0\n"));
+	assert_non_null(strstr(
+	        b.data, "\nrunner_scaler_pool_backoff_seconds{pool=\"we\\\"ird\\\\name\"} 0\n"));
 	assert_non_null(strstr(b.data, "\nrunner_scaler_api_errors_total{pool=\"linux-large\","
 	                               "kind=\"throttled\"} 4\n"));
 	assert_non_null(strstr(b.data, "\nrunner_scaler_api_errors_total{pool=\"linux-large\","

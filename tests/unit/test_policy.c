@@ -24,8 +24,12 @@ struct row {
 /* in: counts_ok, unclaimed, running, asg_ok, asg_desired, asg_min, asg_max,
  *     pool_min, pool_max, headroom, max_step */
 #define IN(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step)                                     \
+	INB(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, 0, 0)
+
+/* the same, and the launch back-off: ms left, failed launches in a row */
+#define INB(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf)                            \
 	{                                                                                          \
-		cok, u, r, aok, d, amin, amax, pmin, pmax, h, step                                 \
+		cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf                         \
 	}
 
 static const struct row rows[] = {
@@ -79,6 +83,36 @@ static const struct row rows[] = {
         {"ASG negative", IN(1, 1, 0, 1, -1, 0, 3, 0, 10, 0, 0), POLICY_HOLD, -1, "inconsistent"},
         {"pool min > max", IN(1, 1, 0, 1, 1, 0, 3, 5, 2, 0, 0), POLICY_HOLD, 1, "pool config"},
         {"negative headroom", IN(1, 1, 0, 1, 1, 0, 3, 0, 2, -1, 0), POLICY_HOLD, 1, "pool config"},
+        /* the launch back-off: never raised, lowered as usual */
+        {"back-off: no raise", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 30000, 3), POLICY_NOOP, 0,
+         "launch back-off: 3 failed launches in a row, 30 s left: not raised to 5"},
+        {"back-off: no raise from 2", INB(1, 5, 0, 1, 2, 0, 20, 0, 10, 0, 0, 30000, 4), POLICY_NOOP,
+         2, "not raised to 5"},
+        {"back-off: not even to pool min", INB(1, 0, 0, 1, 0, 0, 20, 2, 10, 0, 0, 5000, 3),
+         POLICY_NOOP, 0, "not raised to 2"},
+        {"back-off: headroom no raise", INB(1, 0, 1, 1, 1, 0, 20, 0, 10, 1, 0, 5000, 3),
+         POLICY_NOOP, 1, "not raised to 2"},
+        {"back-off: lowered", INB(1, 0, 0, 1, 4, 0, 20, 0, 10, 0, 0, 30000, 3), POLICY_SET, 0,
+         "demand (launch back-off: 30 s left)"},
+        {"back-off: lowered by max_step", INB(1, 0, 0, 1, 9, 0, 20, 0, 10, 0, 3, 30000, 3),
+         POLICY_SET, 6, "max_step (launch back-off"},
+        {"back-off: capped at pool max", INB(1, 50, 0, 1, 15, 0, 20, 0, 10, 0, 0, 30000, 3),
+         POLICY_SET, 10, "capped at pool max (launch back-off"},
+        {"back-off: unchanged", INB(1, 2, 0, 1, 2, 0, 20, 0, 10, 0, 0, 30000, 3), POLICY_NOOP, 2,
+         "unchanged: demand (launch back-off: 30 s left)"},
+        {"back-off: seconds round up", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 1, 3), POLICY_NOOP, 0,
+         ", 1 s left"},
+        {"back-off: seconds round up at 1001 ms", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 1001, 3),
+         POLICY_NOOP, 0, ", 2 s left"},
+        {"back-off over", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 0, 3), POLICY_SET, 5, "demand"},
+        {"back-off: a hold still holds", INB(0, 0, 0, 1, 4, 0, 20, 0, 10, 0, 0, 30000, 3),
+         POLICY_HOLD, 4, "counts not read"},
+        {"back-off: ASG not read", INB(1, 5, 0, 0, 0, 0, 0, 0, 10, 0, 0, 30000, 3), POLICY_HOLD, -1,
+         "ASG not read"},
+        {"back-off negative", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, -1, 3), POLICY_HOLD, 0,
+         "pool config"},
+        {"failed launches negative", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 0, -1), POLICY_HOLD, 0,
+         "pool config"},
 };
 
 static void test_table(void **state)
@@ -115,15 +149,17 @@ static void check_invariants(const struct policy_input *in)
 	assert_true(o.desired <= in->asg_max);
 	assert_true(o.desired >= in->asg_min);
 	assert_int_equal(o.action == POLICY_SET, o.desired != in->asg_desired);
+	if (in->launch_backoff_ms > 0)
+		assert_true(o.desired <= in->asg_desired); /* never raised in a back-off */
 }
 
 /* Invariants over a grid: never above pool max or ASG MaxSize, never below ASG MinSize, a set
- * only when the value changes, and no scale-in without data. */
+ * only when the value changes, no scale-in without data, and never raised in a back-off. */
 static void test_invariants(void **state)
 {
 	/* unclaimed 0..5, current 0..7, MinSize 0..2, MaxSize 3/5/7, pool max 0/3/6, step 0..2,
-	 * counts read or not: one index walks the whole grid. */
-	for (int i = 0; i < 6 * 8 * 3 * 3 * 3 * 3 * 2; i++) {
+	 * counts read or not, in a launch back-off or not: one index walks the whole grid. */
+	for (int i = 0; i < 6 * 8 * 3 * 3 * 3 * 3 * 2 * 2; i++) {
 		int k = i;
 		struct policy_input in;
 
@@ -141,6 +177,10 @@ static void test_invariants(void **state)
 		in.max_step = k % 3;
 		k /= 3;
 		in.counts_ok = k % 2;
+		k /= 2;
+		in.launch_backoff_ms = (k % 2) * 5000;
+		in.failed_launches = 3;
+		in.pool_min = k % 2; /* a min the back-off does not raise to */
 		in.running = 1;
 		in.asg_ok = true;
 		in.headroom = 1;

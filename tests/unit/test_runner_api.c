@@ -204,6 +204,54 @@ static void test_parse_runners_table(void **state)
 	}
 }
 
+static int collect_name(void *ctx, const char *name)
+{
+	char *out = ctx;
+
+	strcat(out, name);
+	strcat(out, ";");
+	return strcmp(name, "stop") == 0 ? -ECANCELED : 0;
+}
+
+/* The names, in order, only from an answer valid as a whole: a bad item anywhere names none. */
+static void test_parse_runner_names_table(void **state)
+{
+	static const struct {
+		const char *json;
+		int r;
+		int64_t count;
+		const char *names;
+	} cases[] = {
+	        {"{\"items\":[]}", 0, 0, ""},
+	        {"{\"items\":[{\"resource_class\":\"ns/rc\",\"hostname\":\"ip-10-0-3-17\","
+	         "\"name\":\"ip-10-0-3-17-i-0123456789abcdef0\",\"ip\":\"10.0.3.17\"},"
+	         "{\"name\":\"b\"}]}",
+	         0, 2, "ip-10-0-3-17-i-0123456789abcdef0;b;"},
+	        {"{\"items\":[{\"name\":\"a\"},{\"hostname\":\"no-name\"}]}", -EBADMSG, 0, ""},
+	        {"{\"items\":[{\"name\":\"a\"},{\"name\":7}]}", -EBADMSG, 0, ""},
+	        {"{\"items\":[{\"name\":\"a\"},{\"name\":null}]}", -EBADMSG, 0, ""},
+	        {"{\"items\":[{\"name\":\"a\"},3]}", -EBADMSG, 0, ""},
+	        {"{\"items\":[{\"name\":\"a\"}]", -EBADMSG, 0, ""},
+	        {"{\"items\":{}}", -EBADMSG, 0, ""},
+	        {"{}", -EBADMSG, 0, ""},
+	        {"", -EBADMSG, 0, ""},
+	        {"{\"items\":[{\"name\":\"a\"},{\"name\":\"stop\"},{\"name\":\"c\"}]}", -ECANCELED,
+	         -7, "a;stop;"},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char names[256] = "";
+		int64_t n = -7;
+		int r = runner_api_parse_runner_names(cases[i].json, strlen(cases[i].json),
+		                                      collect_name, names, &n);
+
+		if (r != cases[i].r || strcmp(names, cases[i].names) != 0)
+			fail_msg("case %zu (%s): got %d '%s', want %d '%s'", i, cases[i].json, r,
+			         names, cases[i].r, cases[i].names);
+		assert_int_equal(n, cases[i].r == 0 ? cases[i].count : -7);
+	}
+}
+
 struct error_case {
 	long status;
 	const char *body;
@@ -469,6 +517,7 @@ int main(void)
 	        cmocka_unit_test(test_url_too_long),
 	        cmocka_unit_test(test_parse_count_table),
 	        cmocka_unit_test(test_parse_runners_table),
+	        cmocka_unit_test(test_parse_runner_names_table),
 	        cmocka_unit_test(test_parse_error_table),
 	        cmocka_unit_test(test_parse_error_snippet_bounded),
 	        cmocka_unit_test(test_client_counts),

@@ -47,6 +47,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.pools[0]->max, 5);
 	assert_int_equal(c.pools[0]->headroom, 0);
 	assert_int_equal(c.pools[0]->max_step, 0);
+	assert_int_equal(c.pools[0]->launch_failures, 3);
 	assert_int_equal(c.election->mode, ELECTION_MODE_NONE);
 	assert_string_equal(c.election->name, "runner-scaler");
 	assert_int_equal(c.election->lease_ms, 15000);
@@ -74,6 +75,7 @@ static void test_every_key(void **state)
 	                           "max = 20\n"
 	                           "headroom = 2\n"
 	                           "max_step = 4\n"
+	                           "launch_failures = 0\n"
 	                           "[pool arm]\n"
 	                           "resource_class = myorg/arm\n"
 	                           "asg = cci-arm\n"
@@ -104,6 +106,8 @@ static void test_every_key(void **state)
 	assert_int_equal(c.pools[0]->max, 20);
 	assert_int_equal(c.pools[0]->headroom, 2);
 	assert_int_equal(c.pools[0]->max_step, 4);
+	assert_int_equal(c.pools[0]->launch_failures, 0); /* detection off */
+	assert_int_equal(c.pools[1]->launch_failures, 3);
 	assert_string_equal(c.pools[1]->name, "arm");
 	assert_int_equal(c.election->mode, ELECTION_MODE_DYNAMODB);
 	assert_string_equal(c.election->table, "runnerd-leases");
@@ -141,6 +145,9 @@ static const struct bad bads[] = {
         {CCI "[pool a]\nresource_class = org/a\nasg = x\nmax = -1\n", "max"},
         {CCI "[pool a]\nresource_class = org/a\nasg = x\nmax = 5\nheadroom = -2\n", "headroom"},
         {CCI "[pool a]\nresource_class = org/a\nasg = x\nmax = 5\nmax_step = x\n", "max_step"},
+        {CCI POOL "launch_failures = -1\n", "launch_failures"},
+        {CCI POOL "launch_failures = 101\n", "launch_failures"},
+        {CCI POOL "launch_failures = some\n", "launch_failures"},
         {CCI "[pool a]\nresource_class = nonamespace\nasg = x\nmax = 5\n", "NAMESPACE/NAME"},
         {CCI POOL "bogus = 1\n", "bogus"},
         {CCI POOL "[nosuch]\n", "nosuch"},

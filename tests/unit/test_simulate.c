@@ -189,6 +189,36 @@ static void test_boot_spec(void **state)
 	}
 }
 
+static void test_fail_window_spec(void **state)
+{
+	static const struct {
+		const char *s;
+		int rc;
+		int64_t from, to;
+	} rows[] = {
+	        {"600-1800", 0, S(600), S(1800)},
+	        {"0-0.5", 0, 0, 500},
+	        {"0-31622400", 0, 0, S(31622400)},
+	        {"1800-600", -EINVAL, 0, 0},
+	        {"600-600", -EINVAL, 0, 0},
+	        {"600", -EINVAL, 0, 0},
+	        {"600-", -EINVAL, 0, 0},
+	        {"-600", -EINVAL, 0, 0},
+	        {"", -EINVAL, 0, 0},
+	        {"0-31622401", -EINVAL, 0, 0},
+	        {"a-b", -EINVAL, 0, 0},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		int64_t from = -7, to = -7;
+		int r = sim_parse_window(rows[i].s, &from, &to);
+
+		if (r != rows[i].rc || (r == 0 && (from != rows[i].from || to != rows[i].to)))
+			fail_msg("'%s': r=%d %lld-%lld", rows[i].s, r, (long long)from,
+			         (long long)to);
+	}
+}
+
 /* ---- the simulator ------------------------------------------------------------------------ */
 
 static uint64_t lcg(uint64_t *s)
@@ -325,7 +355,7 @@ static char *json_of(const struct sim_model *m, const struct sim_pool *p, size_t
 
 	run_ok(m, p, np, t, false, &r);
 	buf_init(&b, 0);
-	assert_int_equal(sim_render_json(m, p, &r, &b), 0);
+	assert_int_equal(sim_render_json(m, p, &r, NULL, &b), 0);
 	sim_result_free(&r);
 	return b.data;
 }
@@ -513,6 +543,141 @@ static void test_pool_min_drains(void **state)
 	sim_trace_free(&t);
 }
 
+/* A steady load: a job every 20 s for 4000 s, 100 s each (about 5 at once). */
+static void steady_trace(struct sim_trace *t)
+{
+	struct buf b;
+	char err[256];
+
+	buf_init(&b, 0);
+	for (int k = 0; k < 200; k++)
+		assert_int_equal(buf_printf(&b, "%d,100\n", k * 20), 0);
+	assert_int_equal(sim_trace_parse(b.data, b.len, t, err, sizeof(err)), 0);
+	buf_free(&b);
+}
+
+/* Launches fail from 600 s to 3000 s: with the back-off the failed launches are a few waves
+ * of at most the group's max each, without it a loop; either way every job runs once, after
+ * the window. */
+static void test_failing_launches_are_bounded(void **state)
+{
+	struct sim_trace t;
+
+	steady_trace(&t);
+	for (uint64_t seed = 1; seed <= 4; seed++) {
+		struct sim_pool with = {.name = "a", .max = 10, .launch_failures = 3},
+		                without = with;
+		struct sim_model m;
+		struct sim_result a, b;
+
+		without.launch_failures = 0;
+		sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+		m.seed = seed;
+		m.fail_from_ms = S(600);
+		m.fail_to_ms = S(3000);
+		run_ok(&m, &with, 1, &t, false, &a);
+		run_ok(&m, &without, 1, &t, false, &b);
+		for (size_t j = 0; j < t.n; j++) {
+			assert_int_equal(a.jobs[j].runs, 1);
+			assert_int_equal(b.jobs[j].runs, 1);
+			if (t.jobs[j].submit_ms >= S(600) && t.jobs[j].submit_ms < S(2900)) {
+				assert_true(a.jobs[j].claimed_ms >= S(3000));
+				assert_true(b.jobs[j].claimed_ms >= S(3000));
+			}
+		}
+		/* Back-offs of 1, 2, 4, 8, 16 min fit in 40 min: six waves at most. */
+		assert_true(a.total.failed_launches >= 3);
+		assert_true(a.total.failed_launches <= 6 * (uint64_t)with.max + 10);
+		assert_true(a.total.backoffs >= 3 && a.total.backoffs <= 6);
+		assert_int_equal(b.total.backoffs, 0);
+		assert_true(b.total.failed_launches >= 5 * a.total.failed_launches);
+		assert_true(b.total.launches > a.total.launches);
+		/* launches = failed + those that ran a job (each job one instance here) */
+		assert_int_equal(a.total.launches, a.total.failed_launches + t.n);
+		sim_result_free(&a);
+		sim_result_free(&b);
+	}
+	sim_trace_free(&t);
+}
+
+/* Without failing launches the back-off changes nothing but the runner list reads it makes
+ * (API calls) while instances boot. And the tutorial never reads it. */
+static void test_detection_alone_changes_nothing(void **state)
+{
+	for (uint64_t seed = 1; seed <= 4; seed++) {
+		struct sim_trace t;
+		struct sim_pool on[SIM_CLASSES_MAX], off[SIM_CLASSES_MAX];
+		struct sim_model m;
+		struct sim_result a, b;
+
+		random_trace(seed, 150, 3600, 2, &t);
+		pools_for(&t, 5, on);
+		pools_for(&t, 5, off);
+		for (size_t i = 0; i < t.nclasses; i++)
+			on[i].launch_failures = 1; /* the most sensitive */
+		sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+		m.seed = seed;
+		run_ok(&m, on, t.nclasses, &t, false, &a);
+		run_ok(&m, off, t.nclasses, &t, false, &b);
+		for (size_t j = 0; j < t.n; j++)
+			assert_int_equal(a.jobs[j].claimed_ms, b.jobs[j].claimed_ms);
+		assert_int_equal(a.total.launches, b.total.launches);
+		assert_int_equal(a.total.writes, b.total.writes);
+		assert_int_equal(a.total.failed_launches, 0);
+		assert_int_equal(a.total.backoffs, 0);
+		assert_true(a.total.api_calls > b.total.api_calls);
+		sim_result_free(&a);
+		sim_result_free(&b);
+		sim_model_defaults(&m, SIM_POLICY_TUTORIAL);
+		run_ok(&m, on, t.nclasses, &t, false, &a);
+		run_ok(&m, off, t.nclasses, &t, false, &b);
+		assert_int_equal(a.total.api_calls, b.total.api_calls);
+		sim_result_free(&a);
+		sim_result_free(&b);
+		sim_trace_free(&t);
+	}
+}
+
+static void test_renderers_failing_launches(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool with = {.name = "a", .max = 10, .launch_failures = 3}, without = with;
+	struct sim_model m;
+	struct sim_result a, b;
+	struct buf out;
+
+	steady_trace(&t);
+	without.launch_failures = 0;
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	m.fail_from_ms = S(600);
+	m.fail_to_ms = S(3000);
+	run_ok(&m, &with, 1, &t, false, &a);
+	run_ok(&m, &without, 1, &t, false, &b);
+	buf_init(&out, 0);
+	assert_int_equal(sim_render_json(&m, &with, &a, &b, &out), 0);
+	for (const char *const *k =
+	             (const char *const[]){
+	                     "\"fail_launches_s\":[600.000,3000.000]",
+	                     "\"failed_launches\":", "\"backoffs\":", "\"launch_failures\":3,",
+	                     ",\"without_backoff\":{\"jobs\":200,", NULL};
+	     *k; k++)
+		assert_non_null(strstr(out.data, *k));
+	buf_reset(&out);
+	assert_int_equal(sim_render_text(&m, &with, &a, &b, &out), 0);
+	assert_non_null(
+	        strstr(out.data, "instances launched from 600 s to 3000 s fail their boot"));
+	assert_non_null(strstr(out.data, "launch back-off after 3 failed launches in a row"));
+	assert_non_null(strstr(out.data, "launches failed their boot;"));
+	assert_non_null(strstr(out.data, "without the launch back-off: "));
+	buf_reset(&out);
+	assert_int_equal(sim_render_json(&m, &with, &a, NULL, &out), 0);
+	assert_null(strstr(out.data, "without_backoff"));
+	buf_free(&out);
+	sim_result_free(&a);
+	sim_result_free(&b);
+	sim_trace_free(&t);
+}
+
 static void test_renderers(void **state)
 {
 	struct sim_trace t;
@@ -526,7 +691,7 @@ static void test_renderers(void **state)
 	sim_model_defaults(&m, SIM_POLICY_TUTORIAL);
 	run_ok(&m, pools, t.nclasses, &t, true, &r);
 	buf_init(&b, 0);
-	assert_int_equal(sim_render_json(&m, pools, &r, &b), 0);
+	assert_int_equal(sim_render_json(&m, pools, &r, NULL, &b), 0);
 	for (const char *const *k =
 	             (const char *const[]){"\"jobs\":50,",
 	                                   "\"wait_p50_s\":", "\"wait_p95_s\":", "\"wait_max_s\":",
@@ -535,7 +700,7 @@ static void test_renderers(void **state)
 	     *k; k++)
 		assert_non_null(strstr(b.data, *k));
 	buf_reset(&b);
-	assert_int_equal(sim_render_text(&m, pools, &r, &b), 0);
+	assert_int_equal(sim_render_text(&m, pools, &r, NULL, &b), 0);
 	assert_non_null(strstr(b.data, "policy: tutorial"));
 	assert_non_null(strstr(b.data, "pool p1"));
 	buf_reset(&b);
@@ -556,6 +721,7 @@ int main(void)
 	        cmocka_unit_test(test_trace_bad),
 	        cmocka_unit_test(test_trace_oversized),
 	        cmocka_unit_test(test_boot_spec),
+	        cmocka_unit_test(test_fail_window_spec),
 	        cmocka_unit_test(test_invariants),
 	        cmocka_unit_test(test_zero_latency_zero_wait),
 	        cmocka_unit_test(test_same_seed_same_output),
@@ -565,6 +731,9 @@ int main(void)
 	        cmocka_unit_test(test_run_errors),
 	        cmocka_unit_test(test_pool_min_drains),
 	        cmocka_unit_test(test_renderers),
+	        cmocka_unit_test(test_failing_launches_are_bounded),
+	        cmocka_unit_test(test_detection_alone_changes_nothing),
+	        cmocka_unit_test(test_renderers_failing_launches),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
