@@ -367,6 +367,16 @@ static int parse_group(const struct xml_node *m, struct asg_group *g)
 	    parse_count(xml_text(m, "MaxSize"), &g->max_size) < 0 ||
 	    parse_count(xml_text(m, "DesiredCapacity"), &g->desired) < 0)
 		return -EBADMSG;
+	/* <SuspendedProcesses><member><ProcessName>AZRebalance</ProcessName>... */
+	insts = xml_child(m, "SuspendedProcesses");
+	for (c = insts ? insts->child : NULL; c; c = c->next) {
+		const char *name = c->name && strcmp(c->name, "member") == 0
+		                           ? xml_text(c, "ProcessName")
+		                           : NULL;
+
+		if (name && strcmp(name, "AZRebalance") == 0)
+			g->az_rebalance_suspended = true;
+	}
 	/* Only direct <member> children of <Instances>: AvailabilityZones, Tags and the like have
 	 * members of their own, and LaunchTemplate has a <Version>. */
 	insts = xml_child(m, "Instances");

@@ -36,6 +36,7 @@ struct asg_instance {
 struct asg_group {
 	char name[256];
 	int64_t min_size, max_size, desired;
+	bool az_rebalance_suspended; /* SuspendedProcesses lists AZRebalance */
 	struct asg_instance *instances;
 	size_t ninstances;
 };

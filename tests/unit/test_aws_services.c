@@ -184,6 +184,10 @@ static const char describe_full[] = DESCRIBE_HEAD
         "<ProtectedFromScaleIn>true</ProtectedFromScaleIn></member>\n"
         "  </Instances>\n"
         "  <CreatedTime>2023-01-10T12:34:56.789Z</CreatedTime>\n"
+        "  <SuspendedProcesses><member><ProcessName>Launch</ProcessName>"
+        "<SuspensionReason>User suspended at 2023-01-10T12:40:00Z</SuspensionReason></member>"
+        "<member><ProcessName>AZRebalance</ProcessName><SuspensionReason>User suspended at "
+        "2023-01-10T12:40:00Z</SuspensionReason></member></SuspendedProcesses>\n"
         "  <Tags><member><Key>a&lt;b</Key><Value>{&quot;x&quot;:1}</Value></member></Tags>\n"
         "  <TerminationPolicies><member>Default</member></TerminationPolicies>\n"
         "  <NewInstancesProtectedFromScaleIn>false</NewInstancesProtectedFromScaleIn>\n"
@@ -219,7 +223,9 @@ static void test_asg_parse_describe_full(void **state)
 	assert_string_equal(g[0].instances[1].lifecycle_state, "Terminating:Wait");
 	assert_string_equal(g[0].instances[1].health_status, "Unhealthy");
 	assert_true(g[0].instances[1].protected_from_scale_in);
+	assert_true(g[0].az_rebalance_suspended);
 	assert_string_equal(g[1].name, "second");
+	assert_false(g[1].az_rebalance_suspended); /* no SuspendedProcesses at all */
 	assert_int_equal(g[1].max_size, 20);
 	assert_int_equal(g[1].ninstances, 0);
 	assert_null(g[1].instances);
@@ -257,6 +263,12 @@ static const struct describe_case describe_cases[] = {
         {"empty list, open/close",
          DESCRIBE_HEAD "<AutoScalingGroups></AutoScalingGroups>" DESCRIBE_TAIL, 0, 0},
         {"instance ok", ONE_GROUP(INST("<InstanceId>i-1</InstanceId>" GOOD_INSTANCE_FIELDS)), 0, 1},
+        /* SuspendedProcesses is read for AZRebalance only; nothing in it fails a group */
+        {"suspended empty", ONE_GROUP(NAME SIZES "<SuspendedProcesses/>"), 0, 1},
+        {"suspended odd members",
+         ONE_GROUP(NAME SIZES "<SuspendedProcesses><member/><member><SuspensionReason>x"
+                              "</SuspensionReason></member><other/></SuspendedProcesses>"),
+         0, 1},
         {"error response",
          "<ErrorResponse xmlns=\"http://autoscaling.amazonaws.com/doc/2011-01-01/\"><Error><Type>"
          "Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
