@@ -530,6 +530,8 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 	req.connect_timeout_ms = AGENT_CONNECT_TIMEOUT_MS;
 	req.max_body = f->max_download > SIZE_MAX ? SIZE_MAX : (size_t)f->max_download;
 	req.explicit_endpoint = f->explicit_url;
+	/* GitHub releases, CDNs and mirrors answer with a redirect; the digest decides. */
+	req.follow_redirects = true;
 	req.sink = fetch_write;
 	req.sink_user = &sink;
 	r = http_perform(http, &req, &resp);
@@ -545,7 +547,9 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 		say(why, n, "larger than %llu bytes", (unsigned long long)f->max_download);
 	} else if (r < 0) {
 		say(why, n, "%s",
-		    r == -EKEYREJECTED ? "TLS certificate verification failed" : strerror(-r));
+		    r == -EKEYREJECTED      ? "TLS certificate verification failed"
+		    : r == -EPROTONOSUPPORT ? "redirected to a URL that is not https (not followed)"
+		                            : strerror(-r));
 	}
 	http_response_free(&resp);
 	if (r < 0)

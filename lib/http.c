@@ -347,8 +347,11 @@ int http_prepare(CURL *h, const struct http_request *req, struct http_response *
 	SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
 	SETOPT(h, CURLOPT_TIMEOUT_MS, total_ms);
 	SETOPT(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
+	/* Redirects only where asked (a download whose digest is checked afterwards), at most 5,
+	 * and to https only unless the URL itself came from an endpoint variable. */
+	SETOPT(h, CURLOPT_REDIR_PROTOCOLS_STR, req->explicit_endpoint ? "http,https" : "https");
+	SETOPT(h, CURLOPT_FOLLOWLOCATION, req->follow_redirects ? 1L : 0L);
+	SETOPT(h, CURLOPT_MAXREDIRS, 5L);
 	SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	SETOPT(h, CURLOPT_USERAGENT, "runnerd/" RUNNERD_VERSION);
@@ -428,6 +431,9 @@ int http_finish(CURL *h, CURLcode rc, struct http_response *resp)
 		return -EFBIG;
 	case CURLE_OUT_OF_MEMORY:
 		return -ENOMEM;
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		return -EPROTONOSUPPORT; /* a redirect to a scheme not allowed: it would only repeat
+		                          */
 	/* The peer's certificate is not trusted (or unusable): a configuration problem that a
 	 * retry will not fix, and one an operator must be able to tell from a broken network. */
 	case CURLE_SSL_CACERT_BADFILE:

@@ -27,6 +27,9 @@ struct http_request {
 	/* Never through a proxy (http_proxy and friends): IMDS is link-local, and role credentials
 	 * must not travel to a proxy in clear text. */
 	bool no_proxy;
+	/* Follow up to 5 redirects (https only, unless explicit_endpoint): for a download whose
+	 * content is checked afterwards (agent_fetch's SHA-256). Never for signed calls. */
+	bool follow_redirects;
 	/* Stream a 2xx body here, chunk by chunk, instead of into resp.body (which then holds only
 	 * a non-2xx body, for its message); max_body still caps the total streamed. A negative
 	 * return aborts the transfer, and http_perform returns it. */
@@ -62,7 +65,9 @@ void http_client_free(struct http_client *c);
  * host without explicit_endpoint), -ETIMEDOUT, -ECONNREFUSED, -EHOSTUNREACH (resolve/connect),
  * -EFBIG (body over max_body), -EKEYREJECTED (the peer's TLS certificate is not trusted by the
  * CA bundle, or does not name the host), -ENOPKG (the CA bundle is missing or unreadable),
- * -EPROTO (other transport errors), -ENOMEM.
+ * -EPROTONOSUPPORT (a redirect to a scheme not allowed), -EPROTO (other transport errors),
+ * -ENOMEM. With a sink, a non-2xx answer whose body is cut at HTTP_ERROR_BODY_MAX, or announced
+ * larger than max_body, is still 0 with its status.
  * resp is always initialised; free it with http_response_free(). */
 int http_perform(struct http_client *c, const struct http_request *req, struct http_response *resp);
 void http_response_free(struct http_response *resp);

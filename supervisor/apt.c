@@ -91,27 +91,61 @@ bool apt_key_is_armored(const char *data, size_t len)
 	return len - i >= sizeof(mark) - 1 && memcmp(data + i, mark, sizeof(mark) - 1) == 0;
 }
 
-/* ConditionPathExists=!the config: the unit runs only where runnerd is not configured (say,
- * after `apt purge runnerd`). systemd 252 has no always-false condition (ConditionNull= is
- * gone), and a mask would fail a strict postinst's enable. */
-static const char hold_dropin[] =
+/* systemd 252 has no always-false condition (ConditionNull= is gone), and a mask would fail a
+ * strict postinst's enable: the condition is "runnerd is not installed", on runnerd's own path. */
+static const char hold_head[] =
         "# Written by runnerd: runnerd runs the CircleCI agent itself (runnerd(8)), and this\n"
         "# unit would run a second one under the same runner name. It starts only where\n"
-        "# runnerd is not configured; to hand the agent back to this unit, delete this file\n"
+        "# runnerd is not installed; to hand the agent back to this unit, delete this file\n"
         "# and run `systemctl daemon-reload`.\n"
         "[Unit]\n"
-        "ConditionPathExists=!" APT_HOLD_UNLESS_MISSING "\n";
+        "ConditionPathExists=!";
 
-int apt_hold_unit(const char *root, const char *unit)
+int apt_hold_text(const char *unless_path, char *out, size_t n)
+{
+	int w;
+
+	if (!unless_path || unless_path[0] != '/' || strpbrk(unless_path, " \t\n\\%"))
+		return -EINVAL;
+	w = snprintf(out, n, "%s%s\n", hold_head, unless_path);
+	if (w < 0)
+		return -EINVAL;
+	return (size_t)w >= n ? -ENAMETOOLONG : 0;
+}
+
+bool apt_unit_held_by_package(const char *root, const char *unit)
+{
+	/* dpkg installs it under /lib; on a merged-/usr system both names are one directory. */
+	static const char *const dirs[] = {"/lib/systemd/system", "/usr/lib/systemd/system"};
+	char path[PATH_MAX];
+	struct stat st;
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		int w = snprintf(path, sizeof(path), "%s%s/%s.d/50-runnerd.conf", root ? root : "",
+		                 dirs[i], unit);
+
+		if (w > 0 && (size_t)w < sizeof(path) && stat(path, &st) == 0 &&
+		    S_ISREG(st.st_mode))
+			return true;
+	}
+	return false;
+}
+
+int apt_hold_unit(const char *root, const char *unit, const char *unless_path)
 {
 	char base[PATH_MAX], dir[PATH_MAX], path[PATH_MAX], tmp[PATH_MAX];
-	char have[sizeof(hold_dropin)];
+	char text[sizeof(hold_head) + PATH_MAX + 2], have[sizeof(text)];
+	size_t tlen;
 	const char *r = root ? root : "";
 	ssize_t got = -1;
 	int fd, w, e;
 
 	if (!unit || !unit[0] || strchr(unit, '/'))
 		return -EINVAL;
+	w = apt_hold_text(unless_path, text, sizeof(text));
+	if (w < 0)
+		return w;
+	tlen = strlen(text);
 	w = snprintf(base, sizeof(base), "%s/etc/systemd/system", r);
 	if (w < 0 || (size_t)w >= sizeof(base))
 		return -ENAMETOOLONG;
@@ -128,8 +162,7 @@ int apt_hold_unit(const char *root, const char *unit)
 	if (fd >= 0) {
 		got = read(fd, have, sizeof(have));
 		close(fd);
-		if (got == (ssize_t)sizeof(hold_dropin) - 1 &&
-		    memcmp(have, hold_dropin, sizeof(hold_dropin) - 1) == 0)
+		if (got == (ssize_t)tlen && memcmp(have, text, tlen) == 0)
 			return 0;
 	}
 	/* /etc/systemd/system exists on every systemd host; a root without it gets it. */
@@ -146,9 +179,7 @@ int apt_hold_unit(const char *root, const char *unit)
 	if (fd < 0)
 		return -errno;
 	errno = 0;
-	e = write(fd, hold_dropin, sizeof(hold_dropin) - 1) == (ssize_t)sizeof(hold_dropin) - 1
-	            ? 0
-	            : (errno ? -errno : -EIO);
+	e = write(fd, text, tlen) == (ssize_t)tlen ? 0 : (errno ? -errno : -EIO);
 	if (e == 0 && (fchmod(fd, 0644) < 0 || fsync(fd) < 0))
 		e = -errno;
 	close(fd);

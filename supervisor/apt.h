@@ -29,14 +29,24 @@ int apt_source_line(const char *source, const char *keyring, char *out, size_t n
  * Pure, on the file's first bytes. */
 bool apt_key_is_armored(const char *data, size_t len);
 
-/* The drop-in that keeps UNIT from starting: etc/systemd/system/UNIT.d/50-runnerd.conf under
- * root ("" or NULL = /), "[Unit] ConditionPathExists=!/etc/runnerd/runnerd.conf" with a comment
- * saying who wrote it and how to undo it. Unlike a mask, a start (a postinst's `systemctl enable
- * --now`, a boot, an operator) succeeds and runs nothing, so a strict maintainer script still
- * installs; and it can be written before the package that ships UNIT exists. 1 when written, 0
- * when it was already there as written, -errno. */
-#define APT_HOLD_UNLESS_MISSING "/etc/runnerd/runnerd.conf"
-int apt_hold_unit(const char *root, const char *unit);
+/* Pure. The drop-in that keeps a unit from starting while unless_path exists (runnerd's own
+ * executable): a comment saying who wrote it and how to undo it, then "[Unit]" and
+ * "ConditionPathExists=!UNLESS_PATH". 0; -EINVAL (not an absolute path, or a character systemd
+ * would read as syntax); -ENAMETOOLONG. */
+int apt_hold_text(const char *unless_path, char *out, size_t n);
+
+/* Write that drop-in as etc/systemd/system/UNIT.d/50-runnerd.conf under root ("" or NULL = /).
+ * Unlike a mask, a start (a postinst's `systemctl enable --now`, a boot, an operator) succeeds
+ * and runs nothing, so a strict maintainer script still installs; and it can be written before
+ * the package that ships UNIT exists. 1 when written, 0 when it was already there as written,
+ * -errno. */
+int apt_hold_unit(const char *root, const char *unit, const char *unless_path);
+
+/* Does runnerd's package hold UNIT already? It ships the same drop-in as
+ * /lib/systemd/system/UNIT.d/50-runnerd.conf (packaging/systemd/), for /usr/sbin/runnerd, so
+ * that the vendor's units are held from the moment runnerd is installed, and released when it
+ * is removed. */
+bool apt_unit_held_by_package(const char *root, const char *unit);
 
 /* Does a unit file for UNIT exist under root in /etc, /usr/lib or /lib/systemd/system? */
 bool apt_unit_installed(const char *root, const char *unit);

@@ -19,6 +19,7 @@
 #include "creds.h"
 #include "log.h"
 #include "subproc.h"
+#include "task_dir.h"
 #include "util.h"
 
 #define IMDS_ATTEMPTS      5
@@ -30,14 +31,13 @@
 #define AGENT_UNPACKED_MAX      ((uint64_t)1024 * 1024 * 1024)
 #define AGENT_TAR_ENTRIES_MAX   10000u
 #define AGENT_DOWNLOAD_ATTEMPTS 4u
-/* The package route's files, and the vendor's unit that runnerd holds. */
+/* The package route's files. */
 #define AGENT_KEYRING_DIR         "/etc/apt/keyrings"
 #define AGENT_KEYRING             AGENT_KEYRING_DIR "/runnerd-agent"
 #define AGENT_KEYRING_TMP         AGENT_KEYRING_DIR "/runnerd-agent.download"
 #define AGENT_KEYRING_MAX         ((uint64_t)1024 * 1024)
 #define AGENT_APT_LIST            "runnerd-agent.list"
 #define AGENT_APT_SOURCE          "/etc/apt/sources.list.d/" AGENT_APT_LIST
-#define AGENT_VENDOR_UNIT         "circleci-runner.service"
 #define AGENT_DOWNLOAD_TIMEOUT_MS (10 * 60 * 1000L)
 
 static int fail(struct boot_ctx *b, int r, const char *fmt, ...)
@@ -148,6 +148,12 @@ int boot_metadata(struct boot_ctx *b)
 {
 	char call[256];
 	int r;
+
+	/* First of all: a vendor unit the image runs must not claim jobs while this boot reads
+	 * metadata, credentials and the token. */
+	r = boot_hold_vendor_agent(b);
+	if (r < 0)
+		return r;
 
 	if (b->imds.disabled) {
 		/* Not on EC2 (or told so): no instance id, so no ASG to leave. */
@@ -526,6 +532,9 @@ static int fetch_retrying(struct boot_ctx *b, const struct agent_fetch *f, const
 			return r;
 		}
 		pause = backoff_full_jitter_ms(attempt, 1000, 20000, random_u32());
+		/* Clamped first: a day is past any boot deadline (and a huge value would wrap). */
+		if (retry_after_s > 86400)
+			retry_after_s = 86400;
 		if (retry_after_s > 0 && (uint64_t)retry_after_s * 1000 > pause)
 			pause = (uint64_t)retry_after_s * 1000;
 		log_warn("agent-install: %s%s: %s; trying again in %llu ms", what, f->url, why,
@@ -595,8 +604,8 @@ static int agent_keyring(struct boot_ctx *b, char *out, size_t n)
 }
 
 /* The package route: the vendor's circleci-runner .deb from its apt repository. Its own
- * circleci-runner.service is already held (hold_vendor_unit); its conffile (the agent config) is
- * runnerd's to write at agent-config. */
+ * circleci-runner.service is already held (boot_hold_vendor_agent); its conffile (the agent config)
+ * is runnerd's to write at agent-config. */
 static int agent_from_package(struct boot_ctx *b)
 {
 	const struct rd_agent_conf *a = b->conf->agent;
@@ -624,54 +633,73 @@ static int agent_from_package(struct boot_ctx *b)
 	return 0;
 }
 
-/* The vendor's package ships circleci-runner.service, which runs an agent of its own under the
- * same runner name (its postinst or the operator's instructions enable it). On every route, when
- * the package is runnerd's to install or the unit is already on the machine (an image with the
- * package baked in by hand), a drop-in keeps it from starting, and a running one is stopped:
- * the one agent is runnerd's. A drop-in rather than a mask, because a strict postinst's
- * `systemctl enable --now` fails on a masked unit and would fail the install. */
-static int hold_vendor_unit(struct boot_ctx *b)
+/* The vendor's own unit for the configured flavour: the circleci-runner package ships
+ * circleci-runner.service; CircleCI's server instructions have the launch-agent run by a
+ * hand-made circleci.service. Either runs an agent of its own under the same runner name. */
+static const char *vendor_unit(const struct boot_ctx *b)
 {
-	const char *reload[] = {"systemctl", "daemon-reload", NULL};
-	const char *active[] = {"systemctl", "is-active", "--quiet", AGENT_VENDOR_UNIT, NULL};
-	const char *stop[] = {"systemctl", "stop", AGENT_VENDOR_UNIT, NULL};
-	struct spawn_opts o = {.search_path = true, .stdout_to_stderr = true, .timeout_ms = 60000};
-	struct spawn_opts so = o;
-	struct stat st;
-	bool was_active;
-	int r, status = 0;
+	return b->conf->agent->flavour == RD_FLAVOUR_LAUNCH_AGENT ? "circleci.service"
+	                                                          : "circleci-runner.service";
+}
 
-	if (!b->conf->agent->package[0] && !apt_unit_installed(NULL, AGENT_VENDOR_UNIT))
+int boot_hold_vendor_agent(struct boot_ctx *b)
+{
+	const char *unit = vendor_unit(b);
+	const char *reload[] = {"systemctl", "daemon-reload", NULL};
+	const char *active[] = {"systemctl", "is-active", "--quiet", unit, NULL};
+	const char *kill[] = {"systemctl", "kill", "--signal=SIGKILL", unit, NULL};
+	const char *stop[] = {"systemctl", "stop", unit, NULL};
+	struct spawn_opts o = {.search_path = true, .stdout_to_stderr = true, .timeout_ms = 60000};
+	struct spawn_opts quiet = o;
+	char self[PATH_MAX];
+	bool installed = apt_unit_installed(NULL, unit), was_active;
+	struct stat st;
+	ssize_t len;
+	int r = 0, status = 0;
+
+	if (!b->conf->agent->package[0] && !installed)
 		return 0;
-	r = apt_hold_unit(NULL, AGENT_VENDOR_UNIT);
-	if (r < 0)
-		return fail(b, r, "agent-install: cannot hold %s with a drop-in: %s",
-		            AGENT_VENDOR_UNIT, strerror(-r));
-	if (r > 0)
-		log_info("agent-install: %s held by /etc/systemd/system/%s.d/50-runnerd.conf: "
-		         "runnerd runs the agent",
-		         AGENT_VENDOR_UNIT, AGENT_VENDOR_UNIT);
+	/* runnerd's package holds the units itself; a runnerd installed some other way writes
+	 * the drop-in, on its own path. */
+	if (!apt_unit_held_by_package(NULL, unit)) {
+		len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (len <= 0)
+			return fail(b, len < 0 ? -errno : -EIO, "%s: cannot read /proc/self/exe",
+			            unit);
+		self[len] = '\0';
+		r = apt_hold_unit(NULL, unit, self);
+		if (r < 0)
+			return fail(b, r, "cannot hold %s with a drop-in: %s", unit, strerror(-r));
+		if (r > 0)
+			log_info("%s held by /etc/systemd/system/%s.d/50-runnerd.conf: runnerd "
+			         "runs the "
+			         "agent",
+			         unit, unit);
+	}
 	/* Without a running systemd (a chroot, an image build) the file alone is enough. */
 	if (stat("/run/systemd/system", &st) < 0)
 		return 0;
 	if (r > 0 && (spawn_run(reload, &o, &status) < 0 || status != 0))
-		log_warn("agent-install: systemctl daemon-reload failed; %s is held on disk only",
-		         AGENT_VENDOR_UNIT);
-	if (!apt_unit_installed(NULL, AGENT_VENDOR_UNIT))
+		log_warn("systemctl daemon-reload failed; %s is held on disk only", unit);
+	if (!installed)
 		return 0; /* the package comes later: nothing can be running yet */
-	so.stdout_to_stderr = false;
-	was_active = spawn_run(active, &so, &status) == 0 && status == 0;
-	/* Stopped whatever its state: one starting or waiting to restart is not "active" yet. The
-	 * unit's own stop timeout sends TERM then KILL; ours bounds the wait. */
-	so.timeout_ms = 120000;
-	so.stdout_to_stderr = true;
-	if (spawn_run(stop, &so, &status) < 0 || status != 0)
-		return fail(b, -EBUSY,
-		            "agent-install: %s would not stop (systemctl stop: status %d)",
-		            AGENT_VENDOR_UNIT, status);
+	quiet.stdout_to_stderr = false;
+	was_active = spawn_run(active, &quiet, &status) == 0 && status == 0;
+	/* Killed, not stopped: its agent would drain a job it claimed for up to its
+	 * TimeoutStopSec (hours), and that job is lost either way. Then stopped, whatever its
+	 * state: one starting or waiting to restart is not "active". */
 	if (was_active)
-		log_warn("agent-install: stopped %s, which was running an agent of its own",
-		         AGENT_VENDOR_UNIT);
+		(void)spawn_run(kill, &quiet, &status);
+	r = spawn_run(stop, &o, &status);
+	if (r == -ETIMEDOUT)
+		return fail(b, r, "%s did not stop within 60 s", unit);
+	if (r < 0 || status != 0)
+		return fail(b, r < 0 ? r : -EBUSY, "%s would not stop (systemctl stop: status %d)",
+		            unit, status);
+	if (was_active)
+		log_warn("killed %s, which was running an agent of its own (a job it had claimed "
+		         "fails)",
+		         unit);
 	return 0;
 }
 
@@ -685,9 +713,6 @@ int boot_agent_install(struct boot_ctx *b)
 	struct stat st;
 	int r;
 
-	r = hold_vendor_unit(b);
-	if (r < 0)
-		return r;
 	if (stat(a->binary, &st) == 0 && S_ISREG(st.st_mode) && access(a->binary, X_OK) == 0) {
 		log_info("agent-install: %s is present", a->binary);
 		return 0;
@@ -726,113 +751,6 @@ int boot_agent_install(struct boot_ctx *b)
 	if (r < 0)
 		return fail(b, r, "agent-install: %s: %s", url, why);
 	log_info("agent-install: %s installed (SHA-256 of the download verified)", a->binary);
-	return 0;
-}
-
-/* A reason into why (n bytes), truncated as it must be. */
-static void reason(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void reason(char *why, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, n, fmt, ap);
-	va_end(ap);
-}
-
-/* The task agent's directory: machine runner 3 writes the task agent there as root and runs it
- * as the job user through command_prefix. So the job user must be able to reach and read it,
- * and must not be able to change it: a job that could swap the binary or the directory would
- * run its code in the next job, or steer root's writes. A directory runnerd makes is root's and
- * 0755 (its parents too); one that exists is used only when it is root's and nobody else can
- * write it (runnerd adds the read and search bits it lacks, never ownership); every parent must
- * be searchable by all and, unless sticky, writable by its owner alone. why gets the reason. */
-static int task_agent_dir(const char *dir, char *why, size_t n)
-{
-	char path[PATH_MAX];
-	struct stat st;
-	size_t len = strlen(dir);
-	int r;
-
-	if (len >= sizeof(path))
-		return -ENAMETOOLONG;
-	r = boot_mkdir_parent(dir, 0755);
-	if (r < 0) {
-		reason(why, n, "cannot create its parents: %s", strerror(-r));
-		return r;
-	}
-	/* Every parent, from / down. */
-	memcpy(path, dir, len + 1);
-	for (char *p = path + 1; (p = strchr(p, '/')); p++) {
-		*p = '\0';
-		if (stat(path, &st) < 0) {
-			r = -errno;
-			reason(why, n, "%s: %s", path, strerror(errno));
-			return r;
-		}
-		if (!(st.st_mode & S_IXOTH)) {
-			reason(why, n, "%s is not searchable by the job user (mode %04o)", path,
-			       (unsigned)(st.st_mode & 07777));
-			return -EACCES;
-		}
-		if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
-			reason(why, n, "%s is writable by others than its owner (mode %04o)", path,
-			       (unsigned)(st.st_mode & 07777));
-			return -EPERM;
-		}
-		if (st.st_uid != 0)
-			log_warn(
-			        "agent-config: task_agent_directory: %s belongs to uid %u, who can "
-			        "replace what is below it",
-			        path, (unsigned)st.st_uid);
-		*p = '/';
-	}
-	if (mkdir(dir, 0755) == 0) {
-		/* Ours: exactly 0755 whatever the umask. */
-		if (chmod(dir, 0755) < 0) {
-			r = -errno;
-			reason(why, n, "chmod: %s", strerror(errno));
-			return r;
-		}
-		return 0;
-	}
-	if (errno != EEXIST) {
-		r = -errno;
-		reason(why, n, "mkdir: %s", strerror(errno));
-		return r;
-	}
-	if (lstat(dir, &st) < 0) {
-		r = -errno;
-		reason(why, n, "%s", strerror(errno));
-		return r;
-	}
-	if (S_ISLNK(st.st_mode)) {
-		reason(why, n, "is a symbolic link; runnerd wants a directory of root's");
-		return -ELOOP;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		reason(why, n, "exists and is not a directory");
-		return -ENOTDIR;
-	}
-	if (st.st_uid != geteuid()) {
-		reason(why, n,
-		       "belongs to uid %u, not root: the job user could replace the task agent "
-		       "(chown root and chmod 0755 it, or remove it)",
-		       (unsigned)st.st_uid);
-		return -EPERM;
-	}
-	if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-		reason(why, n,
-		       "is writable by group or others (mode %04o): the job user could replace "
-		       "the task agent (chmod 0755 it)",
-		       (unsigned)(st.st_mode & 07777));
-		return -EPERM;
-	}
-	if ((st.st_mode & 0555) != 0555 && chmod(dir, (st.st_mode & 07777) | 0555) < 0) {
-		r = -errno;
-		reason(why, n, "chmod: %s", strerror(errno));
-		return r;
-	}
 	return 0;
 }
 
@@ -913,7 +831,7 @@ int boot_agent_config(struct boot_ctx *b)
 	if (s.flavour == AGENT_CIRCLECI_RUNNER) {
 		char why[384] = "";
 
-		r = task_agent_dir(a->task_agent_directory, why, sizeof(why));
+		r = task_dir_prepare(a->task_agent_directory, why, sizeof(why));
 		if (r < 0) {
 			(void)fail(b, r, "agent-config: task_agent_directory %s: %s",
 			           a->task_agent_directory, why[0] ? why : strerror(-r));

@@ -47,6 +47,11 @@ void boot_ctx_free(struct boot_ctx *b); /* wipes the token and credentials */
 /* Pure: what a target-lifecycle-state means for runnerd ("" = none = in service). */
 enum lifecycle_kind boot_classify_state(const char *state);
 
+/* The vendor's own unit for the flavour (circleci-runner.service, or circleci.service for the
+ * launch-agent) is kept from starting by a drop-in (apt.h) when the package route is set or
+ * the unit is on the machine, and killed and stopped if it runs: the one agent is runnerd's.
+ * boot_metadata does this first; `runnerd prepare` too. */
+int boot_hold_vendor_agent(struct boot_ctx *b);
 int boot_metadata(struct boot_ctx *b);
 int boot_credentials(struct boot_ctx *b);
 int boot_token(struct boot_ctx *b);

@@ -266,6 +266,12 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 		    "architecture: amd64:HEX, arm64:HEX");
 	if (*a->download_url && agent_expand_url(a->download_url, "ppc64le", url, sizeof(url)) < 0)
 		ERR(a, "agent", "download_url", NULL, "too long");
+	/* One digest per architecture only makes sense for a URL that differs by architecture. */
+	if (*a->download_url && *a->sha256 && !agent_url_has_arch(a->download_url) &&
+	    agent_pick_sha256(a->sha256, "", url) == -ENOENT)
+		ERR(a, "agent", "sha256", NULL,
+		    "one digest per architecture, but download_url has no %%a: every machine would "
+		    "download the same file");
 	if (!is_plain_abs_path(a->task_agent_directory))
 		ERR(a, "agent", "task_agent_directory", NULL,
 		    "must be an absolute path without \".\", \"..\", \"//\" or a trailing /");

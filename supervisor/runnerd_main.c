@@ -941,7 +941,9 @@ static int run_prepare(struct runnerd *d)
 		return EX_OSERR;
 	}
 	log_info("prepare: packages and agent binary (no token, no agent)");
-	r = boot_packages(&b);
+	r = boot_hold_vendor_agent(&b);
+	if (r == 0)
+		r = boot_packages(&b);
 	if (r == 0)
 		r = boot_agent_install(&b);
 	if (r < 0)

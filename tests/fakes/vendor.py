@@ -58,7 +58,8 @@ fi
 chown circleci:circleci /etc/circleci-runner/circleci-runner-config.yaml || true
 # What CircleCI's instructions do next by hand, done strictly (set -e, no "|| true"): the
 # hardest postinst a supervisor could meet. A masked unit fails `enable` here and with it the
-# install; runnerd's drop-in (ConditionNull=false) lets both succeed and the start run nothing.
+# install; runnerd's drop-in (a ConditionPathExists= that fails while runnerd is installed) lets both
+# succeed and the start run nothing.
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload
 	systemctl enable --now circleci-runner.service

@@ -103,11 +103,14 @@ def test_tarball_download_retried(world, logind, build, tmp_path):
     match = "blob:" + url.split("://", 1)[1]
     # A dropped connection first (a fresh one: curl cannot quietly retry it), then a 503.
     fake.fault(match, close=True, times=1)
-    fake.fault(match, status=503, code="SlowDown", times=1)
+    fake.fault(match, status=503, code="SlowDown", retry_after=2, times=1)
     inst, rc, text = run_with(world, logind, build, tmp_path,
                               tarball_conf(hashlib.sha256(tgz).hexdigest()))
     assert rc == 0, text
     assert text.count("trying again") == 2, text
+    # The 503's Retry-After (2 s) is waited at least, within the boot deadline.
+    pauses = [int(m) for m in re.findall(r"HTTP status 503; trying again in (\d+) ms", text)]
+    assert pauses and pauses[0] >= 2000, text
     got = [r["status"] for r in fake.requests() if r.get("service") == "blob"]
     assert got == [None, 503, 200], got
 
@@ -171,14 +174,20 @@ def package_world(world, tmp_path, behaviour="success"):
 
 NO_MIRROR = {"/etc/apt/sources.list": "", "/etc/apt/sources.list.d/debian.sources": ""}
 HOLD = "etc/systemd/system/circleci-runner.service.d/50-runnerd.conf"
+PACKAGED_HOLD = "lib/systemd/system/circleci-runner.service.d/50-runnerd.conf"
 
 
-def assert_vendor_unit_held(root):
-    """runnerd's drop-in, not a mask: a mask would fail a strict postinst's enable."""
+def assert_vendor_unit_held(root, packaged=False):
+    """runnerd's drop-in, not a mask (a mask would fail a strict postinst's enable): the one
+    runnerd's package ships, or the one runnerd writes when installed some other way."""
     unit = root / "etc/systemd/system/circleci-runner.service"
     assert not unit.is_symlink(), "the vendor unit is masked (a strict postinst fails on that)"
-    text = (root / HOLD).read_text()
-    assert "[Unit]\nConditionPathExists=!/etc/runnerd/runnerd.conf\n" in text, text
+    text = (root / (PACKAGED_HOLD if packaged else HOLD)).read_text()
+    assert "[Unit]\nConditionPathExists=!/usr/sbin/runnerd\n" in text, text
+
+
+DOWN_SOURCE = {"/etc/apt/sources.list.d/down.list":
+               f"deb {vendor.APT_BASE}/gone/any any main\n"}
 
 
 def test_package_route(world, logind, build, tmp_path):
@@ -188,7 +197,10 @@ def test_package_route(world, logind, build, tmp_path):
     config."""
     fake = world.fake
     agent, conf = package_world(world, tmp_path)
-    inst, rc, text = run_with(world, logind, build, tmp_path, conf, NO_MIRROR, timeout=180)
+    # Another source on the image is broken (its repository is gone): the update of
+    # runnerd's source alone does not read it, so it cannot fail the install.
+    inst, rc, text = run_with(world, logind, build, tmp_path, conf, {**NO_MIRROR, **DOWN_SOURCE},
+                              timeout=180)
     assert rc == 0, text
     assert_vendor_unit_held(inst.path("/"))
     assert inst.path("/usr/bin/circleci-runner").read_bytes() == agent
@@ -208,7 +220,7 @@ def test_package_route(world, logind, build, tmp_path):
            and r["status"] == 200}
     assert "/circleci/runner/any/dists/any/InRelease" in got, got
     assert f"/circleci/runner/any/pool/main/circleci-runner_{VERSION}_amd64.deb" in got, got
-    assert "agent-install: circleci-runner.service held by" in text, text
+    assert "circleci-runner.service held by /etc/systemd/system/" in text, text
     # The source just added was read alone first (another source being down cannot fail it).
     assert "apt-get update of that source alone: status 0" in text, text
     assert_left_and_powered_off(fake, logind)
@@ -241,7 +253,7 @@ def test_task_agent_under_root_is_refused(world, logind, build, tmp_path):
     inst, rc, text = run_with(world, logind, build, tmp_path, conf,
                               {"/usr/bin/circleci-runner": (agent_wrapper(), 0o755)})
     assert rc == 69, text
-    assert "/root is not searchable by the job user (mode 0700)" in text, text
+    assert "/root is not searchable by all users (mode 0700)" in text, text
     assert events(inst) == [], "the agent started"
     assert not fake.state()["jobs"][RC]["done"], "a job was claimed"
     assert_left_and_powered_off(fake, logind)
@@ -252,17 +264,24 @@ TASK_DIR = "/var/lib/circleci-runner/task-agent"
 
 
 @pytest.mark.parametrize("case, setup, says", [
-    ("symlink", f"mkdir -p /opt/elsewhere /var/lib/circleci-runner && "
+    ("symlink", f"mkdir -p /opt/elsewhere /var/lib/circleci-runner && rm -rf {TASK_DIR} && "
                 f"ln -s /opt/elsewhere {TASK_DIR}", "is a symbolic link"),
-    ("job user's", f"mkdir -p {TASK_DIR} && chown circleci {TASK_DIR}", "belongs to uid"),
-    ("group-writable", f"mkdir -p {TASK_DIR} && chmod 0775 {TASK_DIR}",
+    ("symlinked parent", "mkdir -p /opt/real && rm -rf /var/lib/circleci-runner && "
+                         "ln -s /opt/real /var/lib/circleci-runner",
+     "/var/lib/circleci-runner is a symbolic link"),
+    ("parent of the job user's", "mkdir -p /var/lib/circleci-runner && "
+                                 "chown circleci /var/lib/circleci-runner",
+     "/var/lib/circleci-runner belongs to uid"),
+    ("job user's", f"rm -rf {TASK_DIR} && mkdir -p {TASK_DIR} && chown circleci {TASK_DIR}",
+     "belongs to uid"),
+    ("group-writable", f"rm -rf {TASK_DIR} && mkdir -p {TASK_DIR} && chmod 0775 {TASK_DIR}",
      "writable by group or others (mode 0775)"),
     ("parent writable by all", "mkdir -p /var/lib/circleci-runner && "
                                "chmod 0777 /var/lib/circleci-runner",
      "/var/lib/circleci-runner is writable by others than its owner (mode 0777)"),
     ("parent not searchable", "mkdir -p /var/lib/circleci-runner && "
                               "chmod 0700 /var/lib/circleci-runner",
-     "/var/lib/circleci-runner is not searchable by the job user (mode 0700)"),
+     "/var/lib/circleci-runner is not searchable by all users (mode 0700)"),
 ])
 def test_task_agent_directory_refused(world, logind, build, tmp_path, case, setup, says):
     """A task agent directory the job user could change (and so swap the task agent the next
@@ -304,7 +323,7 @@ def test_vendor_unit_on_the_image_is_held(world, logind, build, tmp_path):
     inst, rc, text = run_with(world, logind, build, tmp_path, packaged_conf(), files)
     assert rc == 0, text
     assert_vendor_unit_held(inst.path("/"))
-    assert "agent-install: circleci-runner.service held by" in text, text
+    assert "circleci-runner.service held by /etc/systemd/system/" in text, text
     # Without the unit on disk and without the package route, no drop-in: nothing to hold.
     fake.reset()
     prepare_runner_world(fake)
@@ -422,7 +441,7 @@ def test_package_route_under_systemd(world, rootfs_tar, debs, tmp_path):
         assert ev.count("started") == 1 and ev[-1] == "completed job-1", \
             f"{ev}\n{everything}"
         assert "task-agent 0 circleci" in ev, ev
-        assert_vendor_unit_held(root)
+        assert_vendor_unit_held(root, packaged=True)
         # The postinst's `systemctl enable --now` ran and succeeded; the start was skipped.
         assert (root / "etc/systemd/system/multi-user.target.wants/"
                 "circleci-runner.service").is_symlink(), everything
@@ -441,11 +460,15 @@ def test_package_route_under_systemd(world, rootfs_tar, debs, tmp_path):
         ch.remove()
 
 
-def test_vendor_unit_running_at_boot_is_stopped(world, rootfs_tar, debs, tmp_path):
+@pytest.mark.parametrize("how", ["packaged", "installed by hand"])
+def test_vendor_unit_enabled_on_the_image(world, rootfs_tar, debs, tmp_path, how):
     """An image where someone baked the vendor's package and enabled its unit by hand, booted
-    under systemd: circleci-runner.service starts first and runs an agent of its own; runnerd
-    holds the unit, stops it, and runs the one agent; the unit does not come back (Restart=
-    always meets the drop-in's condition), and the machine powers off."""
+    under systemd. With runnerd's package, its drop-in holds the unit from the start: the
+    vendor's agent never runs. With runnerd installed some other way (its packaged drop-in
+    gone), the unit starts first and runs an agent of its own, one that ignores SIGTERM as an
+    agent draining a job would; runnerd holds the unit, kills it at once (not hours later), and
+    runs the one agent; the unit does not come back (Restart=always meets the condition), and
+    the machine powers off."""
     assert shutil.which("systemd-nspawn"), "systemd-nspawn is missing: run scripts/install-deps"
     fake = world.fake
     prepare_runner_world(fake)
@@ -460,7 +483,8 @@ def test_vendor_unit_running_at_boot_is_stopped(world, rootfs_tar, debs, tmp_pat
         wrapper = agent_wrapper().replace(
             "#!/bin/sh\n",
             "#!/bin/sh\nif [ \"$(id -u)\" != 0 ]; then\n"
-            "\techo \"vendor agent $$\" >>/var/tmp/vendor-agent\n\texec sleep 100000\nfi\n", 1)
+            "\techo \"vendor agent $$\" >>/var/tmp/vendor-agent\n\ttrap '' TERM\n"
+            "\twhile :; do sleep 100; done\nfi\n", 1)
         files = {"etc/runnerd/runnerd.conf": (packaged_conf(), 0o644),
                  "etc/hosts": (world.hosts_file(), 0o644),
                  "etc/ssl/certs/ca-certificates.crt": (Path(world.ca).read_text(), 0o644),
@@ -472,6 +496,8 @@ def test_vendor_unit_running_at_boot_is_stopped(world, rootfs_tar, debs, tmp_pat
                  # is otherwise a race, and the drop-in alone would keep it from starting).
                  "etc/systemd/system/circleci-runner.service.d/10-first.conf":
                      ("[Unit]\nBefore=runnerd.service\n", 0o644)}
+        if how == "installed by hand":
+            (root / PACKAGED_HOLD).unlink()
         for rel, (text, mode) in files.items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(text)
@@ -498,10 +524,16 @@ def test_vendor_unit_running_at_boot_is_stopped(world, rootfs_tar, debs, tmp_pat
         everything = journal(ch)
         vendor_runs = (root / "var/tmp/vendor-agent").read_text().splitlines() \
             if (root / "var/tmp/vendor-agent").exists() else []
-        assert len(vendor_runs) == 1, f"{vendor_runs}\n{everything}"
-        assert "agent-install: stopped circleci-runner.service, which was running an agent " \
-            "of its own" in everything, everything
-        assert_vendor_unit_held(root)
+        if how == "packaged":
+            assert vendor_runs == [], f"{vendor_runs}\n{everything}"
+            assert re.search(r"circleci-runner.service.*unmet condition", everything), everything
+            assert_vendor_unit_held(root, packaged=True)
+            assert not (root / HOLD).exists(), "runnerd wrote a drop-in its package ships"
+        else:
+            assert len(vendor_runs) == 1, f"{vendor_runs}\n{everything}"
+            assert "killed circleci-runner.service, which was running an agent of its own" \
+                in everything, everything
+            assert_vendor_unit_held(root)
         ev = (root / "var/tmp/agent-events").read_text().splitlines() \
             if (root / "var/tmp/agent-events").exists() else []
         assert ev.count("started") == 1 and ev[-1] == "completed job-1", f"{ev}\n{everything}"

@@ -27,6 +27,7 @@
 
 #include "agent.h"
 #include "http.h"
+#include "loopback_server.h"
 #include "tar_builder.h"
 #include "util.h"
 
@@ -1451,6 +1452,45 @@ static void test_download_sniff_and_leftovers(void **state)
 	http_client_free(h);
 }
 
+/* A redirect is followed to the download (the digest decides what is kept); to plain http only
+ * when the URL itself was explicit, never from an https one. */
+static void test_download_redirect(void **state)
+{
+	static const char body[] = "#!/bin/sh\necho redirected\n";
+	static const struct ls_response script[] = {
+	        {LS_REPLY, 302, "Location: /real/circleci-runner\r\n", "moved", 0},
+	        {LS_REPLY, 200, NULL, body, 0},
+	};
+	struct loopback_server srv;
+	struct http_client *h;
+	char hex[65], path[192], url[128], why[256], got[128];
+
+	assert_int_equal(http_client_new(&h), 0);
+	hex_of(body, hex);
+	snprintf(path, sizeof(path), "%s/bin/circleci-runner", tmpdir);
+	/* Explicit (an endpoint variable's URL): http to http is followed. */
+	assert_int_equal(ls_start(&srv, script, ARRAY_SIZE(script)), 0);
+	snprintf(url, sizeof(url), "%s/dl", srv.url);
+	assert_int_equal(fetch(h, url, true, hex, path, 1 << 20, why, sizeof(why)), 0);
+	ls_stop(&srv);
+	assert_int_equal(srv.nreqs, 2);
+	assert_string_equal(srv.reqs[1].path, "/real/circleci-runner");
+	read_file(path, got, sizeof(got));
+	assert_string_equal(got, body);
+	assert_int_equal(unlink(path), 0);
+	/* Not explicit (a loopback URL allowed as http): a redirect to http is not followed. */
+	assert_int_equal(ls_start(&srv, script, ARRAY_SIZE(script)), 0);
+	snprintf(url, sizeof(url), "%s/dl", srv.url);
+	assert_int_equal(fetch(h, url, false, hex, path, 1 << 20, why, sizeof(why)),
+	                 -EPROTONOSUPPORT);
+	assert_false(agent_fetch_retryable(-EPROTONOSUPPORT));
+	assert_non_null(strstr(why, "not https"));
+	ls_stop(&srv);
+	assert_int_equal(srv.nreqs, 1);
+	assert_int_equal(access(path, F_OK), -1);
+	http_client_free(h);
+}
+
 /* A key file on disk checked against a digest. */
 static void test_file_sha256(void **state)
 {
@@ -1637,6 +1677,8 @@ int main(void)
 	        cmocka_unit_test_setup_teardown(test_download_sniff_and_leftovers, setup_tmpdir,
 	                                        teardown_tmpdir),
 	        cmocka_unit_test_setup_teardown(test_file_sha256, setup_tmpdir, teardown_tmpdir),
+	        cmocka_unit_test_setup_teardown(test_download_redirect, setup_tmpdir,
+	                                        teardown_tmpdir),
 	        cmocka_unit_test(test_expand_url),
 	        cmocka_unit_test(test_expand_advertise),
 	        cmocka_unit_test(test_pick_sha256),

@@ -105,14 +105,14 @@ static void test_hold_unit(void **state)
 	         "%s/etc/systemd/system/circleci-runner.service.d/50-runnerd.conf", root);
 	/* Written on a root without /etc/systemd/system, before the unit exists. */
 	assert_false(apt_unit_installed(root, "circleci-runner.service"));
-	assert_int_equal(apt_hold_unit(root, "circleci-runner.service"), 1);
+	assert_int_equal(apt_hold_unit(root, "circleci-runner.service", "/usr/sbin/runnerd"), 1);
 	slurp(path, text, sizeof(text));
-	assert_non_null(strstr(text, "[Unit]\nConditionPathExists=!/etc/runnerd/runnerd.conf\n"));
+	assert_non_null(strstr(text, "[Unit]\nConditionPathExists=!/usr/sbin/runnerd\n"));
 	assert_non_null(strstr(text, "# Written by runnerd"));
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0644);
 	/* Again: already there, untouched. */
-	assert_int_equal(apt_hold_unit(root, "circleci-runner.service"), 0);
+	assert_int_equal(apt_hold_unit(root, "circleci-runner.service", "/usr/sbin/runnerd"), 0);
 	/* Edited by someone: written back. */
 	{
 		int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
@@ -121,9 +121,9 @@ static void test_hold_unit(void **state)
 		assert_int_equal(write(fd, "[Unit]\n", 7), 7);
 		close(fd);
 	}
-	assert_int_equal(apt_hold_unit(root, "circleci-runner.service"), 1);
+	assert_int_equal(apt_hold_unit(root, "circleci-runner.service", "/usr/sbin/runnerd"), 1);
 	slurp(path, text, sizeof(text));
-	assert_non_null(strstr(text, "ConditionPathExists=!/etc/runnerd/runnerd.conf"));
+	assert_non_null(strstr(text, "ConditionPathExists=!/usr/sbin/runnerd"));
 	/* No temp file left beside it. */
 	snprintf(path, sizeof(path),
 	         "%s/etc/systemd/system/circleci-runner.service.d/"
@@ -131,9 +131,17 @@ static void test_hold_unit(void **state)
 	         root);
 	assert_int_equal(access(path, F_OK), -1);
 	/* Unit names are names. */
-	assert_int_equal(apt_hold_unit(root, "../x.service"), -EINVAL);
-	assert_int_equal(apt_hold_unit(root, ""), -EINVAL);
-	assert_int_equal(apt_hold_unit(root, NULL), -EINVAL);
+	assert_int_equal(apt_hold_unit(root, "../x.service", "/usr/sbin/runnerd"), -EINVAL);
+	assert_int_equal(apt_hold_unit(root, "", "/usr/sbin/runnerd"), -EINVAL);
+	assert_int_equal(apt_hold_unit(root, NULL, "/usr/sbin/runnerd"), -EINVAL);
+	/* Another executable path is another drop-in: written again. */
+	assert_int_equal(apt_hold_unit(root, "circleci-runner.service", "/usr/local/sbin/runnerd"),
+	                 1);
+	snprintf(path, sizeof(path),
+	         "%s/etc/systemd/system/circleci-runner.service.d/50-runnerd.conf", root);
+	slurp(path, text, sizeof(text));
+	assert_non_null(strstr(text, "ConditionPathExists=!/usr/local/sbin/runnerd\n"));
+	assert_false(apt_unit_held_by_package(root, "circleci-runner.service"));
 
 	/* Where a package puts its unit, or where an operator does. */
 	snprintf(path, sizeof(path), "%s/usr", root);
@@ -155,12 +163,68 @@ static void test_hold_unit(void **state)
 	assert_false(apt_unit_installed(root, "other.service"));
 }
 
+static void test_hold_text(void **state)
+{
+	static const struct {
+		const char *path;
+		int r;
+	} cases[] = {
+	        {"/usr/sbin/runnerd", 0},
+	        {"/opt/runnerd bin/runnerd", -EINVAL}, /* systemd would split it */
+	        {"/x\ny", -EINVAL},
+	        {"/a%b", -EINVAL}, /* a specifier */
+	        {"/a\\b", -EINVAL},
+	        {"relative", -EINVAL},
+	        {"", -EINVAL},
+	        {NULL, -EINVAL},
+	};
+	char out[1024];
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		assert_int_equal(apt_hold_text(cases[i].path, out, sizeof(out)), cases[i].r);
+	assert_int_equal(apt_hold_text("/usr/sbin/runnerd", out, 40), -ENAMETOOLONG);
+}
+
+/* The drop-ins runnerd's package ships are exactly what runnerd writes for /usr/sbin/runnerd. */
+static void test_packaged_dropins(void **state)
+{
+	static const char *const units[] = {"circleci-runner.service", "circleci.service"};
+	char want[1024], path[256], text[1024];
+
+	assert_int_equal(apt_hold_text("/usr/sbin/runnerd", want, sizeof(want)), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+		snprintf(path, sizeof(path), "packaging/systemd/%s.d/50-runnerd.conf", units[i]);
+		slurp(path, text, sizeof(text));
+		assert_string_equal(text, want);
+	}
+}
+
+static void test_held_by_package(void **state)
+{
+	char path[256];
+	int fd;
+
+	assert_false(apt_unit_held_by_package(root, "circleci.service"));
+	snprintf(path, sizeof(path), "mkdir -p %s/lib/systemd/system/circleci.service.d", root);
+	assert_int_equal(system(path), 0);
+	snprintf(path, sizeof(path), "%s/lib/systemd/system/circleci.service.d/50-runnerd.conf",
+	         root);
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_true(apt_unit_held_by_package(root, "circleci.service"));
+	assert_false(apt_unit_held_by_package(root, "circleci-runner.service"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_source_line),
 	        cmocka_unit_test(test_key_is_armored),
 	        cmocka_unit_test_setup_teardown(test_hold_unit, setup_root, teardown_root),
+	        cmocka_unit_test(test_hold_text),
+	        cmocka_unit_test(test_packaged_dropins),
+	        cmocka_unit_test_setup_teardown(test_held_by_package, setup_root, teardown_root),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

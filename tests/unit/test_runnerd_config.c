@@ -178,6 +178,8 @@ static const struct bad bads[] = {
         {"[agent]\nsha256 = x86_64:" SHA "\n", "bad.conf:2: sha256"},
         {"[agent]\nsha256 = amd64:" SHA ", amd64:" SHA "\n", "bad.conf:2: sha256"},
         {"[agent]\nsha256 = amd64 " SHA "\n", "bad.conf:2: sha256"},
+        {"[agent]\ndownload_url = https://h/a.tgz\nsha256 = amd64:" SHA ", arm64:" SHA "\n",
+         "bad.conf:3: sha256: one digest per architecture, but download_url has no %a"},
         /* task_agent_directory: absolute, plain, not a directory every user shares */
         {"[agent]\ntask_agent_directory = rel/dir\n", "bad.conf:2: task_agent_directory"},
         {"[agent]\ntask_agent_directory = /tmp\n",
