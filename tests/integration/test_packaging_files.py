@@ -538,6 +538,20 @@ def test_packer_validate(packer, tmp_path):
     assert r.returncode != 0 and "missing.deb" in r.stdout + r.stderr, out(r)
     r = run([packer, "fmt", "-check", PACKER], env=packer_env())
     assert r.returncode == 0, "packer fmt would change the template:\n" + out(r)
+    # Either architecture (-var arch=arm64 bakes from Debian's arm64 image), and no other.
+    r = run([packer, "validate", "-var", f"deb={deb}", "-var", "arch=arm64", PACKER],
+            env=packer_env(), cwd=tmp_path)
+    assert r.returncode == 0, out(r)
+    r = run([packer, "validate", "-var", f"deb={deb}", "-var", "arch=x86_64", PACKER],
+            env=packer_env(), cwd=tmp_path)
+    assert r.returncode != 0 and "x86_64" in r.stdout + r.stderr, out(r)
+
+
+def test_packer_source_image_follows_arch():
+    hcl = PACKER.read_text()
+    assert 'name                = "debian-12-${var.arch}-*"' in hcl
+    assert "architecture        = local.ec2_arch" in hcl
+    assert re.search(r'ec2_arch\s*=\s*\{ amd64 = "x86_64", arm64 = "arm64" \}\[var.arch\]', hcl)
 
 
 def test_cfn_first_deployment_defaults(cfn):
