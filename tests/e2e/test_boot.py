@@ -236,7 +236,7 @@ def report_timing(capsys, b):
     with capsys.disabled():
         cpu = f", qemu CPU {b.guest.cpu_s:.1f} s" if b.guest.cpu_s is not None else ""
         print(f"\ne2e {ARCH} {b.name}: {built}; boot to power-off {b.guest.elapsed or 0:.1f} s "
-              f"({b.guest.cpus} vCPU, {b.guest.arch.qemu} -cpu {b.guest.arch.cpu}, "
+              f"({b.guest.cpus} vCPU, {b.guest.arch.qemu} -cpu {b.guest.cpu_model()}, "
               f"{accel}{cpu})")
 
 
