@@ -5,6 +5,9 @@
 #   packer build -var deb=build/runnerd_VERSION_amd64.deb -var region=us-east-1 \
 #     packaging/packer/runnerd.pkr.hcl
 #
+# For Graviton runners (the stack's Architecture=arm64): -var arch=arm64 with the arm64 .deb
+# (make deb ARCH=arm64); the build starts from Debian's arm64 image on a t4g.small.
+#
 # (-var region may be left out when AWS_REGION is set.)
 #
 # The runners' own configuration (runnerd.conf, baked in; no secret in it) is a variable too.
@@ -36,9 +39,22 @@ variable "region" {
   default = env("AWS_REGION")
 }
 
+# The image's architecture, Debian's name for it: amd64 or arm64 (the .deb must be its).
+variable "arch" {
+  type    = string
+  default = "amd64"
+}
+
+# Empty: a small instance of the architecture (t3.small, t4g.small).
 variable "instance_type" {
   type    = string
-  default = "t3.small"
+  default = ""
+}
+
+locals {
+  # EC2's name for the architecture, and the build instance; an arch not listed fails here.
+  ec2_arch      = { amd64 = "x86_64", arm64 = "arm64" }[var.arch]
+  instance_type = var.instance_type != "" ? var.instance_type : { amd64 = "t3.small", arm64 = "t4g.small" }[var.arch]
 }
 
 variable "ami_name_prefix" {
@@ -48,17 +64,17 @@ variable "ami_name_prefix" {
 
 source "amazon-ebs" "debian12" {
   region        = var.region
-  instance_type = var.instance_type
+  instance_type = local.instance_type
   ssh_username  = "admin"
-  ami_name      = "${var.ami_name_prefix}-${formatdate("YYYYMMDD-hhmmss", timestamp())}"
+  ami_name      = "${var.ami_name_prefix}-${var.arch}-${formatdate("YYYYMMDD-hhmmss", timestamp())}"
 
   # Debian's own images (the Debian cloud team's account).
   source_ami_filter {
     owners      = ["136693071363"]
     most_recent = true
     filters = {
-      name                = "debian-12-amd64-*"
-      architecture        = "x86_64"
+      name                = "debian-12-${var.arch}-*"
+      architecture        = local.ec2_arch
       virtualization-type = "hvm"
       root-device-type    = "ebs"
     }
@@ -68,7 +84,7 @@ source "amazon-ebs" "debian12" {
   # block. The runners' launch template enforces IMDSv2 where it matters.
 
   tags = {
-    Name      = var.ami_name_prefix
+    Name      = "${var.ami_name_prefix}-${var.arch}"
     "runnerd" = "baked"
   }
 }

@@ -1,22 +1,32 @@
 #!/usr/bin/python3
 """Real boots for the e2e test: a cached Debian 12 base image, and qemu guests booted from it
-with a cloud-init NoCloud seed (the EC2 user-data route).
+with a cloud-init NoCloud seed (the EC2 user-data route), for amd64 or arm64 (ARCHES).
 
 The base image (ensure_image): debootstrap minbase of bookworm with systemd, udev, dbus, the
 cloud kernel, cloud-init, sudo and the runtime dependencies of the runnerd package; DHCP through
 systemd-networkd; cloud-init limited to NoCloud and to the modules the test uses. It is turned
 into an ext4 image with `mkfs.ext4 -d`, and kept with its kernel and initrd in
   ${RUNNERD_CACHE:-${XDG_CACHE_HOME:-~/.cache}/runnerd}/e2e/<hash of the recipe>/
-A recipe change (packages, files, this module's RECIPE_VERSION) means a new hash, so a new
-image; the others are removed once unused for PRUNE_AFTER_DAYS. A lock file serialises builders.
-The mirror comes from the host's apt sources (never hard-coded); it is not part of the hash.
+A recipe change (architecture, packages, files, this module's RECIPE_VERSION) means a new hash,
+so a new image; the others are removed once unused for PRUNE_AFTER_DAYS. A lock file serialises
+builders. The mirror comes from the host's apt sources (never hard-coded); it is not part of the
+hash.
+
+Architectures: the recipe and the guest differ only where the architecture does (Arch: the
+kernel package, qemu's system binary, machine and CPU model, the serial console's name). An
+arm64 image is built on an amd64 host by `debootstrap --arch=arm64`, whose second stage and the
+apt/dpkg runs in the chroot execute arm64 programs through qemu-user-static's binfmt_misc
+handler (its F flag: no emulator copied into the root; scripts/install-deps registers it); the
+guest is qemu-system-aarch64 -machine virt under TCG, Debian's arm64 cloud kernel and initrd
+booted directly (no firmware).
 
 A guest (Guest): a qcow2 overlay on the base image (the base is never written), a seed ISO
 (genisoimage, volume id cidata) holding user-data and meta-data, and qemu with software
-emulation (TCG; RUNNERD_E2E_ACCEL=kvm to try KVM locally), user-mode networking on
-169.254.0.0/16 with the world's two addresses (IMDS at 169.254.169.254:80, the AWS, CircleCI and
-download names at WORLD_ADDR:443) carried to the guest's fake cloud on the host's loopback by
-guestfwd and socat, the serial console in a file. qemu runs under
+emulation (TCG; RUNNERD_E2E_ACCEL=kvm to try KVM locally, RUNNERD_E2E_CPU another CPU model),
+user-mode networking on 169.254.0.0/16 with the world's two addresses (IMDS at
+169.254.169.254:80, the AWS, CircleCI and download names at WORLD_ADDR:443) carried to the
+guest's fake cloud on the host's loopback by guestfwd and socat, the serial console in a file.
+qemu runs under
 `timeout` in its own session (so a killed test leaves no qemu behind for longer than the
 timeout); Guest.kill() ends it.
 
@@ -25,8 +35,9 @@ The image also provides the rest of the world the guest's runnerd must not be to
 world's host names in /etc/hosts (cloud-init's template), no Debian mirror, and a CA made when
 the image is built (kept beside it, ca.pem and ca.key; Image.server_cert issues the fake's
 certificate from it) in the image's CA bundle.
-Needs root (debootstrap, chroot), debootstrap, qemu-system-x86, qemu-utils, genisoimage,
-e2fsprogs, socat, openssl (scripts/install-deps installs them).
+Needs root (debootstrap, chroot), debootstrap, qemu-system-x86 (qemu-system-arm and
+qemu-user-static for arm64), qemu-utils, genisoimage, e2fsprogs, socat, openssl
+(scripts/install-deps installs them).
 """
 
 import base64
@@ -54,10 +65,39 @@ SUITE = "bookworm"
 IMAGE_SIZE = "2G"
 PRUNE_AFTER_DAYS = 14
 
-# debootstrap's own resolver handles the boot essentials; the rest (cloud-init's Python
-# stack trips it) goes through apt in the chroot, with the package's own dependencies and
-# recommendations (read from the .deb) added: the guest installs it offline.
-BOOTSTRAP_PACKAGES = ["systemd", "systemd-sysv", "dbus", "udev", "linux-image-cloud-amd64"]
+
+class Arch:
+    """What differs between the architectures' images and guests."""
+
+    def __init__(self, name, qemu, machine, cpu, console, qemu_user=None):
+        self.name, self.qemu, self.machine, self.cpu = name, qemu, machine, cpu
+        self.console = console          # the serial console's device name in the guest
+        self.qemu_user = qemu_user      # the binfmt handler that runs its programs on this host
+        self.kernel_package = f"linux-image-cloud-{name}"
+
+
+# Under TCG the plain x86-64 baseline costs ~10% less CPU than -cpu max, whose AVX/AVX2 glibc
+# picks and TCG emulates slowly (measured: 59 vs 66 s of CPU per boot). For arm64, an ARMv8.0
+# core (Debian's baseline): -cpu max adds pointer authentication (every call and return
+# signed, which TCG computes in software), SVE and MTE, which nothing here needs (measured:
+# 412 vs 254 s of CPU for the arm64 boot to power-off).
+ARCHES = {
+    "amd64": Arch("amd64", "qemu-system-x86_64", "pc", "qemu64", "ttyS0"),
+    "arm64": Arch("arm64", "qemu-system-aarch64", "virt", "cortex-a72", "ttyAMA0",
+                  qemu_user="qemu-aarch64"),
+}
+
+
+def host_arch():
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+# debootstrap's own resolver handles the boot essentials (and the architecture's cloud kernel);
+# the rest (cloud-init's Python stack trips it) goes through apt in the chroot, with the
+# package's own dependencies and recommendations (read from the .deb) added: the guest installs
+# it offline.
+BOOTSTRAP_PACKAGES = ["systemd", "systemd-sysv", "dbus", "udev"]
 # curl and ca-certificates: the stack's user-data downloads the .deb with curl over HTTPS, as on
 # Debian's AMI; git: the stack's [packages] install = git, already there (this world has no
 # Debian mirror).
@@ -96,10 +136,10 @@ IMAGE_FILES = {
         "## template:jinja\n127.0.1.1 {{fqdn}} {{hostname}}\n127.0.0.1 localhost\n"
         "::1 localhost ip6-localhost ip6-loopback\n"
         f"{WORLD_ADDR} " + " ".join(WORLD_NAMES) + "\n",
-    # Every unit's log on the serial console too (the test reads it); runnerd's unit is the
-    # package's own, untouched.
+    # Every unit's log on the serial console too (the test reads it; image_files names the
+    # architecture's console); runnerd's unit is the package's own, untouched.
     "etc/systemd/journald.conf.d/90-e2e-console.conf":
-        "[Journal]\nForwardToConsole=yes\nTTYPath=/dev/ttyS0\nMaxLevelConsole=info\n",
+        "[Journal]\nForwardToConsole=yes\nTTYPath=/dev/CONSOLE\nMaxLevelConsole=info\n",
     # NoCloud only (the seed ISO); the network is networkd's; only the modules the test uses,
     # which keeps the boot short. runcmd moves to the final stage, so cloud-config.service
     # (one more Python start, ~10 s under emulation) is masked. manage_etc_hosts: sudo
@@ -120,9 +160,10 @@ MASK_UNITS = ["cloud-config.service", "apt-daily.timer", "apt-daily-upgrade.time
               "dpkg-db-backup.timer", "e2scrub_all.timer", "e2scrub_reap.service",
               "fstrim.timer"]
 
-# Under TCG the plain x86-64 baseline costs ~10% less CPU than -cpu max, whose AVX/AVX2 glibc
-# picks and TCG emulates slowly (measured: 59 vs 66 s of CPU per boot).
-CPU_MODEL = "qemu64"
+
+
+def image_files(arch):
+    return {k: v.replace("/dev/CONSOLE", f"/dev/{arch.console}") for k, v in IMAGE_FILES.items()}
 
 
 class E2eError(RuntimeError):
@@ -137,11 +178,23 @@ def cache_root():
     return Path(base) / "e2e"
 
 
-def missing_tools():
-    tools = ["debootstrap", "qemu-system-x86_64", "qemu-img", "genisoimage", "mkfs.ext4",
+def missing_tools(arch="amd64"):
+    """What booting arch needs on this host and is not there (a list of reasons)."""
+    a = ARCHES[arch]
+    tools = ["debootstrap", a.qemu, "qemu-img", "genisoimage", "mkfs.ext4",
              "dpkg-deb", "timeout", "chroot", "socat", "openssl"]
     path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-    return [t for t in tools if shutil.which(t, path=path) is None]
+    missing = [t for t in tools if shutil.which(t, path=path) is None]
+    if arch != host_arch():
+        # The image's chroot runs arm64 programs: a registered, enabled binfmt handler.
+        handler = Path("/proc/sys/fs/binfmt_misc") / (a.qemu_user or f"qemu-{arch}")
+        try:
+            enabled = handler.read_text().splitlines()[0] == "enabled"
+        except (OSError, IndexError):
+            enabled = False
+        if not enabled:
+            missing.append(f"the {handler.name} binfmt_misc handler (qemu-user-static)")
+    return missing
 
 
 def _apt_sources():
@@ -194,12 +247,18 @@ def deb_depends(deb):
     return out
 
 
-def recipe(extra_packages=()):
-    return {"version": RECIPE_VERSION, "suite": SUITE, "variant": "minbase",
-            "bootstrap": BOOTSTRAP_PACKAGES,
-            "packages": sorted(set(APT_PACKAGES) | set(extra_packages)),
-            "files": IMAGE_FILES, "enable": ENABLE_UNITS, "mask": MASK_UNITS,
-            "size": IMAGE_SIZE}
+def recipe(extra_packages=(), arch="amd64"):
+    a = ARCHES[arch]
+    r = {"version": RECIPE_VERSION, "suite": SUITE, "variant": "minbase",
+         "bootstrap": BOOTSTRAP_PACKAGES + [a.kernel_package],
+         "packages": sorted(set(APT_PACKAGES) | set(extra_packages)),
+         "files": image_files(a), "enable": ENABLE_UNITS, "mask": MASK_UNITS,
+         "size": IMAGE_SIZE}
+    # amd64's recipe reads as it did before there were architectures, so its cached image
+    # (and its hash) stays valid; any other architecture names itself.
+    if arch != "amd64":
+        r["arch"] = arch
+    return r
 
 
 def recipe_hash(r):
@@ -238,16 +297,21 @@ def _build(r, dest, logf):
     rootfs = dest / "rootfs"
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8",
            "DEBIAN_FRONTEND": "noninteractive"}
-    _run(["debootstrap", f"--variant={r['variant']}", "--components=main",
+    # A foreign architecture's second stage runs in the chroot through the binfmt handler:
+    # slower (every program emulated), hence the longer bounds.
+    arch = r.get("arch", "amd64")
+    slow = 1 if arch == host_arch() else 4
+    _run(["debootstrap", f"--arch={arch}", f"--variant={r['variant']}", "--components=main",
           "--include=" + ",".join(r["bootstrap"]), r["suite"], str(rootfs), debian_mirror()],
-         logf, 900, "debootstrap", env=env)
+         logf, 900 * slow, "debootstrap", env=env)
     # Nothing may start services inside the chroot.
     (rootfs / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
     (rootfs / "usr/sbin/policy-rc.d").chmod(0o755)
     _run(["mount", "-t", "proc", "proc", str(rootfs / "proc")], logf, 30, "mount /proc")
     try:
         _run(["chroot", str(rootfs), "apt-get", "install", "-y", "-q",
-              "--no-install-recommends"] + r["packages"], logf, 600, "apt-get install", env=env)
+              "--no-install-recommends"] + r["packages"], logf, 600 * slow, "apt-get install",
+             env=env)
     finally:
         _run(["umount", str(rootfs / "proc")], logf, 30, "umount /proc")
     (rootfs / "usr/sbin/policy-rc.d").unlink()
@@ -261,7 +325,7 @@ def _build(r, dest, logf):
     # certificate), trusted like any CA an AMI adds.
     ca, _ = world.make_ca(dest, days=3650)
     shutil.copyfile(ca, rootfs / f"usr/local/share/ca-certificates/{CA_NAME}.crt")
-    _run(["chroot", str(rootfs), "update-ca-certificates"], logf, 120,
+    _run(["chroot", str(rootfs), "update-ca-certificates"], logf, 120 * slow,
          "update-ca-certificates", env=env)
     _run(["chroot", str(rootfs), "systemctl", "enable"] + r["enable"], logf, 60,
          "systemctl enable", env=env)
@@ -273,8 +337,8 @@ def _build(r, dest, logf):
                 p.unlink()
     # apt's cache, made for the empty lists now: installing the .deb in the guest reuses it
     # instead of building it under emulation.
-    _run(["chroot", str(rootfs), "apt-cache", "gencaches"], logf, 120, "apt-cache gencaches",
-         env=env)
+    _run(["chroot", str(rootfs), "apt-cache", "gencaches"], logf, 120 * slow,
+         "apt-cache gencaches", env=env)
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
     initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
     if len(kernels) != 1 or len(initrds) != 1:
@@ -313,10 +377,10 @@ def _prune(root, keep):
             pass
 
 
-def ensure_image(extra_packages=(), log=None):
-    """The Image for the recipe (with extra_packages); built when missing. Returns
+def ensure_image(extra_packages=(), log=None, arch="amd64"):
+    """The Image of arch for the recipe (with extra_packages); built when missing. Returns
     (image, seconds spent building or 0.0)."""
-    r = recipe(extra_packages)
+    r = recipe(extra_packages, arch)
     h = recipe_hash(r)
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
@@ -365,8 +429,9 @@ class Guest:
     """One qemu guest booted from an Image with a NoCloud seed. Files live in workdir."""
 
     def __init__(self, image, workdir, name, user_data, meta_data, memory_mb=1024, cpus=1,
-                 imds_port=None, world_port=None):
+                 imds_port=None, world_port=None, arch="amd64"):
         self.image, self.name = image, name
+        self.arch = ARCHES[arch]
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.serial = self.dir / "serial.log"
@@ -402,17 +467,24 @@ class Guest:
     def argv(self, timeout_s):
         accel = os.environ.get("RUNNERD_E2E_ACCEL", "tcg")
         accel_opt = "tcg,thread=multi" if accel == "tcg" else accel
+        a = self.arch
+        # if=virtio: virtio-blk PCI devices on both machines (pc, and virt's PCIe bus), in this
+        # order: vda the root, vdb the seed.
         return ["timeout", "--kill-after=10", str(int(timeout_s)),
-                "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-machine", "pc",
-                "-accel", accel_opt, "-cpu", CPU_MODEL, "-smp", str(self.cpus),
+                a.qemu, "-nodefaults", "-no-user-config", "-machine", a.machine,
+                "-accel", accel_opt, "-cpu", self.cpu_model(), "-smp", str(self.cpus),
                 "-m", str(self.memory_mb), "-no-reboot",
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.serial}",
                 "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-                "-append", "root=/dev/vda rw console=ttyS0 panic=-1",
+                "-append", f"root=/dev/vda rw console={a.console} panic=-1",
                 "-drive", f"file={self.overlay},format=qcow2,if=virtio",
                 "-drive", f"file={self.seed},format=raw,if=virtio,readonly=on",
                 "-netdev", self.netdev(), "-device", "virtio-net-pci,netdev=n0",
                 "-device", "virtio-rng-pci"]
+
+    def cpu_model(self):
+        """The architecture's model; RUNNERD_E2E_CPU tries another (measuring, KVM's host)."""
+        return os.environ.get("RUNNERD_E2E_CPU") or self.arch.cpu
 
     def netdev(self):
         nd = (f"user,id=n0,net={GUEST_NET},host={GUEST_HOST_ADDR},dns={GUEST_DNS_ADDR},"
@@ -510,9 +582,13 @@ def wait_all(guests):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["image"]:
-        print("usage: boot.py image [DEB]", file=sys.stderr)
+    args = sys.argv[1:]
+    arch = "amd64"
+    if args[:1] == ["--arch"] and len(args) > 1:
+        arch, args = args[1], args[2:]
+    if args[:1] != ["image"] or arch not in ARCHES:
+        print("usage: boot.py [--arch amd64|arm64] image [DEB]", file=sys.stderr)
         sys.exit(64)
-    extra = deb_depends(sys.argv[2]) if len(sys.argv) > 2 else ()
-    image, took = ensure_image(extra, log=lambda m: print(m, file=sys.stderr))
+    extra = deb_depends(args[1]) if len(args) > 1 else ()
+    image, took = ensure_image(extra, log=lambda m: print(m, file=sys.stderr), arch=arch)
     print(f"{image.dir} (built in {took:.0f} s)" if took else image.dir)

@@ -19,17 +19,27 @@ served as the agent download) posts what it saw inside the guest to the fake (PO
 /_fake/note): the unit's systemd state, `runnerctl status --json` with the job claimed, and the
 job user.
 
+Architectures: RUNNERD_E2E_ARCH (default this machine's; `make e2e-arm64` sets arm64) picks the
+package, the image (tests/e2e/boot.py builds an arm64 one with qemu-user-static) and the guest
+(qemu-system-aarch64 -machine virt under TCG); the agent tarball is CircleCI's name for that
+architecture, circleci-runner_linux_arm64.tar.gz, which the guest's runnerd asks for through
+%a in the stack's AgentDownloadUrl. A foreign architecture boots the success scenario only
+(RUNNERD_E2E_SCENARIOS, comma-separated, chooses others; those not booted are skipped, saying
+so): its boot takes minutes of emulated CPU.
+
 Needs root (the base image is built with debootstrap and chroot); skipped otherwise, saying so.
-The .deb: $RUNNERD_E2E_DEB, else the newest $RUNNERD_BUILD/runnerd_*.deb (`make deb`).
-RUNNERD_E2E_TIMEOUT bounds each boot (seconds, default 600: a boot takes about 200 s under TCG
-on a quiet 2-core machine; the bound is a deadline, not a wait). Tuning: RUNNERD_E2E_CPUS (vCPUs per
-guest; default: the host's CPUs shared out), RUNNERD_E2E_SEQUENTIAL=1 (one boot after the other).
+The .deb: $RUNNERD_E2E_DEB, else the newest $RUNNERD_BUILD/runnerd_*_ARCH.deb (`make deb`).
+RUNNERD_E2E_TIMEOUT bounds each boot (seconds, default 600 native, 1200 emulated: a native
+boot takes about 200 s under TCG on a quiet 2-core machine; the bound is a deadline, not a
+wait). Tuning: RUNNERD_E2E_CPUS (vCPUs per guest; default: the host's CPUs shared out), RUNNERD_E2E_SEQUENTIAL=1
+(one boot after the other).
 """
 
 import hashlib
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,19 +75,24 @@ ACCOUNT = "123456789012"
 HOSTNAME = "ip-10-0-2-15"
 OTHER_INSTANCE = "i-00000000000000002"
 JOB_USER = "circleci"
-BOOT_TIMEOUT_S = int(os.environ.get("RUNNERD_E2E_TIMEOUT", "600"))
+ARCH = os.environ.get("RUNNERD_E2E_ARCH") or boot.host_arch()
+EMULATED = ARCH != boot.host_arch()
+BOOT_TIMEOUT_S = int(os.environ.get("RUNNERD_E2E_TIMEOUT", "1200" if EMULATED else "600"))
 DEB_URL = "https://runnerd-artifacts.s3.amazonaws.com/e2e/runnerd.deb"
 AGENT_VERSION = "3.1.4"  # the stack's default AgentDownloadUrl pins it
-SCENARIOS = ("success", "crash", "bad-deb")
+ALL_SCENARIOS = ("success", "crash", "bad-deb")
+SCENARIOS = tuple(x for x in os.environ.get("RUNNERD_E2E_SCENARIOS", "").split(",") if x) or \
+    (("success",) if EMULATED else ALL_SCENARIOS)
 
 
 def find_deb(build):
     env = os.environ.get("RUNNERD_E2E_DEB")
     if env:
         return Path(env)
-    debs = sorted(Path(build).glob("runnerd_*.deb"), key=lambda p: p.stat().st_mtime)
+    debs = sorted(Path(build).glob(f"runnerd_*_{ARCH}.deb"), key=lambda p: p.stat().st_mtime)
     if not debs:
-        pytest.fail(f"no runnerd_*.deb in {build}: run `make deb` (make e2e does)")
+        pytest.fail(f"no runnerd_*_{ARCH}.deb in {build}: run `make deb ARCH={ARCH}` "
+                    "(make e2e and make e2e-arm64 do)")
     return debs[-1]
 
 
@@ -109,6 +124,7 @@ def user_data(deb, tarball, deb_sha256=None):
               "RunnerdDebSha256": deb_sha256 or hashlib.sha256(Path(deb).read_bytes()).hexdigest(),
               "ScalerDebUrl": "https://runnerd-artifacts.s3.amazonaws.com/e2e/scaler.deb",
               "ScalerDebSha256": "0" * 64, "ResourceClass": RC, "RunnerMaxSize": "5",
+              "Architecture": ARCH,
               "LeaseTable": "runnerd-LeaseTable-E2E", "AWS::StackName": STACK,
               "AWS::Region": "us-east-1", "AWS::Partition": "aws", "AWS::AccountId": ACCOUNT})
     return stack.render_user_data("RunnerLaunchTemplate", values, cfn)
@@ -137,7 +153,8 @@ def prepare_fake(fake, deb, tarball):
                  instances=[{"id": it.MAIN_INSTANCE_ID, "state": "InService"},
                             {"id": OTHER_INSTANCE, "state": "InService"}])
     fake.set_blob(DEB_URL, Path(deb).read_bytes())
-    fake.set_blob(vendor.tarball_url(AGENT_VERSION, "amd64"), tarball, "application/x-gzip")
+    # Only this architecture's tarball exists: a runnerd that expanded %a wrongly gets a 404.
+    fake.set_blob(vendor.tarball_url(AGENT_VERSION, ARCH), tarball, "application/x-gzip")
 
 
 def port_of(fake, kind):
@@ -160,12 +177,17 @@ def boots(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("the e2e boot test needs root (debootstrap and chroot build its image); "
                     "run `make e2e` as root")
-    missing = boot.missing_tools()
+    assert ARCH in boot.ARCHES, f"RUNNERD_E2E_ARCH={ARCH}: not one of {sorted(boot.ARCHES)}"
+    assert set(SCENARIOS) <= set(ALL_SCENARIOS), SCENARIOS
+    missing = boot.missing_tools(ARCH)
     if missing:
         pytest.fail(f"missing tools: {', '.join(missing)} (run scripts/install-deps)")
     build = Path(os.environ.get("RUNNERD_BUILD") or REPO / "build").resolve()
     deb = find_deb(build)
-    image, build_s = boot.ensure_image(boot.deb_depends(deb))
+    r = subprocess.run(["dpkg-deb", "-f", str(deb), "Architecture"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.stdout.strip() == ARCH, f"{deb} is not an {ARCH} package: {r.stdout}{r.stderr}"
+    image, build_s = boot.ensure_image(boot.deb_depends(deb), arch=ARCH)
     cpus = int(os.environ.get("RUNNERD_E2E_CPUS")
                or max(1, (os.cpu_count() or 2) // len(SCENARIOS)))
     out, fakes = {}, []
@@ -181,7 +203,7 @@ def boots(tmp_path_factory):
             ud = user_data(deb, tarball, "0" * 64 if name == "bad-deb" else None)
             g = boot.Guest(image, d / "guest", name, ud, meta_data(),
                            cpus=cpus, imds_port=port_of(fake, "imds"),
-                           world_port=port_of(fake, "tls")).prepare()
+                           world_port=port_of(fake, "tls"), arch=ARCH).prepare()
             out[name] = Boot(name, g, fake, build_s)
         if os.environ.get("RUNNERD_E2E_SEQUENTIAL"):
             for b in out.values():
@@ -202,13 +224,21 @@ def boots(tmp_path_factory):
         assert not left, f"fakecloud left processes behind: {left}"
 
 
+def booted(boots, name):
+    if name not in boots:
+        pytest.skip(f"scenario {name} not booted for {ARCH} (booted: {', '.join(SCENARIOS)}; "
+                    "RUNNERD_E2E_SCENARIOS chooses)")
+    return boots[name]
+
+
 def report_timing(capsys, b):
     built = f"image built in {b.image_build_s:.0f} s" if b.image_build_s else "image cached"
     accel = os.environ.get("RUNNERD_E2E_ACCEL", "tcg")
     with capsys.disabled():
         cpu = f", qemu CPU {b.guest.cpu_s:.1f} s" if b.guest.cpu_s is not None else ""
-        print(f"\ne2e {b.name}: {built}; boot to power-off {b.guest.elapsed or 0:.1f} s "
-              f"({b.guest.cpus} vCPU, {accel}{cpu})")
+        print(f"\ne2e {ARCH} {b.name}: {built}; boot to power-off {b.guest.elapsed or 0:.1f} s "
+              f"({b.guest.cpus} vCPU, {b.guest.arch.qemu} -cpu {b.guest.cpu_model()}, "
+              f"{accel}{cpu})")
 
 
 def assert_powered_off(b):
@@ -277,7 +307,7 @@ def assert_left_asg(b, via_runnerd=True):
             sm
         assert sm["body"]["SecretId"] == secret_arn(SECRET_ID), sm
         assert ("circleci-binary-releases.s3.amazonaws.com",
-                f"/circleci-runner/{AGENT_VERSION}/circleci-runner_linux_amd64.tar.gz", 200) \
+                f"/circleci-runner/{AGENT_VERSION}/circleci-runner_linux_{ARCH}.tar.gz", 200) \
             in blobs, blobs
     assert b.state["asgs"][ASG]["desired"] == 1, b.state["asgs"][ASG]
     [inst] = [i for i in b.state["asgs"][ASG]["instances"] + b.state["terminated"]
@@ -286,7 +316,7 @@ def assert_left_asg(b, via_runnerd=True):
 
 
 def test_boot_install_run_job_power_off(boots, capsys):
-    b = boots["success"]
+    b = booted(boots, "success")
     report_timing(capsys, b)
     assert_powered_off(b)
     rep = assert_agent_report(b)
@@ -299,7 +329,7 @@ def test_boot_install_run_job_power_off(boots, capsys):
 
 
 def test_boot_agent_crash_still_leaves_and_powers_off(boots, capsys):
-    b = boots["crash"]
+    b = booted(boots, "crash")
     report_timing(capsys, b)
     assert_powered_off(b)
     rep = assert_agent_report(b)
@@ -315,7 +345,7 @@ def test_boot_failed_bootstrap_leaves_and_powers_off(boots, capsys):
     installed, and runnerd-bootstrap ends the boot as runnerd would: it leaves the group with a
     decrement (signed with the role's session credentials, through curl's SigV4) and powers the
     guest off. Before issue 12 the instance stayed up, InService and protected, for good."""
-    b = boots["bad-deb"]
+    b = booted(boots, "bad-deb")
     report_timing(capsys, b)
     assert_powered_off(b)
     serial = b.guest.serial_text()

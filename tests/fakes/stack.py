@@ -54,7 +54,7 @@ def user_data_template(cfn, lt):
 def evaluate(node, values, cfn):
     """CloudFormation's intrinsic functions for what the templates use: Ref, Fn::Sub (both
     forms), Fn::If with the template's Conditions (Fn::Equals, Fn::Not, Fn::And, Fn::Or,
-    Condition), Fn::Join; literals as they are."""
+    Condition), Fn::Join, Fn::FindInMap; literals as they are."""
     if isinstance(node, (str, int, float, bool)):
         return node
     if isinstance(node, list):
@@ -74,7 +74,76 @@ def evaluate(node, values, cfn):
         return evaluate(yes if condition(cond, values, cfn) else no, values, cfn)
     if fn == "Fn::Join":
         return arg[0].join(str(evaluate(x, values, cfn)) for x in arg[1])
+    if fn == "Fn::FindInMap":
+        name, top, second = (evaluate(x, values, cfn) for x in arg)
+        try:
+            return cfn["Mappings"][name][top][second]
+        except KeyError:
+            raise KeyError(f"Fn::FindInMap: no {name}.{top}.{second}") from None
     raise ValueError(f"not evaluated here: {fn}")
+
+
+def rule_value(node, values, cfn):
+    """The rule functions of a template's Rules (Fn::Equals, Fn::Not, Fn::And, Fn::Or,
+    Fn::Contains, Ref), as CloudFormation evaluates them before creating anything."""
+    if isinstance(node, (str, int, float, bool)):
+        return node
+    if isinstance(node, list):
+        return [rule_value(x, values, cfn) for x in node]
+    (fn, arg), = node.items()
+    if fn == "Ref":
+        return values[arg]
+    if fn == "Fn::Equals":
+        a, b = (rule_value(x, values, cfn) for x in arg)
+        return str(a) == str(b)
+    if fn == "Fn::Not":
+        return not rule_value(arg[0], values, cfn)
+    if fn == "Fn::And":
+        return all(rule_value(x, values, cfn) for x in arg)
+    if fn == "Fn::Or":
+        return any(rule_value(x, values, cfn) for x in arg)
+    if fn == "Fn::Contains":
+        return str(rule_value(arg[1], values, cfn)) in [str(x) for x in
+                                                         rule_value(arg[0], values, cfn)]
+    raise ValueError(f"not a rule function here: {fn}")
+
+
+def failed_rules(values, cfn=None):
+    """The AssertDescriptions of the template's Rules that parameter values (the template's
+    defaults fill the rest) fail: what CloudFormation would refuse the stack with."""
+    cfn = cfn or load_cfn()
+    values = {**parameter_defaults(cfn), **values}
+    failed = []
+    for name, rule in (cfn.get("Rules") or {}).items():
+        if "RuleCondition" in rule and not rule_value(rule["RuleCondition"], values, cfn):
+            continue
+        for a in rule["Assertions"]:
+            if not rule_value(a["Assert"], values, cfn):
+                failed.append(f"{name}: {a.get('AssertDescription', '')}")
+    return failed
+
+
+def parameter_problems(values, cfn=None):
+    """Parameter values that their AllowedValues / AllowedPattern refuse (the pattern must
+    match the whole value, as CloudFormation's does)."""
+    cfn = cfn or load_cfn()
+    problems = []
+    for k, v in values.items():
+        p = cfn["Parameters"].get(k)
+        if p is None:
+            continue
+        if "AllowedValues" in p and str(v) not in [str(x) for x in p["AllowedValues"]]:
+            problems.append(f"{k}={v!r}: not one of {p['AllowedValues']}")
+        if "AllowedPattern" in p and not re.fullmatch(p["AllowedPattern"], str(v)):
+            problems.append(f"{k}={v!r}: does not match {p['AllowedPattern']}")
+    return problems
+
+
+def launch_template_value(lt, key, values, cfn=None):
+    """A launch template's LaunchTemplateData[key] as CloudFormation gives it for values."""
+    cfn = cfn or load_cfn()
+    d = cfn["Resources"][lt]["Properties"]["LaunchTemplateData"]
+    return evaluate(d[key], {**parameter_defaults(cfn), **values}, cfn)
 
 
 def condition(name_or_node, values, cfn):

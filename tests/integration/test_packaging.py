@@ -1,8 +1,13 @@
 """The Debian packages, built and installed for real (packaging/README.md).
 
-- The packages are built by packaging/build-deb (`make deb`) into a temporary directory, or taken
-  from $RUNNERD_DEBS (`make verify-packaging` builds them first and passes its build directory).
-- lintian --fail-on error,warning on both; their contents; the binaries' hardening.
+- The packages are built by packaging/build-deb (`make debs-all`: this machine's architecture
+  and arm64, cross-built) into a temporary directory, or taken from $RUNNERD_DEBS (`make
+  verify-packaging` and `make integration` build them first and pass their build directory).
+- For each architecture: lintian --fail-on error,warning on both packages; their contents; the
+  binaries' ELF machine (aarch64 in the arm64 packages) and hardening. The foreign
+  architecture's binaries are started under qemu user-mode emulation (qemu-aarch64-static, the
+  multiarch runtime libraries the arm64 -dev packages brought): `runnerd --version` and
+  `runner-scaler check-config` of the stack's scaler configuration. The rest runs natively.
 - Installation with dpkg into a Debian 12 chroot (debootstrap, cached outside the repo, keyed by
   its recipe): the real maintainer scripts run, systemd-sysusers and systemd-tmpfiles included.
   The chroot has /run/systemd/system, so the scripts act as on a booted system; systemctl is a
@@ -70,22 +75,50 @@ def out(r):
 
 # ---- the packages -------------------------------------------------------------------------
 
+NATIVE = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                        check=True).stdout.strip()
+# The architectures the project ships (`make debs-all`), and what tells them apart.
+ARCHS = ("amd64", "arm64")
+ELF_MACHINE = {"amd64": 62, "arm64": 183}  # EM_X86_64, EM_AARCH64
+FILE_MACHINE = {"amd64": "x86-64", "arm64": "ARM aarch64"}
+QEMU_USER = {"amd64": "qemu-x86_64-static", "arm64": "qemu-aarch64-static"}
+BINARIES = ("usr/sbin/runnerd", "usr/bin/runnerctl", "usr/sbin/runner-scaler")
+
+
 @pytest.fixture(scope="module")
-def debs(tmp_path_factory):
-    """{'runnerd': Path, 'runner-scaler': Path}: $RUNNERD_DEBS, else built now."""
+def debs_dir(tmp_path_factory):
+    """The directory with both architectures' packages: $RUNNERD_DEBS, else built now."""
     given = os.environ.get("RUNNERD_DEBS")
     if given:
-        d = Path(given)
-    else:
-        d = tmp_path_factory.mktemp("debs")
-        r = run([BUILD_DEB, d], timeout=900)
-        assert r.returncode == 0, "packaging/build-deb failed:\n" + out(r)
+        return Path(given)
+    d = tmp_path_factory.mktemp("debs")
+    for arch in ARCHS:
+        r = run([BUILD_DEB, d, arch], timeout=900)
+        assert r.returncode == 0, f"packaging/build-deb {arch} failed:\n" + out(r)
+    return d
+
+
+def debs_of(d, arch):
+    """{'runnerd': Path, 'runner-scaler': Path} of one architecture in d."""
     found = {}
     for p in ("runnerd", "runner-scaler"):
-        m = sorted(d.glob(f"{p}_*.deb"))
-        assert len(m) == 1, f"want exactly one {p}_*.deb in {d}, got {m}"
+        m = sorted(d.glob(f"{p}_*_{arch}.deb"))
+        assert len(m) == 1, (f"want exactly one {p}_*_{arch}.deb in {d}, got {m} "
+                             "(`make debs-all` builds every architecture)")
         found[p] = m[0]
     return found
+
+
+@pytest.fixture(scope="module")
+def debs(debs_dir):
+    """This machine's architecture: the packages the chroot and nspawn tests install."""
+    return debs_of(debs_dir, NATIVE)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def arch_debs(request, debs_dir):
+    """(arch, packages) for every architecture shipped."""
+    return request.param, debs_of(debs_dir, request.param)
 
 
 def deb_field(deb, field):
@@ -102,7 +135,8 @@ def deb_files(deb):
             for line in r.stdout.splitlines()}
 
 
-def test_lintian_clean(debs):
+def test_lintian_clean(arch_debs):
+    arch, debs = arch_debs
     # lintian's --fail-on takes the kinds that fail, not a threshold: error and warning.
     r = run(["lintian", "--fail-on", "error,warning", "--display-info", "--no-tag-display-limit",
              debs["runnerd"], debs["runner-scaler"]], timeout=300)
@@ -110,9 +144,13 @@ def test_lintian_clean(debs):
     bad = [l for l in r.stdout.splitlines()
            if l.startswith(("E:", "W:")) or "unused-override" in l or "mismatched-override" in l]
     assert not bad, out(r)
+    # lintian read what it was given: both packages, of this architecture.
+    for p, deb in debs.items():
+        assert deb_field(deb, "Package") == p and deb_field(deb, "Architecture") == arch, deb
 
 
-def test_package_contents(debs):
+def test_package_contents(arch_debs):
+    arch, debs = arch_debs
     rd, sc = deb_files(debs["runnerd"]), deb_files(debs["runner-scaler"])
     for f in ("/usr/sbin/runnerd", "/usr/bin/runnerctl", "/lib/systemd/system/runnerd.service",
               "/lib/systemd/system/runnerd-failed.service", "/etc/runnerd/runnerd.conf", "/usr/lib/sysusers.d/runnerd.conf",
@@ -141,12 +179,112 @@ def test_package_contents(debs):
         assert ctl.stdout.split() == [conffile], out(ctl)
 
 
-def test_binaries_hardened(debs, tmp_path):
-    """PIE, full RELRO (BIND_NOW), stack protector and FORTIFY in all three binaries."""
+def unpack(debs, dest):
     for deb in debs.values():
-        r = run(["dpkg-deb", "-x", deb, tmp_path])
+        r = run(["dpkg-deb", "-x", deb, dest])
         assert r.returncode == 0, out(r)
-    for b in ("usr/sbin/runnerd", "usr/bin/runnerctl", "usr/sbin/runner-scaler"):
+    return dest
+
+
+def elf_machine(path):
+    """e_machine of an ELF file, from its header (64-bit little-endian, as both targets are)."""
+    hdr = Path(path).read_bytes()[:20]
+    assert hdr[:4] == b"\x7fELF", f"{path}: not ELF"
+    assert hdr[4] == 2 and hdr[5] == 1, f"{path}: not ELF64 little-endian"
+    return int.from_bytes(hdr[18:20], "little")
+
+
+def test_binaries_are_for_their_architecture(arch_debs, tmp_path):
+    """The packages of an architecture hold that architecture's binaries: aarch64 in the arm64
+    packages (a cross build that quietly used the host compiler would make x86-64 ones)."""
+    arch, debs = arch_debs
+    root = unpack(debs, tmp_path)
+    for b in BINARIES:
+        assert elf_machine(root / b) == ELF_MACHINE[arch], (arch, b)
+        if shutil.which("file"):
+            desc = run(["file", "-b", root / b]).stdout
+            assert FILE_MACHINE[arch] in desc and "pie executable" in desc, (arch, b, desc)
+        # Linked against the architecture's own dynamic loader.
+        interp = run(["readelf", "-lW", root / b]).stdout
+        loader = {"amd64": "/lib64/ld-linux-x86-64.so.2",
+                  "arm64": "/lib/ld-linux-aarch64.so.1"}[arch]
+        assert f"[Requesting program interpreter: {loader}]" in interp, (arch, b)
+
+
+def test_elf_machine_reader_tells_them_apart(tmp_path):
+    """The check above can fail: a header of the other machine is read as that machine."""
+    for arch, m in ELF_MACHINE.items():
+        f = tmp_path / arch
+        f.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(11) + m.to_bytes(2, "little") + bytes(44))
+        assert elf_machine(f) == m
+    assert ELF_MACHINE["amd64"] != ELF_MACHINE["arm64"]
+
+
+# A valid scaler configuration: what the stack's scaler user-data writes, with its values.
+SCALER_CONF = """[scaler]
+interval = 10s
+
+[circleci]
+token_source = secretsmanager
+token_id = arn:aws:secretsmanager:us-east-1:123456789012:secret:cci-runner-lambda-secrets-AbCdEf
+token_key = circle_token
+
+[pool runners]
+resource_class = myorg/linux-arm
+asg = runnerd-runners
+region = us-east-1
+min = 0
+max = 10
+
+[election]
+mode = dynamodb
+table = runnerd-LeaseTable-0123
+name = runner-scaler
+lease = 15s
+"""
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != NATIVE])
+def test_foreign_binaries_start_under_emulation(arch, debs_dir, tmp_path):
+    """The cross-built binaries run: under qemu user-mode emulation (called by name, no binfmt
+    needed), with the runtime libraries of the multiarch -dev packages for that architecture.
+    The unit tests and the rest of the suite run on the native build; the full boot of the arm64
+    package is `make e2e-arm64`."""
+    qemu = shutil.which(QEMU_USER[arch])
+    assert qemu, f"{QEMU_USER[arch]} is missing: run scripts/install-deps"
+    debs = debs_of(debs_dir, arch)
+    root = unpack(debs, tmp_path / "root")
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    want_version = deb_field(debs["runnerd"], "Version")
+    for b in ("usr/sbin/runnerd", "usr/sbin/runner-scaler", "usr/bin/runnerctl"):
+        r = run([qemu, root / b, "--version"], env=env, timeout=60)
+        assert r.returncode == 0, f"{b}\n{out(r)}"
+        assert want_version in r.stdout, (b, r.stdout)
+    conf = tmp_path / "scaler.conf"
+    conf.write_text(SCALER_CONF)
+    r = run([qemu, root / "usr/sbin/runner-scaler", "check-config", "-c", conf], env=env,
+            timeout=60)
+    assert r.returncode == 0, out(r)
+    shown = r.stdout
+    assert "[pool runners]" in shown and "resource_class = myorg/linux-arm" in shown, shown
+    assert "mode = dynamodb" in shown, shown
+    # And a configuration it must refuse is refused (78, the line named): the emulated binary
+    # really reads and checks, it does not just start.
+    conf.write_text(SCALER_CONF.replace("max = 10", "max = ten"))
+    r = run([qemu, root / "usr/sbin/runner-scaler", "check-config", "-c", conf], env=env,
+            timeout=60)
+    assert r.returncode == 78 and f"{conf}:" in r.stderr and "max" in r.stderr, out(r)
+    # runnerd's own check-config, on its shipped configuration.
+    r = run([qemu, root / "usr/sbin/runnerd", "check-config", "-c",
+             root / "etc/runnerd/runnerd.conf"], env=env, timeout=60)
+    assert r.returncode == 0 and "user = circleci" in r.stdout, out(r)
+
+
+def test_binaries_hardened(arch_debs, tmp_path):
+    """PIE, full RELRO (BIND_NOW), stack protector and FORTIFY in all three binaries."""
+    arch, debs = arch_debs
+    unpack(debs, tmp_path)
+    for b in BINARIES:
         path = tmp_path / b
         hdr = run(["readelf", "-hlW", path]).stdout
         assert re.search(r"Type:\s+DYN", hdr), f"{b}: not PIE\n{hdr}"

@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
-from stack import (CfnLoader, load_cfn, render_user_data, user_data_template,  # noqa: E402,F401
-                   written_file)
+from stack import (CfnLoader, failed_rules, launch_template_value, load_cfn,  # noqa: E402,F401
+                   parameter_problems, render_user_data, user_data_template, written_file)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO  # noqa: E402
@@ -72,6 +72,7 @@ def cfn_problems(t):
     params = set(t.get("Parameters") or {})
     res = set(t.get("Resources") or {})
     conds = set(t.get("Conditions") or {})
+    maps = t.get("Mappings") or {}
     problems, used = [], set()
 
     def name_ok(n, where, local=()):
@@ -108,12 +109,26 @@ def cfn_problems(t):
                 elif k == "Condition" and isinstance(x, str):
                     if x not in conds:
                         problems.append(f"{w}: {x}: no such condition")
+                elif k == "Fn::FindInMap":
+                    name, *keys = x
+                    if name not in maps:
+                        problems.append(f"{w}: {name}: no such mapping")
+                    elif isinstance(keys[0], str):
+                        second = maps[name].get(keys[0])
+                        if second is None:
+                            problems.append(f"{w}: {name}.{keys[0]}: no such key")
+                        elif isinstance(keys[1], str) and keys[1] not in second:
+                            problems.append(f"{w}: {name}.{keys[0]}.{keys[1]}: no such key")
+                    else:  # a Ref: every top-level key must have the second-level one
+                        for top, second in maps[name].items():
+                            if isinstance(keys[1], str) and keys[1] not in second:
+                                problems.append(f"{w}: {name}.{top}.{keys[1]}: no such key")
                 walk(x, w)
         elif isinstance(v, list):
             for i, x in enumerate(v):
                 walk(x, f"{where}[{i}]")
 
-    for sect in ("Conditions", "Resources", "Outputs"):
+    for sect in ("Conditions", "Rules", "Resources", "Outputs"):
         walk(t.get(sect) or {}, sect)
     for name, r in (t.get("Resources") or {}).items():
         deps = r.get("DependsOn", [])
@@ -138,8 +153,16 @@ def test_cfn_checker_catches_mistakes():
 Parameters:
   Used: {Type: String}
   Unused: {Type: String}
+Mappings:
+  M:
+    a: {k: v}
+    b: {j: v}
 Conditions:
   C: !Equals [!Ref Used, x]
+Rules:
+  R:
+    Assertions:
+      - Assert: !Equals [!Ref RuleGhost, ""]
 Resources:
   A:
     Type: AWS::SNS::Topic
@@ -147,9 +170,14 @@ Resources:
     Properties:
       TopicName: !Sub "${Missing}-${AWS::Region}-${!Literal}"
       DisplayName: !If [NoCond, !GetAtt Ghost.Arn, !Ref Gone]
+      Tags:
+        - {Key: x, Value: !FindInMap [NoMap, a, k]}
+        - {Key: y, Value: !FindInMap [M, zz, k]}
+        - {Key: z, Value: !FindInMap [M, !Ref Used, k]}
 """)
     problems = "\n".join(cfn_problems(t))
-    for needle in ("Nope", "Missing", "NoCond", "Ghost", "Gone", "Unused"):
+    for needle in ("Nope", "Missing", "NoCond", "Ghost", "Gone", "Unused", "RuleGhost", "NoMap",
+                   "M.zz", "M.b.k"):
         assert needle in problems, problems
     assert "Literal" not in problems and "Region" not in problems, problems
 
@@ -510,6 +538,20 @@ def test_packer_validate(packer, tmp_path):
     assert r.returncode != 0 and "missing.deb" in r.stdout + r.stderr, out(r)
     r = run([packer, "fmt", "-check", PACKER], env=packer_env())
     assert r.returncode == 0, "packer fmt would change the template:\n" + out(r)
+    # Either architecture (-var arch=arm64 bakes from Debian's arm64 image), and no other.
+    r = run([packer, "validate", "-var", f"deb={deb}", "-var", "arch=arm64", PACKER],
+            env=packer_env(), cwd=tmp_path)
+    assert r.returncode == 0, out(r)
+    r = run([packer, "validate", "-var", f"deb={deb}", "-var", "arch=x86_64", PACKER],
+            env=packer_env(), cwd=tmp_path)
+    assert r.returncode != 0 and "x86_64" in r.stdout + r.stderr, out(r)
+
+
+def test_packer_source_image_follows_arch():
+    hcl = PACKER.read_text()
+    assert 'name                = "debian-12-${var.arch}-*"' in hcl
+    assert "architecture        = local.ec2_arch" in hcl
+    assert re.search(r'ec2_arch\s*=\s*\{ amd64 = "x86_64", arm64 = "arm64" \}\[var.arch\]', hcl)
 
 
 def test_cfn_first_deployment_defaults(cfn):
@@ -519,9 +561,16 @@ def test_cfn_first_deployment_defaults(cfn):
     shutdown."""
     p = cfn["Parameters"]
     res = cfn["Resources"]
-    assert res["ScalerLaunchTemplate"]["Properties"]["LaunchTemplateData"]["ImageId"] == \
-        {"Ref": "ScalerAmiId"}
-    assert p["ScalerAmiId"]["Default"] == "/aws/service/debian/release/12/latest/amd64"
+    # The scaler's image is its own parameter, Debian's for the architecture by default.
+    for arch in ("amd64", "arm64"):
+        assert launch_template_value("ScalerLaunchTemplate", "ImageId",
+                                     {"Architecture": arch}, cfn) == \
+            f"resolve:ssm:/aws/service/debian/release/12/latest/{arch}"
+        assert launch_template_value("ScalerLaunchTemplate", "ImageId",
+                                     {"Architecture": arch, "RunnerAmiId": "/runnerd/ami"},
+                                     cfn) == \
+            f"resolve:ssm:/aws/service/debian/release/12/latest/{arch}"
+    assert p["ScalerAmiId"]["Default"] == ""
     for name in ("RunnerTokenSecretArn", "CircleTokenSecretArn"):
         pat = re.compile(p[name]["AllowedPattern"])
         assert pat.fullmatch("arn:aws:secretsmanager:us-east-1:123456789012:secret:"
@@ -573,3 +622,119 @@ def test_packer_build_fails_when_runnerd_runs(tmp_path):
         stub.chmod(0o755)
         r = run(["sh", "-ec", check], env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
         assert (r.returncode != 0) == want_fail, (status, out(r))
+
+
+# ---- architectures (issue 14) -----------------------------------------------------------
+
+# Instance types by AWS's naming, and the architecture each runs. Graviton: the processor
+# letter g after the generation (c7g, c6gn, im4gn, x2gd, g5g), and a1; everything else x86-64.
+INSTANCE_TYPES = {
+    "amd64": ["c6i.large", "c5.xlarge", "m7i-flex.large", "c7i-flex.2xlarge", "c7a.4xlarge",
+              "t3.micro", "t3a.nano", "m5zn.large", "g4dn.xlarge", "g6e.2xlarge", "gr6.4xlarge",
+              "inf2.xlarge", "p5.48xlarge", "x2iezn.2xlarge", "z1d.metal", "u-6tb1.56xlarge",
+              "u7i-12tb.224xlarge", "r8i.large", "i4i.metal", "d3en.xlarge", "trn1.2xlarge"],
+    "arm64": ["c7g.large", "c7gn.16xlarge", "c6gd.medium", "c8g.metal-24xl", "m7g.xlarge",
+              "m6g.large", "r8g.large", "t4g.micro", "t4g.nano", "a1.medium", "g5g.xlarge",
+              "im4gn.large", "is4gen.xlarge", "i4g.large", "x2gd.medium", "x8g.large",
+              "hpc7g.4xlarge", "c6gn.metal"],
+}
+TYPE_PARAM = {"amd64": "RunnerInstanceTypeAmd64", "arm64": "RunnerInstanceTypeArm64"}
+OTHER = {"amd64": "arm64", "arm64": "amd64"}
+
+
+def deploy_problems(values, cfn):
+    """Everything CloudFormation would refuse values for before creating anything: parameter
+    constraints, then the template's Rules."""
+    return parameter_problems(values, cfn) + failed_rules(values, cfn)
+
+
+def test_architecture_parameter(cfn):
+    p = cfn["Parameters"]["Architecture"]
+    assert p["AllowedValues"] == ["amd64", "arm64"] and p["Default"] == "amd64"
+    assert deploy_problems({"Architecture": "x86_64"}, cfn)
+    assert deploy_problems({"Architecture": "aarch64"}, cfn)
+    # The template's defaults deploy as they are, for either architecture.
+    for arch in ("amd64", "arm64"):
+        assert deploy_problems({"Architecture": arch}, cfn) == [], arch
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_instance_type_patterns_follow_aws_naming(cfn, arch):
+    """Each architecture's parameter takes its types and refuses the other's: the check is
+    AWS's naming rule, so a new family is known without a list to update."""
+    for t in INSTANCE_TYPES[arch]:
+        assert parameter_problems({TYPE_PARAM[arch]: t}, cfn) == [], t
+    for t in INSTANCE_TYPES[OTHER[arch]]:
+        assert parameter_problems({TYPE_PARAM[arch]: t}, cfn), f"{TYPE_PARAM[arch]} took {t}"
+    for junk in ("c6i", "C6I.LARGE", "c6i.large ", "c6i.large;x", ".large", "c7g large"):
+        assert parameter_problems({TYPE_PARAM[arch]: junk}, cfn), junk
+    assert parameter_problems({TYPE_PARAM[arch]: ""}, cfn) == []
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_instance_type_checked_against_architecture(cfn, arch):
+    """The deployments the issue names are refused before anything launches: c6i.* with arm64,
+    c7g.* with amd64, however the type is given; and a type for the architecture not deployed
+    is refused rather than silently ignored."""
+    other = OTHER[arch]
+    ok = {"Architecture": arch, TYPE_PARAM[arch]: INSTANCE_TYPES[arch][0]}
+    assert deploy_problems(ok, cfn) == []
+    # The other architecture's type in this architecture's parameter: its pattern refuses it.
+    bad = {"Architecture": arch, TYPE_PARAM[arch]: INSTANCE_TYPES[other][0]}
+    assert any(TYPE_PARAM[arch] in x for x in deploy_problems(bad, cfn)), bad
+    # In its own parameter, with this architecture: the Rule refuses it.
+    bad = {"Architecture": arch, TYPE_PARAM[other]: INSTANCE_TYPES[other][0]}
+    problems = deploy_problems(bad, cfn)
+    assert any(x.startswith("InstanceTypeMatchesArchitecture:") for x in problems), bad
+    assert any(f"Architecture is {arch}" in x for x in problems), problems
+
+
+def test_launch_templates_follow_the_architecture(cfn):
+    """What each architecture's launch templates hold: Debian's image for it (EC2 resolves the
+    public parameter at launch), the runners' type (given or the architecture's default) and
+    the scaler's; every default type is one its architecture's parameter would accept."""
+    want = {"amd64": ("c6i.large", "t3.micro"), "arm64": ("c7g.large", "t4g.micro")}
+    for arch, (runner_type, scaler_type) in want.items():
+        v = {"Architecture": arch}
+        for lt in ("RunnerLaunchTemplate", "ScalerLaunchTemplate"):
+            assert launch_template_value(lt, "ImageId", v, cfn) == \
+                f"resolve:ssm:/aws/service/debian/release/12/latest/{arch}", (arch, lt)
+        assert launch_template_value("RunnerLaunchTemplate", "InstanceType", v, cfn) == \
+            runner_type
+        assert launch_template_value("ScalerLaunchTemplate", "InstanceType", v, cfn) == \
+            scaler_type
+        for t in (runner_type, scaler_type):
+            assert parameter_problems({TYPE_PARAM[arch]: t}, cfn) == [], (arch, t)
+        given = INSTANCE_TYPES[arch][2]
+        assert launch_template_value("RunnerLaunchTemplate", "InstanceType",
+                                     {**v, TYPE_PARAM[arch]: given}, cfn) == given
+        # A baked runner AMI: the runners take it, the scaler keeps Debian's.
+        baked = {**v, "RunnerAmiId": "/runnerd/ami-arm64"}
+        assert launch_template_value("RunnerLaunchTemplate", "ImageId", baked, cfn) == \
+            "resolve:ssm:/runnerd/ami-arm64"
+        assert launch_template_value("ScalerLaunchTemplate", "ImageId", baked, cfn) == \
+            f"resolve:ssm:/aws/service/debian/release/12/latest/{arch}"
+    for name in ("RunnerAmiId", "ScalerAmiId"):
+        for good in ("", "/runnerd/ami", "runnerd-ami", "/runnerd/ami:3",
+                     "arn:aws:ssm:us-east-1:123456789012:parameter/runnerd/ami"):
+            assert parameter_problems({name: good}, cfn) == [], (name, good)
+        for bad in ("ami 0123", "{{resolve:ssm:/x}}", "/x;y"):
+            assert parameter_problems({name: bad}, cfn), (name, bad)
+
+
+def test_arm64_user_data_takes_the_arm64_agent(cfn, build, tmp_path):
+    """The agent URL keeps %a: runnerd on an arm64 runner expands it to arm64 and checks the
+    download against AgentSha256, which the parameter's description says is the tarball of
+    Architecture. The arm64 deployment's user-data is the amd64 one's: nothing in it depends on
+    the architecture but that expansion."""
+    arm = render_user_data("RunnerLaunchTemplate", dict(DUMMY, Architecture="arm64"), cfn)
+    amd = render_user_data("RunnerLaunchTemplate", dict(DUMMY, Architecture="amd64"), cfn)
+    assert arm == amd
+    conf = written_file(arm, "/etc/runnerd/runnerd.conf")
+    assert "download_url = https://circleci-binary-releases.s3.amazonaws.com/circleci-runner/" \
+        "3.1.4/circleci-runner_linux_%a.tar.gz" in conf, conf
+    shown = check_config(binary(build, "runnerd"), conf, tmp_path, "arm64-runner")
+    assert "circleci-runner_linux_%a.tar.gz" in shown, shown
+    desc = " ".join(cfn["Parameters"]["AgentSha256"]["Description"].split())
+    assert "for Architecture" in desc and "circleci-runner_linux_arm64.tar.gz" in desc, desc
+    assert "agent-sha256 3.1.4 arm64" in desc, desc
