@@ -408,6 +408,22 @@ int cycle_set_form(const char *asg, int64_t desired, struct buf *out)
 	return r;
 }
 
+int cycle_suspend_form(const char *asg, struct buf *out)
+{
+	int r;
+
+	if (!asg || !asg[0])
+		return -EINVAL;
+	r = form_add(out, "Action", "SuspendProcesses");
+	if (r == 0)
+		r = form_add(out, "Version", "2011-01-01");
+	if (r == 0)
+		r = form_add(out, "AutoScalingGroupName", asg);
+	if (r == 0)
+		r = form_add(out, "ScalingProcesses.member.1", "AZRebalance");
+	return r;
+}
+
 /* ---- curl multi on epoll ------------------------------------------------------------------ */
 
 static void drain(struct scaler *s);
@@ -664,7 +680,9 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 			const struct pool_state *p = &s->pools[job.index];
 
 			region = p->region;
-			r = cycle_set_form(p->cfg->asg, p->decision.desired, &sl->body);
+			r = job.kind == XFER_SUSPEND
+			            ? cycle_suspend_form(p->cfg->asg, &sl->body)
+			            : cycle_set_form(p->cfg->asg, p->decision.desired, &sl->body);
 		}
 		if (r < 0)
 			return r;
@@ -706,7 +724,7 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 	 * one; plain http is HTTP/1.1 only, where waiting would just serialise. */
 	if (strncmp(req.url, "https://", 8) == 0)
 		(void)curl_easy_setopt(sl->h, CURLOPT_PIPEWAIT, 1L);
-	if (job.kind == XFER_SET) {
+	if (job.kind == XFER_SET || job.kind == XFER_SUSPEND) {
 		if (curl_easy_setopt(sl->h, CURLOPT_PREREQFUNCTION, prereq_cb) != CURLE_OK ||
 		    curl_easy_setopt(sl->h, CURLOPT_PREREQDATA, sl) != CURLE_OK) {
 			r = -ENOTSUP; /* no fencing point: no write */
@@ -1129,6 +1147,8 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 					p->asg_max = groups[g].max_size;
 					p->seen_instances = (int64_t)groups[g].ninstances;
 					p->seen_desired = groups[g].desired;
+					p->az_rebalance_suspended =
+					        groups[g].az_rebalance_suspended;
 					observe_launches(s, c->pools[i], &groups[g]);
 					break;
 				}
@@ -1164,6 +1184,42 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 	}
 	aws_failure(sl, rc, "autoscaling:DescribeAutoScalingGroups", text, sizeof(text), &kind);
 	describe_failed(s, ci, kind, sl->resp.retry_after_s, text);
+}
+
+/* Zone rebalancing launches an instance in one zone and ends one in another to even them out:
+ * for runners that exit after their job it is churn, launches that boot for nothing. Once per
+ * group that shows it not suspended; a failure (most often the role lacks
+ * autoscaling:SuspendProcesses) is said once and tried again an hour later, never holding the
+ * scaling. */
+static void on_suspend(struct scaler *s, struct slot *sl, int rc)
+{
+	struct pool_state *p = &s->pools[sl->job.index];
+	long status = sl->resp.status;
+	enum api_error_kind kind;
+	char text[CYCLE_ERR_MAX];
+
+	if (sl->fenced)
+		return;
+	if (rc == 0 && status >= 200 && status <= 299) {
+		p->az_rebalance_suspended = true;
+		p->az_warned = false;
+		report(s, LOG_INFO,
+		       "pool %s: suspended AZRebalance on %s: zone rebalancing would launch and "
+		       "end "
+		       "runners to even out zones",
+		       p->cfg->name, p->cfg->asg);
+		return;
+	}
+	aws_failure(sl, rc, "autoscaling:SuspendProcesses", text, sizeof(text), &kind);
+	p->api_errors[kind]++;
+	p->az_next_try = now_mono_ms() + CYCLE_AZ_RETRY_MS;
+	if (!p->az_warned)
+		report(s, LOG_WARNING,
+		       "WARNING: pool %s: could not suspend AZRebalance on %s (%s): zone "
+		       "rebalancing may launch and end runners; grant the role "
+		       "autoscaling:SuspendProcesses on the group, or set az_rebalance = leave",
+		       p->cfg->name, p->cfg->asg, text);
+	p->az_warned = true;
 }
 
 static void on_set(struct scaler *s, struct slot *sl, int rc)
@@ -1211,6 +1267,11 @@ static void job_failed(struct scaler *s, struct job job, int rc)
 			pool_fail(&s->pools[s->chunks[job.index].pools[i]],
 			          cycle_classify(rc, 0, NULL), -1,
 			          "autoscaling:DescribeAutoScalingGroups: %s", transport_word(rc));
+		break;
+	case XFER_SUSPEND:
+		p = &s->pools[job.index];
+		p->api_errors[cycle_classify(rc, 0, NULL)]++;
+		p->az_next_try = now_mono_ms() + CYCLE_AZ_RETRY_MS;
 		break;
 	case XFER_SET:
 		p = &s->pools[job.index];
@@ -1274,6 +1335,9 @@ static void drain(struct scaler *s)
 			break;
 		case XFER_SET:
 			on_set(s, sl, rc);
+			break;
+		case XFER_SUSPEND:
+			on_suspend(s, sl, rc);
 			break;
 		}
 		http_response_free(&sl->resp);
@@ -1346,6 +1410,11 @@ static void begin_write(struct scaler *s)
 			else if (queue_push(s, XFER_RUNNERS, i) < 0)
 				p->listed = true;
 		}
+		if (p->asg_ok && !p->az_rebalance_suspended &&
+		    p->cfg->az_rebalance == AZ_REBALANCE_SUSPEND && now >= p->az_next_try &&
+		    !s->dry_run && election_may_act(s->election, now) &&
+		    queue_push(s, XFER_SUSPEND, i) < 0)
+			job_failed(s, (struct job){XFER_SUSPEND, (uint32_t)i}, -ENOMEM);
 		if (p->decision.action != POLICY_SET)
 			continue;
 		if (s->dry_run)

@@ -42,6 +42,9 @@
 #define CYCLE_MAX_INFLIGHT   128
 #define CYCLE_DESCRIBE_BATCH 50
 #define CYCLE_ERR_MAX        192
+/* After a failed SuspendProcesses, the next try (an hour: a missing permission is not fixed
+ * in seconds, and the scaling does not wait on it). */
+#define CYCLE_AZ_RETRY_MS (60 * 60 * 1000ULL)
 /* A batch's groups may add up to this many bytes of answer (ASG_DESCRIBE_MAX_BYTES). */
 #define CYCLE_BATCH_BYTES ASG_DESCRIBE_MAX_BYTES
 /* The response limits of the describes in flight add up to at most this (one always runs). */
@@ -83,6 +86,10 @@ struct pool_state {
 	struct launch_tracker launches;
 	uint64_t launch_failures_total;
 	bool list_too_large; /* said once until a runner list fits again */
+	/* zone rebalancing: suspended as the last describe showed (or as this scaler made it);
+	 * after a failed SuspendProcesses, not before az_next_try, and said once */
+	bool az_rebalance_suspended, az_warned;
+	uint64_t az_next_try;
 	/* this cycle */
 	bool due;
 	bool have_unclaimed, have_running, asg_ok, failed, auth_failed;
@@ -108,6 +115,7 @@ enum xfer_kind {
 	XFER_LAUNCHES, /* the runner list behind a describe, for launch failures */
 	XFER_DESCRIBE,
 	XFER_SET,
+	XFER_SUSPEND, /* SuspendProcesses AZRebalance */
 };
 
 struct job {
@@ -262,5 +270,7 @@ int cycle_split_chunk(const struct chunk *c, const size_t *bytes, struct chunk *
 int cycle_describe_form(const char *const *names, size_t n, const char *next_token,
                         struct buf *out);
 int cycle_set_form(const char *asg, int64_t desired, struct buf *out);
+/* The SuspendProcesses form that suspends AZRebalance on asg. 0, -EINVAL, -ENOMEM/-EFBIG. */
+int cycle_suspend_form(const char *asg, struct buf *out);
 
 #endif

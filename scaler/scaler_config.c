@@ -56,6 +56,8 @@ static const struct cfg_key circleci_keys[] = {
         {"token_key", CFG_STRING, OFF(circleci_section, token_key), NULL, NULL, 0, 0, 0, NULL},
 };
 
+static const char *const az_rebalance_names[] = {"suspend", "leave", NULL};
+
 static const struct cfg_key pool_keys[] = {
         {"resource_class", CFG_STRING, OFF(pool_section, resource_class), NULL, NULL, 0, 0,
          CFG_REQUIRED, NULL},
@@ -67,6 +69,8 @@ static const struct cfg_key pool_keys[] = {
         {"max_step", CFG_INT, OFF(pool_section, max_step), "0", NULL, 0, POOL_COUNT_MAX, 0, NULL},
         {"launch_failures", CFG_INT, OFF(pool_section, launch_failures),
          STR(LAUNCH_FAILURES_DEFAULT), NULL, 0, LAUNCH_FAILURES_MAX, 0, NULL},
+        {"az_rebalance", CFG_ENUM, OFF(pool_section, az_rebalance), "suspend", az_rebalance_names,
+         0, 0, 0, NULL},
 };
 
 static const struct cfg_key election_keys[] = {

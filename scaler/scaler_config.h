@@ -45,6 +45,8 @@ struct circleci_section {
 	char *token_key;
 };
 
+enum az_rebalance { AZ_REBALANCE_SUSPEND, AZ_REBALANCE_LEAVE };
+
 struct pool_section {
 	char *name;
 	char *resource_class;
@@ -52,6 +54,7 @@ struct pool_section {
 	char *region; /* NULL: the scaler's own region */
 	int64_t min, max, headroom, max_step;
 	int64_t launch_failures; /* failed launches in a row before a back-off; 0: detection off */
+	int az_rebalance; /* enum az_rebalance: suspend the group's AZRebalance, or leave it */
 };
 
 struct election_section {

@@ -34,6 +34,7 @@ The main port routes each request by its shape:
   POST / with a form body Action=...        Auto Scaling Query API (2011-01-01):
                                             DescribeAutoScalingGroups, SetDesiredCapacity,
                                             UpdateAutoScalingGroup, SetInstanceProtection,
+                                            SuspendProcesses,
                                             TerminateInstanceInAutoScalingGroup
   GET  /api/v3/runner[/tasks[/running]]     CircleCI Runner API v3 (Circle-Token header)
   /_fake/...                                control API (JSON), below
@@ -472,6 +473,7 @@ class Asg:
         self.fail_boot = None
         self.fail_boot_ticks = 2
         self.created = now
+        self.suspended = {}  # process name -> when it was suspended (SuspendProcesses)
         self.instances = []  # not yet Terminated
         self.arn_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "asg:" + name))
 
@@ -487,6 +489,7 @@ class Asg:
                 "desired": self.desired, "protect_new": self.protect_new,
                 "launch_command": self.launch_command, "fail_boot": self.fail_boot,
                 "fail_boot_ticks": self.fail_boot_ticks,
+                "suspended": sorted(self.suspended),
                 "instances": [i.to_json() for i in self.instances]}
 
 
@@ -929,7 +932,10 @@ def group_xml(asg, ind="", instances=True):
     if instances:
         head.append(_x("Instances", [instance_xml(i, b) for i in asg.instances], a))
     tail = [_x("CreatedTime", iso(asg.created, ms=True), a),
-            _x("SuspendedProcesses", None, a),
+            _x("SuspendedProcesses",
+               [_x("member", [_x("ProcessName", name, c),
+                              _x("SuspensionReason", f"User suspended at {iso(t)}", c)], b)
+                for name, t in sorted(asg.suspended.items())] or None, a),
             _x("VPCZoneIdentifier", "subnet-0fa4e00000000000a,subnet-0fa4e00000000000b", a),
             _x("EnabledMetrics", None, a),
             _x("Tags", tags, a),
@@ -1143,6 +1149,24 @@ def op_set_protection(cloud, params, region, rid):
     return query_response("SetInstanceProtection", None, rid)
 
 
+SCALING_PROCESSES = ("Launch", "Terminate", "AddToLoadBalancer", "AlarmNotification",
+                     "AZRebalance", "HealthCheck", "InstanceRefresh", "ReplaceUnhealthy",
+                     "ScheduledActions")
+
+
+def op_suspend_processes(cloud, params, region, rid):
+    """SuspendProcesses: the named processes (none named: all of them) suspended, as
+    DescribeAutoScalingGroups then lists them."""
+    asg = q_group(cloud, params, region)
+    names = q_members(params, "ScalingProcesses") or list(SCALING_PROCESSES)
+    for n in names:
+        if n not in SCALING_PROCESSES:
+            raise AwsError("ValidationError", f"Invalid processes: [{n}]")
+    for n in names:
+        asg.suspended.setdefault(n, cloud.now())
+    return query_response("SuspendProcesses", None, rid, has_result=False)
+
+
 def op_terminate_instance(cloud, params, region, rid):
     iid = params.get("InstanceId")
     if not iid:
@@ -1189,6 +1213,7 @@ QUERY_OPS = {"DescribeAutoScalingGroups": op_describe_groups,
              "SetDesiredCapacity": op_set_desired,
              "UpdateAutoScalingGroup": op_update_group,
              "SetInstanceProtection": op_set_protection,
+             "SuspendProcesses": op_suspend_processes,
              "TerminateInstanceInAutoScalingGroup": op_terminate_instance}
 
 

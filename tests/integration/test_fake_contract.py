@@ -320,6 +320,27 @@ def test_set_desired_capacity_and_errors(fake):
     assert fake.state()["asgs"]["pool"]["desired"] == 4
 
 
+def test_suspend_processes(fake):
+    """SuspendProcesses as botocore sends it; DescribeAutoScalingGroups then lists the process
+    with its reason, as boto3 parses it; an unknown process name is a ValidationError."""
+    fake.set_asg("pool", 0, 5, desired=0)
+    a = client(fake, "autoscaling")
+    g = a.describe_auto_scaling_groups(AutoScalingGroupNames=["pool"])["AutoScalingGroups"][0]
+    assert g["SuspendedProcesses"] == []
+    a.suspend_processes(AutoScalingGroupName="pool", ScalingProcesses=["AZRebalance"])
+    g = a.describe_auto_scaling_groups(AutoScalingGroupNames=["pool"])["AutoScalingGroups"][0]
+    [sp] = g["SuspendedProcesses"]
+    assert sp["ProcessName"] == "AZRebalance"
+    assert sp["SuspensionReason"].startswith("User suspended at "), sp
+    with pytest.raises(ClientError) as e:
+        a.suspend_processes(AutoScalingGroupName="pool", ScalingProcesses=["Rebalance"])
+    assert err_code(e) == "ValidationError"
+    with pytest.raises(ClientError) as e:
+        a.suspend_processes(AutoScalingGroupName="ghost", ScalingProcesses=["AZRebalance"])
+    assert err_code(e) == "ValidationError"
+    assert fake.state()["asgs"]["pool"]["suspended"] == ["AZRebalance"]
+
+
 def test_update_group(fake):
     fake.set_asg("pool", 0, 5, desired=2)
     a = client(fake, "autoscaling")

@@ -41,8 +41,9 @@ DESCRIBE = "autoscaling:DescribeAutoScalingGroups"
 RUNNER_ACTIONS = {"secretsmanager:GetSecretValue",
                   "autoscaling:TerminateInstanceInAutoScalingGroup"}
 RUNNER_ACTIONS_SSM = {"ssm:GetParameter", "autoscaling:TerminateInstanceInAutoScalingGroup"}
-SCALER_ACTIONS = {DESCRIBE, "autoscaling:SetDesiredCapacity", "secretsmanager:GetSecretValue",
-                  "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+SCALER_ACTIONS = {DESCRIBE, "autoscaling:SetDesiredCapacity", "autoscaling:SuspendProcesses",
+                  "secretsmanager:GetSecretValue", "dynamodb:GetItem", "dynamodb:PutItem",
+                  "dynamodb:UpdateItem"}
 
 
 def run(argv, timeout=120, **kw):
@@ -234,8 +235,9 @@ def test_iam_policy_files(name, want):
     assert policy_problems(doc) == []
     assert actions(doc) == want
     for s in doc["Statement"]:
-        if s["Action"] in ("autoscaling:TerminateInstanceInAutoScalingGroup",
-                           "autoscaling:SetDesiredCapacity"):
+        if set(listify(s["Action"])) & {"autoscaling:TerminateInstanceInAutoScalingGroup",
+                                        "autoscaling:SetDesiredCapacity",
+                                        "autoscaling:SuspendProcesses"}:
             for r in listify(s["Resource"]):
                 assert ":autoScalingGroup:" in r and "autoScalingGroupName/" in r, r
 
@@ -263,7 +265,7 @@ def test_cfn_roles_least_privilege(cfn):
     # The group actions name the runner group, and it is the group the template creates.
     group = cfn["Resources"]["RunnerGroup"]["Properties"]["AutoScalingGroupName"]["Fn::Sub"]
     for a in ("autoscaling:TerminateInstanceInAutoScalingGroup",
-              "autoscaling:SetDesiredCapacity"):
+              "autoscaling:SetDesiredCapacity", "autoscaling:SuspendProcesses"):
         arn = by_action[a]["Fn::Sub"]
         assert arn.endswith(f":autoScalingGroup:*:autoScalingGroupName/{group}"), arn
     assert by_action["dynamodb:GetItem"] == {"Fn::GetAtt": ["LeaseTable", "Arn"]}

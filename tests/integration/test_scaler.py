@@ -32,7 +32,7 @@ RC2 = "acme/arm"
 def conf_text(pools, interval="200ms", request_timeout="2s", metrics=None, listen=None,
               election=None, token="env", token_id=None, token_key=None, log_format=None):
     """pools: list of dicts with name, resource_class, asg, max (+ min, headroom, max_step,
-    region, launch_failures)."""
+    region, launch_failures, az_rebalance)."""
     out = ["[scaler]", f"interval = {interval}", f"request_timeout = {request_timeout}"]
     if metrics:
         out.append(f"metrics = {metrics}")
@@ -48,7 +48,7 @@ def conf_text(pools, interval="200ms", request_timeout="2s", metrics=None, liste
     for p in pools:
         out += ["", f"[pool {p['name']}]"]
         for k in ("resource_class", "asg", "region", "min", "max", "headroom", "max_step",
-                  "launch_failures"):
+                  "launch_failures", "az_rebalance"):
             if k in p:
                 out.append(f"{k} = {p[k]}")
     if election:
@@ -232,13 +232,64 @@ def test_once_sets_demand(cloud, build, tmp_path):
     assert w[0]["params"]["AutoScalingGroupName"] == "asg-a"
     # Signed right (the fake checks SigV4 itself and with botocore), with the static key.
     aws = [r for r in cloud.requests() if r["service"] == "autoscaling"]
-    assert len(aws) == 2
+    assert [r["op"] for r in aws] == ["DescribeAutoScalingGroups", "SuspendProcesses",
+                                      "SetDesiredCapacity"] or \
+        [r["op"] for r in aws] == ["DescribeAutoScalingGroups", "SetDesiredCapacity",
+                                   "SuspendProcesses"], aws
     assert all(r["signature_ok"] and r["akid"] == cloud.akid for r in aws), aws
     assert all(r.get("botocore_agrees") in (True, None) for r in aws), aws
     d = decisions(p.stderr)
     assert d == ["pool=a resource_class=acme/linux unclaimed=3 running=0 current=1 desired=3 "
                  "action=set reason=demand"], p.stderr
     assert TOKEN not in p.stderr
+
+
+def test_az_rebalance_suspended_once(cloud, build, tmp_path, daemons):
+    """Zone rebalancing would launch and end runners to even out zones: the leader suspends
+    AZRebalance on each group whose describe shows it running, once; `az_rebalance = leave`
+    and --dry-run leave it; a refusal (the role lacks the permission) is said once, never
+    holds the scaling, and is not retried every cycle."""
+    cloud.set_asg("asg-a", 0, 10, 0)
+    cloud.set_asg("asg-b", 0, 10, 0)
+    cloud.add_jobs(RC, 1)
+    conf = write_conf(tmp_path / "s.conf", [pool(max=8), pool(name="b", asg="asg-b", max=8,
+                                                              rc="acme/other",
+                                                              az_rebalance="leave")])
+    p = run_once(build, conf, scaler_env(cloud), "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert not [r for r in cloud.requests() if r["op"] == "SuspendProcesses"]
+    p = run_once(build, conf, scaler_env(cloud))
+    assert p.returncode == 0, p.stderr
+    sus = [r for r in cloud.requests() if r["op"] == "SuspendProcesses"]
+    assert len(sus) == 1 and sus[0]["status"] == 200, sus
+    assert sus[0]["params"] == {"Action": "SuspendProcesses", "Version": "2011-01-01",
+                                "AutoScalingGroupName": "asg-a",
+                                "ScalingProcesses.member.1": "AZRebalance"}, sus
+    assert sus[0].get("botocore_agrees") in (True, None), sus
+    st = cloud.state()["asgs"]
+    assert st["asg-a"]["suspended"] == ["AZRebalance"] and st["asg-b"]["suspended"] == []
+    assert "pool a: suspended AZRebalance on asg-a" in p.stderr, p.stderr
+    # Suspended now: the next run sees it in the describe and writes nothing more.
+    seq = max(r["seq"] for r in cloud.requests())
+    p = run_once(build, conf, scaler_env(cloud))
+    assert p.returncode == 0, p.stderr
+    assert not [r for r in cloud.requests(seq) if r["op"] == "SuspendProcesses"]
+
+    # Refused: a warning, the scaling goes on, and a daemon does not ask again each cycle.
+    cloud.set_asg("asg-c", 0, 10, 0)
+    cloud.fault("autoscaling:SuspendProcesses", status=403, code="AccessDenied",
+                message="not authorized to perform: autoscaling:SuspendProcesses")
+    seq = max(r["seq"] for r in cloud.requests())
+    conf = write_conf(tmp_path / "c.conf", [pool(name="c", asg="asg-c", max=8)], interval="1s")
+    d = daemons(build, conf, scaler_env(cloud))
+    i = d.wait_for(r"pool=c .*desired=1 action=set", 20)
+    i = d.wait_for(r"pool=c .*action=noop", 20, start=i + 1)
+    d.wait_for(r"pool=c .*action=noop", 20, start=i + 1)
+    sus = [r for r in cloud.requests(seq) if r["op"] == "SuspendProcesses"]
+    assert len(sus) == 1 and sus[0]["status"] == 403, sus
+    assert d.text().count("could not suspend AZRebalance on asg-c") == 1, d.text()
+    assert "autoscaling:SuspendProcesses" in d.text()
+    assert cloud.state()["asgs"]["asg-c"]["desired"] == 1
 
 
 def test_unknown_class_warns(cloud, build, tmp_path):
