@@ -388,6 +388,13 @@ static void test_forms(void **state)
 	                    "AutoScalingGroupName=my-asg&DesiredCapacity=4&HonorCooldown=false");
 	assert_int_equal(cycle_set_form("my-asg", -1, &b), -EINVAL);
 	assert_int_equal(cycle_set_form("", 1, &b), -EINVAL);
+	buf_reset(&b);
+	assert_int_equal(cycle_suspend_form("my asg", &b), 0);
+	assert_string_equal(b.data, "Action=SuspendProcesses&Version=2011-01-01&"
+	                            "AutoScalingGroupName=my+asg&"
+	                            "ScalingProcesses.member.1=AZRebalance");
+	assert_int_equal(cycle_suspend_form("", &b), -EINVAL);
+	assert_int_equal(cycle_suspend_form(NULL, &b), -EINVAL);
 	buf_free(&b);
 }
 
