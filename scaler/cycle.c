@@ -1204,9 +1204,8 @@ static void on_suspend(struct scaler *s, struct slot *sl, int rc)
 		p->az_rebalance_suspended = true;
 		p->az_warned = false;
 		report(s, LOG_INFO,
-		       "pool %s: suspended AZRebalance on %s: zone rebalancing would launch and "
-		       "end "
-		       "runners to even out zones",
+		       "pool %s: suspended AZRebalance on %s: zone rebalancing would start and "
+		       "end runners to even out zones",
 		       p->cfg->name, p->cfg->asg);
 		return;
 	}
@@ -1216,7 +1215,7 @@ static void on_suspend(struct scaler *s, struct slot *sl, int rc)
 	if (!p->az_warned)
 		report(s, LOG_WARNING,
 		       "WARNING: pool %s: could not suspend AZRebalance on %s (%s): zone "
-		       "rebalancing may launch and end runners; grant the role "
+		       "rebalancing may start and end runners; grant the role "
 		       "autoscaling:SuspendProcesses on the group, or set az_rebalance = leave",
 		       p->cfg->name, p->cfg->asg, text);
 	p->az_warned = true;
