@@ -124,7 +124,11 @@ install: all
 # $(B)/runner-scaler_VERSION_ARCH.deb. ARCH is this machine's (dpkg --print-architecture) unless
 # given: `make deb ARCH=arm64` cross-builds with Debian's cross toolchain and the arm64 -dev
 # packages (dpkg-buildpackage -aarm64). `make debs-all` builds both architectures.
-ARCH ?= $(NATIVE_ARCH)
+# Only from the command line: an ARCH in the environment (x86_64 from a kernel build's shell)
+# is not a Debian architecture.
+ifneq ($(origin ARCH),command line)
+ARCH := $(NATIVE_ARCH)
+endif
 DEB_ARCHS := amd64 arm64
 .PHONY: deb debs-all $(addprefix deb-,$(DEB_ARCHS)) verify-packaging
 deb:

@@ -533,6 +533,7 @@ class Cloud:
         self.runners = {}
         self.notes = {}
         self.blobs = {}  # (host, path) -> (bytes, content type)
+        self.stacks = {}  # name -> {"resources": [...], "signals": [...]} (SignalResource)
         self.faults = []
         self.fault_seq = 0
         self.log = collections.deque(maxlen=LOG_KEEP)
@@ -769,6 +770,8 @@ class Cloud:
                                   "region": self.main_identity.region,
                                   "role": self.main_identity.role},
                 "clock_offset_s": self.clock_offset,
+                "stacks": {n: {"resources": list(v["resources"]),
+                               "signals": list(v["signals"])} for n, v in self.stacks.items()},
                 "notes": dict(self.notes)}
 
     # -- faults --
@@ -828,12 +831,12 @@ def members(tag, items):
     return el(tag, [el("member", i) for i in items])
 
 
-def query_response(action, result_children, request_id, has_result=True):
+def query_response(action, result_children, request_id, has_result=True, ns=AS_NS):
     parts = []
     if has_result:
         parts.append(el(f"{action}Result", result_children))
     parts.append(el("ResponseMetadata", [el("RequestId", request_id)]))
-    return (f'<{action}Response xmlns="{AS_NS}">\n' + "\n".join(parts)
+    return (f'<{action}Response xmlns="{ns}">\n' + "\n".join(parts)
             + f"\n</{action}Response>\n")
 
 
@@ -1215,6 +1218,40 @@ QUERY_OPS = {"DescribeAutoScalingGroups": op_describe_groups,
              "SetInstanceProtection": op_set_protection,
              "SuspendProcesses": op_suspend_processes,
              "TerminateInstanceInAutoScalingGroup": op_terminate_instance}
+
+
+# ---- CloudFormation (Query, under the lock) ---------------------------------------------------
+
+CFN_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
+
+
+def op_signal_resource(cloud, params, region, rid):
+    """SignalResource: recorded per stack and logical resource (what a CreationPolicy or
+    WaitOnResourceSignals waits for); a stack must have been declared with set_stack."""
+    stack, logical = params.get("StackName"), params.get("LogicalResourceId")
+    unique, status = params.get("UniqueId"), params.get("Status")
+    for name, v in (("StackName", stack), ("LogicalResourceId", logical),
+                    ("UniqueId", unique), ("Status", status)):
+        if not v:
+            raise AwsError("ValidationError", f"1 validation error detected: Value null at "
+                           f"'{name[0].lower() + name[1:]}' failed to satisfy constraint: "
+                           "Member must not be null")
+    if status not in ("SUCCESS", "FAILURE"):
+        raise AwsError("ValidationError", f"1 validation error detected: Value '{status}' at "
+                       "'status' failed to satisfy constraint: Member must satisfy enum value "
+                       "set: [SUCCESS, FAILURE]")
+    st = cloud.stacks.get(stack)
+    if st is None:
+        raise AwsError("ValidationError", f"Stack with id {stack} does not exist")
+    if logical not in st["resources"]:
+        raise AwsError("ValidationError", f"Resource {logical} does not exist for stack "
+                       f"{stack}")
+    st["signals"].append({"resource": logical, "unique_id": unique, "status": status,
+                          "t": cloud.now()})
+    return query_response("SignalResource", None, rid, has_result=False, ns=CFN_NS)
+
+
+CFN_OPS = {"SignalResource": op_signal_resource}
 
 
 # ---- JSON services (under the lock) --------------------------------------------------------
@@ -1811,7 +1848,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _aws_query(self):
         cloud = self.server.cloud
-        e = self._new_entry("autoscaling", None)
+        # Two Query services: CloudFormation (by its host name), Auto Scaling (the rest).
+        host = (self.headers.get("Host") or "").split(":")[0]
+        service = "cloudformation" if host.startswith("cloudformation.") else "autoscaling"
+        ops = CFN_OPS if service == "cloudformation" else QUERY_OPS
+        e = self._new_entry(service, None)
         params = {}
         try:
             text = self.body.decode("utf-8")
@@ -1825,7 +1866,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         action = params.get("Action")
         e["op"] = action
         e["params"] = params
-        r = self._verify("autoscaling")
+        r = self._verify(service)
         self._auth_log(r)
         if not r.ok:
             code, status = QUERY_AUTH[r.kind]
@@ -1834,9 +1875,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not action:
             self._query_error(400, "MissingAction", "Could not find operation: no Action.")
             return
-        if self._apply_fault([f"autoscaling:{action}"], "query"):
+        if self._apply_fault([f"{service}:{action}"], "query"):
             return
-        op = QUERY_OPS.get(action)
+        op = ops.get(action)
         if op is None:
             self._query_error(400, "InvalidAction",
                               f"The action {action} is not valid for this web service.")
@@ -2055,6 +2096,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def c_reset(h, cloud, body):
     validate(body, {})
     cloud.reset()
+    return 200, {"ok": True}
+
+
+def c_stack(h, cloud, body):
+    """A CloudFormation stack whose resources take SignalResource."""
+    b = validate(body, {"name": F(str, True, maxlen=128, pattern=r"^[A-Za-z][A-Za-z0-9-]*$"),
+                        "resources": F(list, True, maxlen=50)})
+    if not all(isinstance(r, str) and re.fullmatch(r"[A-Za-z0-9]{1,255}", r)
+               for r in b["resources"]):
+        raise Bad("resources: logical ids")
+    with cloud.lock:
+        cloud.stacks[b["name"]] = {"resources": list(b["resources"]), "signals": []}
+        cloud.bump()
     return 200, {"ok": True}
 
 
@@ -2447,7 +2501,7 @@ CONTROL = {("POST", "reset"): c_reset, ("POST", "credentials"): c_credentials,
            ("POST", "runner-token"): c_runner_token, ("POST", "agent-token"): c_agent_token,
            ("POST", "jobs"): c_jobs, ("POST", "agent/claim"): c_claim,
            ("POST", "agent/complete"): c_complete, ("POST", "note"): c_note,
-           ("POST", "fault"): c_fault, ("POST", "blob"): c_blob,
+           ("POST", "fault"): c_fault, ("POST", "blob"): c_blob, ("POST", "stack"): c_stack,
            ("DELETE", "faults"): c_clear_faults, ("DELETE", "fault"): c_clear_faults,
            ("GET", "requests"): c_requests,
            ("GET", "state"): c_state, ("POST", "tick"): c_tick, ("POST", "clock"): c_clock}

@@ -262,6 +262,10 @@ class FakeCloud:
         credential_ttl_s, rotate_credentials, for_instance. None removes an item."""
         return self._ok("POST", "imds", kw)
 
+    def set_stack(self, name, resources):
+        """A CloudFormation stack whose logical resources take SignalResource."""
+        return self._ok("POST", "stack", {"name": name, "resources": list(resources)})
+
     def set_blob(self, url, data, content_type=None):
         """Serve bytes (None deletes) at an https URL on the world's TLS listener."""
         import base64
