@@ -12,6 +12,7 @@
 #include "launches.h"
 #include "policy.h"
 #include "sim_internal.h"
+#include "sim_warm.h"
 #include "util.h"
 
 /* ---- the model ---------------------------------------------------------------------------- */
@@ -33,6 +34,9 @@ void sim_model_defaults(struct sim_model *m, enum sim_policy policy)
 	m->claim_interval_ms = (int64_t)SIM_CLAIM_INTERVAL_S * SIM_MS_PER_S;
 	m->idle_timeout_ms = (int64_t)SIM_IDLE_TIMEOUT_S * SIM_MS_PER_S;
 	m->replace_delay_ms = (int64_t)SIM_REPLACE_DELAY_S * SIM_MS_PER_S;
+	m->resume_min_ms = (int64_t)SIM_RESUME_MIN_S * SIM_MS_PER_S;
+	m->resume_max_ms = (int64_t)SIM_RESUME_MAX_S * SIM_MS_PER_S;
+	m->warm_stop_ms = (int64_t)SIM_WARM_STOP_S * SIM_MS_PER_S;
 	m->seed = 1;
 }
 
@@ -42,6 +46,8 @@ enum inst_state {
 	I_BUSY,
 	I_STOPPED, /* tutorial: shut down, still held by the group until the health check */
 	I_GONE,
+	I_WARMING, /* a warm pool refill: launched into the pool, booting, preparing, stopping */
+	I_POOLED,  /* prepared and stopped in the warm pool, ready to be taken */
 };
 
 /* Event kinds; at equal times they run in this order, so a poll sees everything that happened
@@ -53,6 +59,7 @@ enum ev_type {
 	EV_CLAIM,
 	EV_IDLE,
 	EV_REPLACE,
+	EV_WARMED, /* a warm pool refill is prepared and stopped */
 	EV_POLL,
 };
 
@@ -90,6 +97,8 @@ struct pool_rt {
 	int64_t desired, in_group, up, busy, running;
 	struct fifo queue; /* unclaimed jobs, oldest first */
 	struct fifo idle;  /* idle instances, for claim_interval 0 (lazily pruned) */
+	struct sim_warm warm;
+	struct fifo pooled; /* the warm pool's stopped instances, first stopped first taken */
 	bool dirty;
 	/* launch-failure detection (runnerd, launch_failures > 0): the daemon's own bookkeeping
 	 * (launches.c), fed what its reads would show: the group's instances (members) and the
@@ -259,7 +268,8 @@ static void record(struct sim *s)
 		                         .queued = (int32_t)p->queue.len,
 		                         .desired = (int32_t)p->desired,
 		                         .up = (int32_t)p->up,
-		                         .busy = (int32_t)p->busy};
+		                         .busy = (int32_t)p->busy,
+		                         .warm = (int32_t)p->warm.stopped};
 
 		p->dirty = false;
 		if (!s->record)
@@ -268,7 +278,7 @@ static void record(struct sim *s)
 			struct sim_sample *last = &ser->s[ser->n - 1];
 
 			if (last->queued == smp.queued && last->desired == smp.desired &&
-			    last->up == smp.up && last->busy == smp.busy)
+			    last->up == smp.up && last->busy == smp.busy && last->warm == smp.warm)
 				continue;
 			if (last->t_ms == smp.t_ms) {
 				*last = smp; /* a step at one instant: keep where it ended */
@@ -291,11 +301,9 @@ static void record(struct sim *s)
 	s->ndirty = 0;
 }
 
-static void launch(struct sim *s, uint32_t pool, bool replacement)
+/* A new instance's record, launched now, or SIZE_MAX out of memory. */
+static size_t new_inst(struct sim *s, uint32_t pool, uint8_t state)
 {
-	const struct sim_model *m = s->m;
-	struct pool_rt *p = &s->p[pool];
-	int64_t boot = m->boot_min_ms;
 	struct inst *in;
 
 	if (s->ninst == s->icap) {
@@ -304,25 +312,70 @@ static void launch(struct sim *s, uint32_t pool, bool replacement)
 
 		if (!ni) {
 			s->oom = true;
-			return;
+			return SIZE_MAX;
 		}
 		s->inst = ni;
 		s->icap = ncap;
 	}
-	if (m->boot_max_ms > m->boot_min_ms)
-		boot += (int64_t)(rng_next(&s->rng) %
-		                  (uint64_t)(m->boot_max_ms - m->boot_min_ms + 1));
 	in = &s->inst[s->ninst];
 	memset(in, 0, sizeof(*in));
 	in->launched_ms = s->now;
 	in->pool = pool;
+	in->state = state;
+	return s->ninst++;
+}
+
+/* A time uniform in [lo, hi] ms. */
+static int64_t draw(struct sim *s, int64_t lo, int64_t hi)
+{
+	if (hi > lo)
+		lo += (int64_t)(rng_next(&s->rng) % (uint64_t)(hi - lo + 1));
+	return lo;
+}
+
+/* A refill launched into the warm pool: it boots, prepares, completes the hook and is
+ * stopped (EV_WARMED). */
+static void refill(struct sim *s, uint32_t pool)
+{
+	const struct sim_model *m = s->m;
+	size_t ii = new_inst(s, pool, I_WARMING);
+
+	if (ii == SIZE_MAX)
+		return;
+	mark(s, pool);
+	push_ev(s, s->now + draw(s, m->boot_min_ms, m->boot_max_ms) + m->warm_stop_ms, EV_WARMED,
+	        ii, 0);
+}
+
+/* One more instance in the group: a stopped one from the warm pool when there is one (it
+ * resumes, and a refill takes its place in the pool), else a cold launch. */
+static void launch(struct sim *s, uint32_t pool, bool replacement)
+{
+	const struct sim_model *m = s->m;
+	struct pool_rt *p = &s->p[pool];
+	bool warm = sim_warm_take(&p->warm, s->now);
+	int64_t boot;
+	struct inst *in;
+	size_t ii;
+
+	if (warm) {
+		ii = fifo_pop(&p->pooled);
+		boot = draw(s, m->resume_min_ms, m->resume_max_ms);
+	} else {
+		ii = new_inst(s, pool, I_BOOTING);
+		if (ii == SIZE_MAX)
+			return;
+		boot = draw(s, m->boot_min_ms, m->boot_max_ms);
+	}
+	in = &s->inst[ii];
+	in->launched_ms = s->now; /* running (billed) from its launch or its resume */
 	in->state = I_BOOTING;
 	in->fails = s->now >= m->fail_from_ms && s->now < m->fail_to_ms;
 	if (in->fails)
 		s->res->pools[pool].failed_launches++;
 	if (p->detect) {
 		in->slot = p->members.n;
-		if (!ilist_push(&p->members, s->ninst))
+		if (!ilist_push(&p->members, ii))
 			s->oom = true;
 	}
 	p->in_group++;
@@ -335,8 +388,9 @@ static void launch(struct sim *s, uint32_t pool, bool replacement)
 		s->res->pools[pool].peak_in_group = p->in_group;
 	if (++s->in_group > s->peak_in_group)
 		s->peak_in_group = s->in_group;
-	push_ev(s, s->now + boot, EV_BOOT, s->ninst, 0);
-	s->ninst++;
+	push_ev(s, s->now + boot, EV_BOOT, ii, 0);
+	if (warm)
+		refill(s, pool); /* last: it may move s->inst */
 }
 
 /* The group: launch while desired exceeds what it holds. Scale-in protection is on, so a
@@ -594,6 +648,18 @@ static void handle(struct sim *s, const struct ev *e)
 		mark(s, in->pool);
 		reconcile(s, in->pool, true);
 		break;
+	case EV_WARMED: {
+		struct pool_rt *p = &s->p[in->pool];
+
+		in->state = I_POOLED;
+		if (!fifo_push(&p->pooled, e->idx)) {
+			s->oom = true;
+			return;
+		}
+		sim_warm_stopped(&p->warm, s->now, in->launched_ms);
+		mark(s, in->pool);
+		break;
+	}
 	case EV_POLL:
 		poll_all(s);
 		push_ev(s, s->now + s->m->interval_ms, EV_POLL, 0, 0);
@@ -610,10 +676,11 @@ static bool work_waits(const struct sim *s)
 	return false;
 }
 
+/* Every group empty, and no warm pool refill still on its way to being stopped. */
 static bool all_empty(const struct sim *s)
 {
 	for (size_t i = 0; i < s->npools; i++)
-		if (s->p[i].in_group)
+		if (s->p[i].in_group || s->p[i].warm.warming)
 			return false;
 	return true;
 }
@@ -666,6 +733,20 @@ static int finish_stats(struct sim *s)
 		if (s->inst[i].state == I_BOOTING)
 			r->pools[s->inst[i].pool].boot_ms += s->now - s->inst[i].launched_ms;
 	}
+	/* The warm pools: stopped instances until the end, refills' running time (instance time,
+	 * on no job). */
+	for (size_t i = 0; i < s->npools; i++) {
+		struct sim_warm *wp = &s->p[i].warm;
+		struct sim_stats *st = &r->pools[i];
+
+		sim_warm_finish(wp, s->now);
+		st->warm_pool = wp->size;
+		st->warm_taken = wp->taken;
+		st->warm_refills = wp->refills;
+		st->warm_ms = wp->running_ms;
+		st->warm_stopped_ms = wp->stopped_ms;
+		st->instance_ms += wp->running_ms;
+	}
 	/* The waits of each pool side by side (a counting sort by pool), then each sorted. */
 	for (size_t j = 0; j < n; j++)
 		off[s->job_pool[j] + 1]++;
@@ -691,6 +772,11 @@ static int finish_stats(struct sim *s)
 		r->total.replacements += st->replacements;
 		r->total.api_calls += st->api_calls;
 		r->total.writes += st->writes;
+		r->total.warm_pool += st->warm_pool;
+		r->total.warm_taken += st->warm_taken;
+		r->total.warm_refills += st->warm_refills;
+		r->total.warm_ms += st->warm_ms;
+		r->total.warm_stopped_ms += st->warm_stopped_ms;
 	}
 	wait_stats(&r->total, w, n);
 	free(w);
@@ -753,7 +839,8 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 	memset(&s, 0, sizeof(s));
 	if (!npools || !t->n || m->boot_min_ms < 0 || m->boot_max_ms < m->boot_min_ms ||
 	    m->interval_ms < 0 || m->claim_interval_ms < 0 || m->idle_timeout_ms < 0 ||
-	    m->replace_delay_ms < 0 || m->fail_from_ms < 0 || m->fail_to_ms < 0) {
+	    m->replace_delay_ms < 0 || m->fail_from_ms < 0 || m->fail_to_ms < 0 ||
+	    m->resume_min_ms < 0 || m->resume_max_ms < m->resume_min_ms || m->warm_stop_ms < 0) {
 		sim_set_err(err, errlen, "invalid model or empty input");
 		return -EINVAL;
 	}
@@ -766,6 +853,11 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 		    pools[i].launch_failures > LAUNCH_FAILURES_MAX) {
 			sim_set_err(err, errlen, "pool %s: need 0 <= launch_failures <= %d",
 			            pools[i].name, LAUNCH_FAILURES_MAX);
+			return -EINVAL;
+		}
+		if (pools[i].warm_pool < 0 || pools[i].warm_pool > SIM_WARM_POOL_MAX) {
+			sim_set_err(err, errlen, "pool %s: need 0 <= warm_pool <= %d",
+			            pools[i].name, SIM_WARM_POOL_MAX);
 			return -EINVAL;
 		}
 	}
@@ -800,7 +892,18 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 
 	for (uint32_t i = 0; i < npools; i++)
 		s.p[i].detect = m->policy == SIM_POLICY_RUNNERD && pools[i].launch_failures > 0;
-	/* The group starts at its MinSize, its instances launched at t = 0. */
+	/* The warm pools start full: N instances prepared and stopped before t = 0. */
+	for (uint32_t i = 0; i < npools; i++) {
+		sim_warm_init(&s.p[i].warm, pools[i].warm_pool, 0);
+		for (int64_t k = 0; k < pools[i].warm_pool && !s.oom; k++) {
+			size_t ii = new_inst(&s, i, I_POOLED);
+
+			if (ii != SIZE_MAX && !fifo_push(&s.p[i].pooled, ii))
+				s.oom = true;
+		}
+	}
+	/* The group starts at its MinSize, its instances launched at t = 0 (from the warm pool
+	 * first). */
 	for (uint32_t i = 0; i < npools; i++) {
 		s.p[i].desired = pools[i].min;
 		mark(&s, i);
@@ -863,6 +966,7 @@ out:
 	for (size_t i = 0; s.p && i < npools; i++) {
 		free(s.p[i].queue.v);
 		free(s.p[i].idle.v);
+		free(s.p[i].pooled.v);
 		free(s.p[i].members.v);
 		free(s.p[i].gone.v);
 		launches_reset(&s.p[i].launches);
