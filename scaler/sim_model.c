@@ -63,14 +63,6 @@ enum ev_type {
 	EV_POLL,
 };
 
-struct ev {
-	int64_t t;
-	uint64_t seq;
-	size_t idx;
-	uint32_t epoch;
-	uint8_t type;
-};
-
 struct inst {
 	int64_t launched_ms;
 	size_t job;
@@ -82,23 +74,12 @@ struct inst {
 	bool connected; /* its agent started: the Runner API lists its runner */
 };
 
-/* A growable list of instance indices. */
-struct ilist {
-	size_t *v;
-	size_t n, cap;
-};
-
-struct fifo {
-	size_t *v;
-	size_t head, len, cap;
-};
-
 struct pool_rt {
 	int64_t desired, in_group, up, busy, running;
-	struct fifo queue; /* unclaimed jobs, oldest first */
-	struct fifo idle;  /* idle instances, for claim_interval 0 (lazily pruned) */
+	struct sim_fifo queue; /* unclaimed jobs, oldest first */
+	struct sim_fifo idle;  /* idle instances, for claim_interval 0 (lazily pruned) */
 	struct sim_warm warm;
-	struct fifo pooled; /* the warm pool's stopped instances, first stopped first taken */
+	struct sim_fifo pooled; /* the warm pool's stopped instances, first stopped first taken */
 	bool dirty;
 	/* launch-failure detection (runnerd, launch_failures > 0): the daemon's own bookkeeping
 	 * (launches.c), fed what its reads would show: the group's instances (members) and the
@@ -106,7 +87,7 @@ struct pool_rt {
 	 * since the last poll) */
 	bool detect;
 	struct launch_tracker launches;
-	struct ilist members, gone;
+	struct sim_ilist members, gone;
 };
 
 struct sim {
@@ -115,9 +96,7 @@ struct sim {
 	size_t npools;
 	const struct sim_trace *t;
 	struct sim_result *res;
-	struct ev *heap;
-	size_t hn, hcap;
-	uint64_t seq;
+	struct sim_heap q; /* the events to come */
 	struct inst *inst;
 	size_t ninst, icap;
 	struct pool_rt *p;
@@ -134,6 +113,12 @@ struct sim {
 	size_t scratch_cap;
 };
 
+static void push_ev(struct sim *s, int64_t t, uint8_t type, size_t idx, uint32_t epoch)
+{
+	if (sim_heap_push(&s->q, t, type, idx, epoch) < 0)
+		s->oom = true;
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
 	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL); /* splitmix64: the same stream everywhere */
@@ -141,106 +126,6 @@ static uint64_t rng_next(uint64_t *s)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
 	return z ^ (z >> 31);
-}
-
-static bool ev_less(const struct ev *a, const struct ev *b)
-{
-	if (a->t != b->t)
-		return a->t < b->t;
-	if (a->type != b->type)
-		return a->type < b->type;
-	return a->seq < b->seq;
-}
-
-static void push_ev(struct sim *s, int64_t t, uint8_t type, size_t idx, uint32_t epoch)
-{
-	struct ev e = {.t = t, .seq = s->seq++, .idx = idx, .epoch = epoch, .type = type};
-	size_t i;
-
-	if (s->hn == s->hcap) {
-		size_t ncap = s->hcap ? s->hcap * 2 : 256;
-		struct ev *nh = realloc(s->heap, ncap * sizeof(*nh));
-
-		if (!nh) {
-			s->oom = true;
-			return;
-		}
-		s->heap = nh;
-		s->hcap = ncap;
-	}
-	i = s->hn++;
-	while (i > 0 && ev_less(&e, &s->heap[(i - 1) / 2])) {
-		s->heap[i] = s->heap[(i - 1) / 2];
-		i = (i - 1) / 2;
-	}
-	s->heap[i] = e;
-}
-
-static struct ev pop_ev(struct sim *s)
-{
-	struct ev top = s->heap[0], last = s->heap[--s->hn];
-	size_t i = 0;
-
-	for (;;) {
-		size_t c = 2 * i + 1;
-
-		if (c >= s->hn)
-			break;
-		if (c + 1 < s->hn && ev_less(&s->heap[c + 1], &s->heap[c]))
-			c++;
-		if (!ev_less(&s->heap[c], &last))
-			break;
-		s->heap[i] = s->heap[c];
-		i = c;
-	}
-	if (s->hn)
-		s->heap[i] = last;
-	return top;
-}
-
-static bool fifo_push(struct fifo *f, size_t v)
-{
-	if (f->head + f->len == f->cap) {
-		if (f->head > f->cap / 2) {
-			memmove(f->v, f->v + f->head, f->len * sizeof(*f->v));
-			f->head = 0;
-		} else {
-			size_t ncap = f->cap ? f->cap * 2 : 64;
-			size_t *nv = realloc(f->v, ncap * sizeof(*nv));
-
-			if (!nv)
-				return false;
-			f->v = nv;
-			f->cap = ncap;
-		}
-	}
-	f->v[f->head + f->len++] = v;
-	return true;
-}
-
-static size_t fifo_pop(struct fifo *f)
-{
-	size_t v = f->v[f->head++];
-
-	f->len--;
-	if (!f->len)
-		f->head = 0;
-	return v;
-}
-
-static bool ilist_push(struct ilist *l, size_t v)
-{
-	if (l->n == l->cap) {
-		size_t ncap = l->cap ? l->cap * 2 : 64;
-		size_t *nv = realloc(l->v, ncap * sizeof(*nv));
-
-		if (!nv)
-			return false;
-		l->v = nv;
-		l->cap = ncap;
-	}
-	l->v[l->n++] = v;
-	return true;
 }
 
 /* The instance id the model gives instance ii: "i-" and 17 hex digits. */
@@ -359,7 +244,7 @@ static void launch(struct sim *s, uint32_t pool, bool replacement)
 	size_t ii;
 
 	if (warm) {
-		ii = fifo_pop(&p->pooled);
+		ii = sim_fifo_pop(&p->pooled);
 		boot = draw(s, m->resume_min_ms, m->resume_max_ms);
 	} else {
 		ii = new_inst(s, pool, I_BOOTING);
@@ -375,7 +260,7 @@ static void launch(struct sim *s, uint32_t pool, bool replacement)
 		s->res->pools[pool].failed_launches++;
 	if (p->detect) {
 		in->slot = p->members.n;
-		if (!ilist_push(&p->members, ii))
+		if (!sim_ilist_push(&p->members, ii))
 			s->oom = true;
 	}
 	p->in_group++;
@@ -405,7 +290,7 @@ static void claim(struct sim *s, size_t ii)
 {
 	struct inst *in = &s->inst[ii];
 	struct pool_rt *p = &s->p[in->pool];
-	size_t j = fifo_pop(&p->queue);
+	size_t j = sim_fifo_pop(&p->queue);
 	struct sim_job_result *jr = &s->res->jobs[j];
 
 	jr->claimed_ms = s->now;
@@ -432,7 +317,7 @@ static void become_idle(struct sim *s, size_t ii)
 	}
 	if (s->m->claim_interval_ms > 0)
 		push_ev(s, s->now + s->m->claim_interval_ms, EV_CLAIM, ii, in->epoch);
-	else if (!fifo_push(&p->idle, ii))
+	else if (!sim_fifo_push(&p->idle, ii))
 		s->oom = true;
 	push_ev(s, s->now + s->m->idle_timeout_ms, EV_IDLE, ii, in->epoch);
 }
@@ -461,7 +346,7 @@ static void agent_exit(struct sim *s, size_t ii)
 
 			p->members.v[in->slot] = last;
 			s->inst[last].slot = in->slot;
-			if (in->connected && !ilist_push(&p->gone, ii))
+			if (in->connected && !sim_ilist_push(&p->gone, ii))
 				s->oom = true;
 		}
 		in->state = I_GONE;
@@ -580,7 +465,7 @@ static void poll_all(struct sim *s)
 		s->describes += (s->npools + SIM_DESCRIBE_BATCH - 1) / SIM_DESCRIBE_BATCH;
 }
 
-static void handle(struct sim *s, const struct ev *e)
+static void handle(struct sim *s, const struct sim_ev *e)
 {
 	struct inst *in = e->type == EV_SUBMIT || e->type == EV_POLL ? NULL : &s->inst[e->idx];
 
@@ -589,7 +474,7 @@ static void handle(struct sim *s, const struct ev *e)
 		uint32_t pool = s->job_pool[e->idx];
 		struct pool_rt *p = &s->p[pool];
 
-		if (!fifo_push(&p->queue, e->idx)) {
+		if (!sim_fifo_push(&p->queue, e->idx)) {
 			s->oom = true;
 			return;
 		}
@@ -597,7 +482,7 @@ static void handle(struct sim *s, const struct ev *e)
 		s->last_progress_ms = s->now;
 		/* With no claim backoff an idle agent takes it at once. */
 		while (s->m->claim_interval_ms == 0 && p->queue.len && p->idle.len) {
-			size_t ii = fifo_pop(&p->idle);
+			size_t ii = sim_fifo_pop(&p->idle);
 
 			if (s->inst[ii].state == I_IDLE)
 				claim(s, ii);
@@ -652,7 +537,7 @@ static void handle(struct sim *s, const struct ev *e)
 		struct pool_rt *p = &s->p[in->pool];
 
 		in->state = I_POOLED;
-		if (!fifo_push(&p->pooled, e->idx)) {
+		if (!sim_fifo_push(&p->pooled, e->idx)) {
 			s->oom = true;
 			return;
 		}
@@ -898,7 +783,7 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 		for (int64_t k = 0; k < pools[i].warm_pool && !s.oom; k++) {
 			size_t ii = new_inst(&s, i, I_POOLED);
 
-			if (ii != SIZE_MAX && !fifo_push(&s.p[i].pooled, ii))
+			if (ii != SIZE_MAX && !sim_fifo_push(&s.p[i].pooled, ii))
 				s.oom = true;
 		}
 	}
@@ -914,8 +799,8 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 	s.next_submit = 1;
 	if (m->interval_ms > 0)
 		push_ev(&s, 0, EV_POLL, 0, 0);
-	while (s.hn && !s.oom) {
-		struct ev e = pop_ev(&s);
+	while (s.q.n && !s.oom) {
+		struct sim_ev e = sim_heap_pop(&s.q);
 
 		s.now = e.t;
 		res->events++;
@@ -975,7 +860,7 @@ out:
 	free(s.p);
 	free(s.job_pool);
 	free(s.dirty);
-	free(s.heap);
+	free(s.q.v);
 	free(s.inst);
 	if (r < 0)
 		sim_result_free(res);

@@ -3,8 +3,9 @@
  * the very function, no copy) or by the CircleCI tutorial's once-a-minute function.
  *
  * The parts, each pure but the last: sim_trace.c (the trace and the option values it parses),
- * sim_model.c (the model: sim_run), sim_warm.c (a group's warm pool: its counts and costs),
- * sim_report.c (text, JSON, SVG), simulate.c (the command).
+ * sim_model.c (the model: sim_run), sim_queue.c (its event heap and lists), sim_warm.c (a
+ * group's warm pool: its counts and costs), sim_report.c (text, JSON, SVG), simulate.c (the
+ * command).
  *
  * THE MODEL. Every parameter and its source is here, in one place; the man page and the README
  * point at this table. Nothing is tuned to flatter either policy: both share the boot time, the
