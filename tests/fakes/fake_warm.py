@@ -49,7 +49,7 @@ def bind(namespace):
     global H
     H = type("Helpers", (), {})()
     for k in ("AwsError", "q_group", "q_int", "q_bool", "q_members", "el", "query_response",
-              "instance_xml", "launch_template_xml"):
+              "instance_xml", "launch_template_xml", "Bad", "F", "validate", "INSTANCE_ID_RE"):
         setattr(H, k, namespace[k])
 
 
@@ -525,3 +525,45 @@ QUERY_OPS = {"PutLifecycleHook": op_put_lifecycle_hook,
              "PutWarmPool": op_put_warm_pool,
              "DeleteWarmPool": op_delete_warm_pool,
              "DescribeWarmPool": op_describe_warm_pool}
+
+
+# ---- control ---------------------------------------------------------------------------------
+
+PLACES = ("Pending:Wait", "InService", "Warmed:Pending:Wait", "Warmed:Stopped")
+
+
+def c_lifecycle(h, cloud, body):
+    """POST /_fake/lifecycle {instance_id, state}: put an instance record (one without a
+    process: the main identity's, in tests that run runnerd themselves) where AWS would have
+    it: waiting on the group's LAUNCHING hook in the pool or in the group (a fresh lifecycle
+    action), stopped in the pool, or in service. The identity's target state is the test's to
+    set (POST /_fake/imds)."""
+    b = H.validate(body, {"instance_id": H.F(str, True, pattern=H.INSTANCE_ID_RE.pattern),
+                          "state": H.F(str, True, choices=PLACES)})
+    with cloud.lock:
+        inst = cloud.find_instance(b["instance_id"])
+        if inst is None:
+            raise H.Bad(f"no live instance {b['instance_id']}")
+        if inst.proc is not None:
+            raise H.Bad("the instance has a process: the model moves it")
+        asg = inst.asg
+        want_pool = b["state"].startswith("Warmed:")
+        if want_pool and inst in asg.instances:
+            asg.instances.remove(inst)
+            asg.warm.append(inst)
+        elif not want_pool and inst in asg.warm:
+            asg.warm.remove(inst)
+            asg.instances.append(inst)
+            inst.resumed_at = cloud.now()
+        inst.action = None
+        if b["state"].endswith(":Wait"):
+            hook = launching_hook(asg)
+            if hook is None:
+                raise H.Bad(f"group {asg.name} has no {LAUNCHING} hook")
+            inst.action = Action(hook, cloud.now())
+        inst.state = b["state"]
+        cloud.bump()
+        return 200, inst.to_json()
+
+
+CONTROL = {("POST", "lifecycle"): c_lifecycle}

@@ -34,7 +34,13 @@ The main port routes each request by its shape:
   POST / with a form body Action=...        Auto Scaling Query API (2011-01-01):
                                             DescribeAutoScalingGroups, SetDesiredCapacity,
                                             UpdateAutoScalingGroup, SetInstanceProtection,
-                                            TerminateInstanceInAutoScalingGroup
+                                            TerminateInstanceInAutoScalingGroup; warm pools
+                                            and lifecycle hooks (fake_warm.py): PutWarmPool,
+                                            DescribeWarmPool, DeleteWarmPool,
+                                            PutLifecycleHook, DescribeLifecycleHooks,
+                                            DeleteLifecycleHook, CompleteLifecycleAction,
+                                            RecordLifecycleActionHeartbeat,
+                                            DescribeAutoScalingInstances
   GET  /api/v3/runner[/tasks[/running]]     CircleCI Runner API v3 (Circle-Token header)
   /_fake/...                                control API (JSON), below
 Wire formats follow the AWS wire notes (botocore's models). The fake checks the SigV4 signature of
@@ -158,6 +164,11 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   POST /_fake/tick {n?}              run n reconcile steps, then return the state
   POST /_fake/clock {advance_s}      move the fake clock used for IMDS token TTLs and
                                      credential expiry; SigV4 skew uses the real clock
+  POST /_fake/lifecycle {instance_id, state}  an instance without a process where AWS would
+                                     have it: Pending:Wait, InService, Warmed:Pending:Wait,
+                                     Warmed:Stopped (fake_warm.py)
+Warm pools and lifecycle hooks: fake_warm.py has the model (the tick's part, resume before a
+cold launch, the pool's size, heartbeat timeouts on the fake clock).
 """
 
 import argparse
@@ -2446,6 +2457,7 @@ CONTROL = {("POST", "reset"): c_reset, ("POST", "credentials"): c_credentials,
            ("DELETE", "faults"): c_clear_faults, ("DELETE", "fault"): c_clear_faults,
            ("GET", "requests"): c_requests,
            ("GET", "state"): c_state, ("POST", "tick"): c_tick, ("POST", "clock"): c_clock}
+CONTROL.update(fake_warm.CONTROL)
 
 
 # ---- main ----------------------------------------------------------------------------------
