@@ -134,7 +134,8 @@ int asg_instance_group(struct aws_ctx *ctx, const char *region, const char *inst
 	if (r == 0)
 		r = aws_query(ctx, region, "DescribeAutoScalingInstances", form.data, &resp, err);
 	if (r == 0)
-		r = asg_parse_instance_group(resp.data, resp.len, instance_id, group, gn, state, sn);
+		r = asg_parse_instance_group(resp.data, resp.len, instance_id, group, gn, state,
+		                             sn);
 	if (r == -EBADMSG) {
 		str_copy(err->code, "malformed", sizeof(err->code));
 		str_copy(err->message, "unreadable DescribeAutoScalingInstances answer",

@@ -42,13 +42,13 @@ bool asg_error_is_no_active_action(const struct aws_error *err);
 #define ASG_WARM_TOKEN_MAX 2048
 
 struct asg_warm_pool {
-	bool exists;                      /* a WarmPoolConfiguration was listed */
-	int64_t min_size;                 /* MinSize (0 when absent) */
-	int64_t max_prepared;             /* MaxGroupPreparedCapacity; -1 when absent (MaxSize) */
-	char pool_state[16];              /* Stopped | Running | Hibernated ("" when absent) */
-	char status[16];                  /* PendingDelete, or "" */
-	bool reuse_on_scale_in;           /* InstanceReusePolicy.ReuseOnScaleIn (false if absent) */
-	int64_t instances;                /* pool instances listed, those being terminated not */
+	bool exists;            /* a WarmPoolConfiguration was listed */
+	int64_t min_size;       /* MinSize (0 when absent) */
+	int64_t max_prepared;   /* MaxGroupPreparedCapacity; -1 when absent (MaxSize) */
+	char pool_state[16];    /* Stopped | Running | Hibernated ("" when absent) */
+	char status[16];        /* PendingDelete, or "" */
+	bool reuse_on_scale_in; /* InstanceReusePolicy.ReuseOnScaleIn (false if absent) */
+	int64_t instances;      /* pool instances listed, those being terminated not */
 	char next_token[ASG_WARM_TOKEN_MAX + 1];
 };
 

@@ -39,8 +39,7 @@ static bool retryable(int r, const struct aws_error *err)
 /* Sleep a full-jitter backoff before attempt+1: false, without sleeping, when that would reach
  * the deadline (0 = none) or when the window (0 = none) is over; a sleep that would pass the
  * window's end is cut to it, for one last call there. */
-static bool pause(const struct hook_ops *ops, unsigned attempt, uint64_t window,
-                  uint64_t deadline)
+static bool pause(const struct hook_ops *ops, unsigned attempt, uint64_t window, uint64_t deadline)
 {
 	uint64_t d = backoff_full_jitter_ms(attempt, HOOK_BACKOFF_BASE_MS, HOOK_BACKOFF_CAP_MS,
 	                                    ops->random(ops->user));
@@ -174,8 +173,8 @@ static const char *why(const struct hook_report *rep, char *out, size_t n)
 
 int boot_launch_hook(struct boot_ctx *b, bool abandon, struct hook_report *rep)
 {
-	const struct hook_ops ops = {real_group,  real_complete, real_now,
-	                             real_sleep,  real_random,   b};
+	const struct hook_ops ops = {real_group, real_complete, real_now,
+	                             real_sleep, real_random,   b};
 	const char *hook = b->conf->lifecycle->launch_hook;
 	char text[300];
 	uint64_t cap;

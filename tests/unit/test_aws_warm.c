@@ -15,7 +15,7 @@
 #include "aws_warm.h"
 #include "util.h"
 
-#define NS "xmlns=\"http://autoscaling.amazonaws.com/doc/2011-01-01/\""
+#define NS   "xmlns=\"http://autoscaling.amazonaws.com/doc/2011-01-01/\""
 #define META "<ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata>"
 #define IID  "i-0fa4e0000000000001"
 
@@ -23,15 +23,16 @@ static const char *instance_member(const char *iid, const char *group, const cha
 {
 	static char buf[1024];
 
-	snprintf(buf, sizeof(buf),
-	         "<member>\n  <InstanceId>%s</InstanceId>\n  <InstanceType>t3.micro</InstanceType>\n"
-	         "  <AutoScalingGroupName>%s</AutoScalingGroupName>\n"
-	         "  <AvailabilityZone>us-east-1a</AvailabilityZone>\n"
-	         "  <LifecycleState>%s</LifecycleState>\n  <HealthStatus>HEALTHY</HealthStatus>\n"
-	         "  <LaunchTemplate><LaunchTemplateId>lt-1</LaunchTemplateId>"
-	         "<LaunchTemplateName>x</LaunchTemplateName><Version>1</Version></LaunchTemplate>\n"
-	         "  <ProtectedFromScaleIn>false</ProtectedFromScaleIn>\n</member>",
-	         iid, group, state);
+	snprintf(
+	        buf, sizeof(buf),
+	        "<member>\n  <InstanceId>%s</InstanceId>\n  <InstanceType>t3.micro</InstanceType>\n"
+	        "  <AutoScalingGroupName>%s</AutoScalingGroupName>\n"
+	        "  <AvailabilityZone>us-east-1a</AvailabilityZone>\n"
+	        "  <LifecycleState>%s</LifecycleState>\n  <HealthStatus>HEALTHY</HealthStatus>\n"
+	        "  <LaunchTemplate><LaunchTemplateId>lt-1</LaunchTemplateId>"
+	        "<LaunchTemplateName>x</LaunchTemplateName><Version>1</Version></LaunchTemplate>\n"
+	        "  <ProtectedFromScaleIn>false</ProtectedFromScaleIn>\n</member>",
+	        iid, group, state);
 	return buf;
 }
 
@@ -62,32 +63,38 @@ static void test_parse_instance_group(void **state)
 	snprintf(xml, sizeof(xml),
 	         "<DescribeAutoScalingInstancesResponse " NS ">"
 	         "<DescribeAutoScalingInstancesResult><AutoScalingInstances/>"
-	         "</DescribeAutoScalingInstancesResult>" META "</DescribeAutoScalingInstancesResponse>");
+	         "</DescribeAutoScalingInstancesResult>" META
+	         "</DescribeAutoScalingInstancesResponse>");
 	assert_int_equal(asg_parse_instance_group(xml, strlen(xml), IID, group, sizeof(group), st,
 	                                          sizeof(st)),
 	                 -ENOENT);
 	/* An error, another answer, broken XML. */
 	{
 		static const char *const bad[] = {
-		        "<ErrorResponse " NS "><Error><Code>Throttling</Code></Error></ErrorResponse>",
-		        "<DescribeAutoScalingGroupsResponse " NS "><DescribeAutoScalingGroupsResult/>"
+		        "<ErrorResponse " NS
+		        "><Error><Code>Throttling</Code></Error></ErrorResponse>",
+		        "<DescribeAutoScalingGroupsResponse " NS
+		        "><DescribeAutoScalingGroupsResult/>"
 		        "</DescribeAutoScalingGroupsResponse>",
-		        "<DescribeAutoScalingInstancesResponse><DescribeAutoScalingInstancesResult>",
+		        "<DescribeAutoScalingInstancesResponse><"
+		        "DescribeAutoScalingInstancesResult>",
 		        "",
 		};
 
 		for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
-			assert_int_equal(asg_parse_instance_group(bad[i], strlen(bad[i]), IID, group,
-			                                          sizeof(group), st, sizeof(st)),
+			assert_int_equal(asg_parse_instance_group(bad[i], strlen(bad[i]), IID,
+			                                          group, sizeof(group), st,
+			                                          sizeof(st)),
 			                 -EBADMSG);
 	}
 	/* The member lacks its group: malformed. */
-	snprintf(xml, sizeof(xml),
-	         "<DescribeAutoScalingInstancesResponse " NS ">"
-	         "<DescribeAutoScalingInstancesResult><AutoScalingInstances><member><InstanceId>" IID
-	         "</InstanceId><LifecycleState>InService</LifecycleState></member>"
-	         "</AutoScalingInstances></DescribeAutoScalingInstancesResult>" META
-	         "</DescribeAutoScalingInstancesResponse>");
+	snprintf(
+	        xml, sizeof(xml),
+	        "<DescribeAutoScalingInstancesResponse " NS ">"
+	        "<DescribeAutoScalingInstancesResult><AutoScalingInstances><member><InstanceId>" IID
+	        "</InstanceId><LifecycleState>InService</LifecycleState></member>"
+	        "</AutoScalingInstances></DescribeAutoScalingInstancesResult>" META
+	        "</DescribeAutoScalingInstancesResponse>");
 	assert_int_equal(asg_parse_instance_group(xml, strlen(xml), IID, group, sizeof(group), st,
 	                                          sizeof(st)),
 	                 -EBADMSG);
@@ -111,10 +118,10 @@ static void test_forms(void **state)
 	assert_int_equal(asg_complete_lifecycle_form("h", "g", "", true, &b), -EINVAL);
 	buf_reset(&b);
 	assert_int_equal(asg_put_warm_pool_form("g", 2, &b), 0);
-	assert_string_equal(b.data,
-	                    "Action=PutWarmPool&Version=2011-01-01&AutoScalingGroupName=g&MinSize=2&"
-	                    "MaxGroupPreparedCapacity=2&PoolState=Stopped&"
-	                    "InstanceReusePolicy.ReuseOnScaleIn=false");
+	assert_string_equal(
+	        b.data, "Action=PutWarmPool&Version=2011-01-01&AutoScalingGroupName=g&MinSize=2&"
+	                "MaxGroupPreparedCapacity=2&PoolState=Stopped&"
+	                "InstanceReusePolicy.ReuseOnScaleIn=false");
 	buf_reset(&b);
 	assert_int_equal(asg_put_warm_pool_form("g", -1, &b), -EINVAL);
 	buf_reset(&b);
@@ -142,8 +149,8 @@ static const char *pool_xml(const char *conf, const char *members, const char *t
 }
 
 #define CONF(min, max, state, reuse)                                                               \
-	"<WarmPoolConfiguration><MinSize>" min "</MinSize><MaxGroupPreparedCapacity>" max           \
-	"</MaxGroupPreparedCapacity><PoolState>" state "</PoolState><InstanceReusePolicy>"          \
+	"<WarmPoolConfiguration><MinSize>" min "</MinSize><MaxGroupPreparedCapacity>" max          \
+	"</MaxGroupPreparedCapacity><PoolState>" state "</PoolState><InstanceReusePolicy>"         \
 	"<ReuseOnScaleIn>" reuse "</ReuseOnScaleIn></InstanceReusePolicy></WarmPoolConfiguration>"
 
 static void test_parse_warm_pool(void **state)
@@ -192,8 +199,10 @@ static void test_parse_warm_pool(void **state)
 
 		bad[0] = strdup(pool_xml(CONF("two", "2", "Stopped", "false"), "", NULL));
 		bad[1] = strdup(pool_xml(CONF("2", "2", "Stopped", "maybe"), "", NULL));
-		bad[2] = "<ErrorResponse " NS "><Error><Code>Throttling</Code></Error></ErrorResponse>";
-		bad[3] = strdup(pool_xml("", "<member><InstanceId>i-1</InstanceId></member>", NULL));
+		bad[2] = "<ErrorResponse " NS
+		         "><Error><Code>Throttling</Code></Error></ErrorResponse>";
+		bad[3] =
+		        strdup(pool_xml("", "<member><InstanceId>i-1</InstanceId></member>", NULL));
 		for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 			memset(&p, 0, sizeof(p));
 			assert_int_equal(asg_parse_warm_pool(bad[i], strlen(bad[i]), &p), -EBADMSG);
@@ -247,7 +256,8 @@ static void test_differs(void **state)
 		p.max_prepared = c->max;
 		str_copy(p.pool_state, c->state, sizeof(p.pool_state));
 		p.reuse_on_scale_in = c->reuse;
-		assert_int_equal(asg_warm_pool_differs(&p, c->want_n, why, sizeof(why)), c->differs);
+		assert_int_equal(asg_warm_pool_differs(&p, c->want_n, why, sizeof(why)),
+		                 c->differs);
 		if (c->differs)
 			assert_string_equal(why, c->why);
 	}

@@ -111,7 +111,6 @@ struct tcase {
 	unsigned calls, no_action;
 };
 
-
 /* clang-format off */
 static const struct tcase cases[] = {
 	{"completed at once", {OK}, 1, {OK}, 1, 0, UINT32_MAX, 0, HOOK_DONE, 1, 0},
@@ -169,11 +168,12 @@ static void test_cases(void **state)
 		r = hook_complete_run(&ops, abandon, c->deadline ? 1000 + c->deadline : 0, &rep);
 		if (r != c->want_r || rep.outcome != c->want || rep.calls != c->calls ||
 		    rep.no_action != c->no_action) {
-			print_error("case %zu (%s): r %d outcome %s calls %u no_action %u; want r %d "
-			            "outcome %s calls %u no_action %u\n",
-			            i, c->what, r, hook_outcome_name(rep.outcome), rep.calls,
-			            rep.no_action, c->want_r, hook_outcome_name(c->want), c->calls,
-			            c->no_action);
+			print_error(
+			        "case %zu (%s): r %d outcome %s calls %u no_action %u; want r %d "
+			        "outcome %s calls %u no_action %u\n",
+			        i, c->what, r, hook_outcome_name(rep.outcome), rep.calls,
+			        rep.no_action, c->want_r, hook_outcome_name(c->want), c->calls,
+			        c->no_action);
 			fail();
 		}
 		/* Every answer the script holds was used, or the run ended for a reason. */

@@ -255,8 +255,8 @@ static void test_files(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_parse),       cmocka_unit_test(test_round_trip),
-	        cmocka_unit_test(test_judge),       cmocka_unit_test(test_fingerprint),
+	        cmocka_unit_test(test_parse), cmocka_unit_test(test_round_trip),
+	        cmocka_unit_test(test_judge), cmocka_unit_test(test_fingerprint),
 	        cmocka_unit_test(test_files),
 	};
 
