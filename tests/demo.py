@@ -78,14 +78,36 @@ def fail_marker(workdir, rc):
     return Path(workdir) / ("fail-boot-" + rc.replace("/", "-"))
 
 
+def bake_stand_ins(root, bake_s):
+    """apt-get and dpkg-query in root/bin: installing "demo-toolchain" takes bake_s seconds
+    (the bake work a warm pool does ahead of time); it stays installed on this disk."""
+    (root / "dpkg").mkdir(exist_ok=True)
+    (root / "bin" / "apt-get").write_text(
+        "#!/bin/sh\n"
+        f"case \"$*\" in *\" install \"*) sleep {bake_s}; touch {root}/dpkg/demo-toolchain;; "
+        "esac\nexit 0\n")
+    (root / "bin" / "dpkg-query").write_text(
+        f"#!/bin/sh\n[ -e {root}/dpkg/\"$3\" ] || exit 1\nprintf 'install ok installed'\n")
+    for f in ("apt-get", "dpkg-query"):
+        (root / "bin" / f).chmod(0o755)
+
+
 def instance_main(workdir, sockdir, rc, secret, boot_s):
-    """The launch command of one fake instance: boot, write runnerd.conf, exec runnerd."""
+    """The launch command of one fake instance: boot, write runnerd.conf, exec runnerd. The
+    instance's disk is WORKDIR/instances/ID: a start from the warm pool boots the same disk
+    again (state_dir and the bake work are on it). The group's launch_env may give
+    DEMO_LAUNCH_HOOK (the LAUNCHING hook runnerd completes) and DEMO_BAKE_SECONDS (a package
+    whose install takes that long)."""
     iid = os.environ["FAKE_INSTANCE_ID"]
     time.sleep(float(boot_s))  # the OS booting; the instance's IMDS is already up
     if fail_marker(workdir, rc).exists():
         secret += "-typo"  # a secret that does not exist: runnerd fails in its token phase
     root = Path(workdir) / "instances" / iid
     (root / "bin").mkdir(parents=True, exist_ok=True)
+    bake_s = float(os.environ.get("DEMO_BAKE_SECONDS") or 0)
+    if bake_s > 0:
+        bake_stand_ins(root, bake_s)
+        os.environ["PATH"] = f"{root}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"
     # runnerd keeps its lock beside the socket: a directory of its own per instance.
     (Path(sockdir) / iid).mkdir(mode=0o750, exist_ok=True)
     agent = root / "bin" / "agent"
@@ -105,10 +127,12 @@ source = secretsmanager
 id = {secret}
 key = runner_token
 [packages]
-install =
+install = {"demo-toolchain" if bake_s > 0 else ""}
 [lifecycle]
 poweroff_command = echo "{iid}: powered off"
 notice_interval = 1s
+launch_hook = {os.environ.get("DEMO_LAUNCH_HOOK", "")}
+state_dir = {root}/state
 [control]
 socket = {sockdir}/{iid}/control.sock
 group = {os.getgid()}

@@ -100,6 +100,7 @@ def init_group(asg):
 def init_instance(inst):
     inst.action = None
     inst.resumed_at = None
+    inst.stopped_at = None  # when it last reached Warmed:Stopped (EBS only from then on)
     inst.boots = 1
     inst.after_exit = None  # called (under the lock) when its process has exited
 
@@ -112,7 +113,7 @@ def group_json(asg):
 
 def instance_json(inst):
     return {"lifecycle_action": inst.action.hook.name if inst.action else None,
-            "resumed_at": inst.resumed_at, "boots": inst.boots}
+            "resumed_at": inst.resumed_at, "stopped_at": inst.stopped_at, "boots": inst.boots}
 
 
 def launching_hook(asg):
@@ -157,13 +158,14 @@ def launch_into_pool(cloud, asg):
 
 def _stop(cloud, inst, then, stops):
     """Stop inst (its process, if any, after the lock is released), then set state then."""
+    def done(i=inst, s=then):
+        i.state = s
+        i.stopped_at = cloud.now()
     if inst.proc is not None and inst.proc.poll() is None:
-        def done(i=inst, s=then):
-            i.state = s
         inst.after_exit = done
         stops.append((inst, inst.asg.stop_grace_s))
     else:
-        inst.state = then
+        done()
 
 
 def _restart(cloud, inst):
