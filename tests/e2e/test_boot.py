@@ -25,7 +25,7 @@ runnerd must leave the ASG (decrement, signed with the IMDS role's session crede
 power the guest off through logind. The warm scenario's user-data is the stack's with
 launch_hook added to runnerd.conf's [lifecycle] (the group's hook is the fake's). Its second
 boot runs alone, after the others: it costs one boot without the .deb install or the agent
-download (the test prints its time). The agent (tests/e2e/guest_agent.py,
+download (about 67 s on 2 vCPUs under TCG; the test prints its time). The agent (tests/e2e/guest_agent.py,
 served as the agent download) posts what it saw inside the guest to the fake (POST
 /_fake/note): the unit's systemd state, `runnerctl status --json` with the job claimed, and the
 job user.
