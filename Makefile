@@ -193,6 +193,7 @@ SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 ASAN_MAKE = $(MAKE) --no-print-directory B=$(ASAN_B) CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)"
 ASAN_UNIT_BINS = $(patsubst $(B)/%,$(ASAN_B)/%,$(UNIT_BINS))
 ASAN_SKIP := --ignore=tests/integration/test_fake_contract.py \
+	--ignore=tests/integration/test_fake_warm_contract.py \
 	--ignore-glob='tests/integration/test_packaging*' \
 	--ignore=tests/integration/test_lasting.py
 
@@ -207,7 +208,7 @@ asan:
 memcheck: all tools
 	@scripts/run-sanitized memcheck $(B)/memcheck-logs $(B) -- \
 		env RUNNERD_BUILD=$(abspath $(B)) $(PYTHON) -m pytest -q -p no:cacheprovider \
-		tests/integration/test_runnerd.py
+		tests/integration/test_runnerd.py tests/integration/test_runnerd_warm.py
 clean: clean-asan
 .PHONY: clean-asan
 clean-asan:

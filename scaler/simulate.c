@@ -330,6 +330,8 @@ static int build_pools(const struct sim_opts *o, const struct scaler_config *cfg
 			p[i].headroom = ps->headroom;
 			p[i].max_step = ps->max_step;
 			p[i].launch_failures = ps->launch_failures;
+			if (ps->warm_pool > 0) /* -1: not managed, as no pool */
+				p[i].warm_pool = ps->warm_pool;
 		} else {
 			str_copy(p[i].name, t->classes[i][0] ? t->classes[i] : "default",
 			         sizeof(p[i].name));
@@ -407,6 +409,8 @@ int simulate_main(int argc, char **argv, FILE *out, FILE *err)
 	r = build_pools(&o, have_cfg ? &cfg : NULL, &t, &pools, &npools, err);
 	if (r < 0)
 		goto out;
+	for (size_t i = 0; i < npools; i++) /* a pool from -c: reported as --warm-pool's */
+		m.warm_report |= pools[i].warm_pool > 0;
 	r = sim_run(&m, pools, npools, &t, o.plot != NULL, &res, why, sizeof(why));
 	if (r == -ENOMEM) {
 		rc = EX_SOFTWARE;

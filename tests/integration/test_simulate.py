@@ -194,6 +194,23 @@ def test_launch_failures_from_config_and_option(build, tmp_path):
 
 # ---- warm pools ---------------------------------------------------------------------------
 
+def test_warm_pool_from_scaler_conf(build, tmp_path):
+    """[pool NAME] warm_pool in the config the daemon reads is the simulator's pool too, the
+    same run as --warm-pool; unset or 0 simulates none."""
+    t = tmp_path / "t.csv"
+    t.write_text("".join(f"{k * 120},60,org/a\n" for k in range(20)))
+    conf = tmp_path / "scaler.conf"
+    runs = {}
+    for name, extra in (("unset", ""), ("zero", "warm_pool = 0\n"), ("two", "warm_pool = 2\n")):
+        conf.write_text("[circleci]\ntoken_source = env\n"
+                        f"[pool a]\nresource_class = org/a\nasg = a\nmax = 5\n{extra}")
+        runs[name] = json.loads(sim(build, "--trace", t, "-c", conf, "--json").stdout)
+    opt = json.loads(sim(build, "--trace", t, "-c", conf, "--json", "--warm-pool", "2").stdout)
+    assert runs["two"]["pools"][0]["warm_pool"] == 2, runs["two"]["pools"][0]
+    assert runs["two"] == opt
+    assert "warm_pool" not in runs["unset"]["pools"][0] and runs["zero"] == runs["unset"]
+    assert runs["two"]["pools"][0]["warm_pool_launches"] > 0
+
 # sha256 of what the binary of c3587c5 (integrate, before warm pools) printed for these runs:
 # trace, policy, extra options, format (txt: the text report, json: --json, svg: --plot).
 # Without --warm-pool nothing may change, byte for byte.
