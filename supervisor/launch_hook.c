@@ -108,8 +108,12 @@ int hook_complete_run(const struct hook_ops *ops, bool abandon, uint64_t deadlin
 		}
 		if (!retryable(r, &rep->last) || ++errors >= HOOK_MAX_ERRORS)
 			return r;
-		/* No reply, or a server error: the call may have been carried out. */
-		if (r != -EREMOTEIO || rep->last.http_status >= 500)
+		/* No reply, or a server error: the call may have been carried out. Not
+		 * ResourceContention (HTTP 500 too, but a refusal): a "no action" after it means
+		 * no action yet, and taking it as done would leave the hook to its heartbeat
+		 * timeout. */
+		if (r != -EREMOTEIO || (rep->last.http_status >= 500 &&
+		                        strcmp(rep->last.code, "ResourceContention") != 0))
 			maybe_done = true;
 		if (!pause(ops, errors - 1, 0, deadline_ms))
 			return r;

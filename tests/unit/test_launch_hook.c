@@ -31,6 +31,9 @@ struct answer {
 	"No Lifecycle Hook found with name runner-launch"}
 #define UNAVAIL  {-EREMOTEIO, 503, "ServiceUnavailable", "try later"}
 #define THROTTLE {-EREMOTEIO, 400, "Throttling", "Rate exceeded"}
+/* botocore: ResourceContentionFault, HTTP 500 with senderFault: refused, not carried out. */
+#define CONTEND  {-EREMOTEIO, 500, "ResourceContention", \
+	"You already have a pending update to an Auto Scaling resource"}
 #define DENIED   {-EREMOTEIO, 403, "AccessDenied", "not authorized"}
 #define TIMEOUT  {-ETIMEDOUT, 0, "timeout", ""}
 #define GONE     {-ENOENT, 0, "", ""}
@@ -128,6 +131,8 @@ static const struct tcase cases[] = {
 	 0, UINT32_MAX, 0, HOOK_DONE, 2, 0},
 	{"throttled, then no action: a throttled call did nothing", {OK}, 1,
 	 {THROTTLE, NOACTION, OK}, 3, 0, UINT32_MAX, 0, HOOK_DONE, 3, 1},
+	{"contention (500), then no action: a refused call did nothing", {OK}, 1,
+	 {CONTEND, NOACTION, OK}, 3, 0, UINT32_MAX, 0, HOOK_DONE, 3, 1},
 	{"transient errors until the attempts run out", {OK}, 1,
 	 {UNAVAIL, UNAVAIL, UNAVAIL, UNAVAIL, UNAVAIL}, 5, 0, UINT32_MAX,
 	 -EREMOTEIO, HOOK_FAILED, 5, 0},
