@@ -59,8 +59,10 @@ static int s_group(void *user, char *group, size_t n, struct aws_error *err)
 	struct script *s = user;
 	const struct answer *a;
 
-	assert_true(s->gnext < s->ngroup); /* a call the script did not expect */
-	a = &s->group[s->gnext++];
+	assert_true(s->ngroup > 0); /* a call the script did not expect */
+	/* Past the script's end its last answer repeats. */
+	a = &s->group[s->gnext < s->ngroup ? s->gnext : s->ngroup - 1];
+	s->gnext++;
 	answer(a, err);
 	if (a->r == 0)
 		str_copy(group, "cci-runner-asg", n);
@@ -140,7 +142,12 @@ static const struct tcase cases[] = {
 	 -EREMOTEIO, HOOK_FAILED, 1, 0},
 	{"no such hook fails at once", {OK}, 1, {NOHOOK}, 1, 0, UINT32_MAX,
 	 -EREMOTEIO, HOOK_FAILED, 1, 0},
+	/* The longest backoffs: about 60 s of describes, then not in a group. */
 	{"not in a group: nothing to complete", {GONE}, 1, {OK}, 0, 0, UINT32_MAX,
+	 0, HOOK_NOT_IN_GROUP, 0, 0},
+	{"not listed yet right after the launch, then listed", {GONE, GONE, OK}, 3, {OK}, 1, 0,
+	 UINT32_MAX, 0, HOOK_DONE, 1, 0},
+	{"not listed, the deadline first", {GONE}, 1, {OK}, 0, 5000, UINT32_MAX,
 	 0, HOOK_NOT_IN_GROUP, 0, 0},
 	{"the group read retried", {TIMEOUT, THROTTLE, OK}, 3, {OK}, 1, 0, UINT32_MAX,
 	 0, HOOK_DONE, 1, 0},
@@ -189,6 +196,9 @@ static void test_cases(void **state)
 		if (c->deadline)
 			assert_true(s.now <= 1000 + c->deadline + 50);
 		assert_int_equal(s.cnext, rep.calls);
+		/* An unlisted instance is described again until the window's end. */
+		if (c->want == HOOK_NOT_IN_GROUP && !c->deadline)
+			assert_true(s.now >= 1000 + HOOK_WINDOW_MS && s.gnext > 5);
 	}
 }
 
