@@ -117,7 +117,7 @@ enum xfer_kind {
 	XFER_LAUNCHES, /* the runner list behind a describe, for launch failures */
 	XFER_DESCRIBE,
 	XFER_SET,
-	XFER_SUSPEND, /* SuspendProcesses AZRebalance */
+	XFER_SUSPEND,  /* SuspendProcesses AZRebalance */
 	XFER_WARM,     /* DescribeWarmPool (warm_pool.h) */
 	XFER_WARM_PUT, /* PutWarmPool */
 };

@@ -54,9 +54,9 @@ struct pool_section {
 	char *region; /* NULL: the scaler's own region */
 	int64_t min, max, headroom, max_step;
 	int64_t launch_failures; /* failed launches in a row before a back-off; 0: detection off */
-	int az_rebalance; /* enum az_rebalance: suspend the group's AZRebalance, or leave it */
-	char *warm_pool_text;    /* warm_pool as written: "" unset */
-	int64_t warm_pool;       /* from it: instances to keep prepared; -1: not managed */
+	int az_rebalance;     /* enum az_rebalance: suspend the group's AZRebalance, or leave it */
+	char *warm_pool_text; /* warm_pool as written: "" unset */
+	int64_t warm_pool;    /* from it: instances to keep prepared; -1: not managed */
 };
 
 struct election_section {

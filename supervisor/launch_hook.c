@@ -60,7 +60,7 @@ static bool pause(const struct hook_ops *ops, unsigned attempt, uint64_t window,
 int hook_complete_run(const struct hook_ops *ops, bool abandon, uint64_t deadline_ms,
                       struct hook_report *rep)
 {
-	unsigned errors = 0;
+	unsigned errors = 0, unlisted = 0;
 	bool maybe_done = false;
 	uint64_t window = 0;
 	int r;
@@ -74,14 +74,23 @@ int hook_complete_run(const struct hook_ops *ops, bool abandon, uint64_t deadlin
 		if (r == 0)
 			break;
 		if (r == -ENOENT) {
-			rep->outcome = HOOK_NOT_IN_GROUP;
-			return 0;
+			/* Not listed yet: the describe may lag a launch as CompleteLifecycleAction
+			 * does; giving up at once would leave the hook to its heartbeat timeout
+			 * (ABANDON: the instance lost). The same window, then not in a group. */
+			if (!window)
+				window = ops->now_ms(ops->user) + HOOK_WINDOW_MS;
+			if (!pause(ops, unlisted++, window, deadline_ms)) {
+				rep->outcome = HOOK_NOT_IN_GROUP;
+				return 0;
+			}
+			continue;
 		}
 		if (!retryable(r, &rep->last) || ++errors >= HOOK_MAX_ERRORS ||
 		    !pause(ops, errors - 1, 0, deadline_ms))
 			return r;
 	}
 	errors = 0;
+	window = 0;
 	for (;;) {
 		memset(&rep->last, 0, sizeof(rep->last));
 		r = ops->complete(ops->user, rep->group, abandon, &rep->last);
@@ -108,8 +117,12 @@ int hook_complete_run(const struct hook_ops *ops, bool abandon, uint64_t deadlin
 		}
 		if (!retryable(r, &rep->last) || ++errors >= HOOK_MAX_ERRORS)
 			return r;
-		/* No reply, or a server error: the call may have been carried out. */
-		if (r != -EREMOTEIO || rep->last.http_status >= 500)
+		/* No reply, or a server error: the call may have been carried out. Not
+		 * ResourceContention (HTTP 500 too, but a refusal): a "no action" after it means
+		 * no action yet, and taking it as done would leave the hook to its heartbeat
+		 * timeout. */
+		if (r != -EREMOTEIO || (rep->last.http_status >= 500 &&
+		                        strcmp(rep->last.code, "ResourceContention") != 0))
 			maybe_done = true;
 		if (!pause(ops, errors - 1, 0, deadline_ms))
 			return r;

@@ -25,7 +25,8 @@
 enum hook_outcome {
 	HOOK_DONE,         /* completed (or an earlier attempt whose reply was lost did) */
 	HOOK_NO_ACTION,    /* "No active Lifecycle Action" for the whole window */
-	HOOK_NOT_IN_GROUP, /* DescribeAutoScalingInstances does not list the instance */
+	HOOK_NOT_IN_GROUP, /* DescribeAutoScalingInstances did not list the instance, for the
+	                    * whole window */
 	HOOK_FAILED,
 };
 
@@ -50,7 +51,8 @@ struct hook_report {
 	char group[256];
 };
 
-/* The group first (transient errors retried, up to HOOK_MAX_ERRORS), then
+/* The group first (transient errors retried, up to HOOK_MAX_ERRORS; not listed retried with
+ * the backoff for HOOK_WINDOW_MS, then HOOK_NOT_IN_GROUP), then
  * CompleteLifecycleAction: "No active Lifecycle Action" retried with a full-jitter backoff until
  * HOOK_WINDOW_MS after the first call (HOOK_NO_ACTION), unless an earlier attempt may have got
  * through (no reply, or 5xx): then it is done; transport errors, 5xx and throttling retried up

@@ -470,6 +470,9 @@ static void handle_state(struct runnerd *d, const char *state, bool warm_wait)
 	str_copy(d->st.lifecycle_state, state, sizeof(d->st.lifecycle_state));
 	if (k == LC_TERMINATED) {
 		aws_ending(d, "target-lifecycle-state: %s", state);
+	} else if (warm_wait && !state[0]) {
+		/* 404 after Warmed:* a moment ago says nothing new: never a start in the pool. */
+		log_debug("warm-wait: no target lifecycle state (IMDS 404): still waiting");
 	} else if (warm_wait && (k == LC_IN_SERVICE || k == LC_OTHER)) {
 		log_info("warm-wait: target lifecycle state %s: starting",
 		         state[0] ? state : "(none)");

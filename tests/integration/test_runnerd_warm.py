@@ -13,10 +13,11 @@ with a deadline.
 """
 
 import signal
+import time
 
 from conftest import MAIN_INSTANCE_ID
-from test_runnerd import (ASG, EX_UNAVAILABLE, RC, Runnerd, assert_exit_path, cloud,  # noqa: F401
-                          ops, rd, terminate_calls)
+from test_runnerd import (ASG, EX_UNAVAILABLE, RC, TIMEOUT_SCALE, Runnerd,  # noqa: F401
+                          assert_exit_path, cloud, ops, rd, terminate_calls)
 
 HOOK = "runner-launch"
 NO_ACTION = f"No active Lifecycle Action found with instance ID {MAIN_INSTANCE_ID}"
@@ -153,6 +154,7 @@ def test_a_refused_hook_fails_the_boot_in_service(rd, cloud):
     the instance at the heartbeat timeout, in the middle of a job)."""
     cloud.put_launch_hook(ASG, HOOK)
     cloud.lifecycle(MAIN_INSTANCE_ID, "Pending:Wait")
+    cloud.set_imds(target_lifecycle_state="InService")
     cloud.fault("autoscaling:CompleteLifecycleAction", status=403, code="AccessDenied",
                 message="not authorized to perform: autoscaling:CompleteLifecycleAction")
     r = rd(lifecycle={"launch_hook": HOOK}).start()
@@ -229,3 +231,35 @@ def test_without_a_target_state_nothing_is_recorded(rd, cloud):
     assert r.wait() == 0, r.stderr()
     assert not (r.tmp / "state").exists()
     assert r.events()[0] == "started"
+
+
+def test_a_target_state_not_there_yet_is_waited_for_with_a_launch_hook(rd, cloud):
+    """IMDS answers 404 for the target state until Auto Scaling has set it (warm-pools.md; AWS's
+    ECS agent polls through the 404). With launch_hook set the instance is in a group with a
+    LAUNCHING hook: a 404 at boot is "not yet", never "in service" (that would claim a job in
+    the pool, which AWS then stops mid-job)."""
+    cloud.put_launch_hook(ASG, HOOK)
+    cloud.lifecycle(MAIN_INSTANCE_ID, "Warmed:Pending:Wait")
+    cloud.set_imds(target_lifecycle_state=None)
+    r = rd(lifecycle={"launch_hook": HOOK}).start()
+    time.sleep(2 * TIMEOUT_SCALE)
+    cloud.set_imds(target_lifecycle_state="Warmed:Stopped")
+    s = r.wait_phase("warm-wait", timeout=20)
+    assert s["warm"]["path"] == "prepare", r.stderr()
+    assert "GetSecretValue" not in ops(cloud) and r.events() == []
+    assert results(cloud) == [(200, "CONTINUE")]
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.wait() == 0, r.stderr()
+
+
+def test_a_target_state_gone_in_warm_wait_is_no_start(rd, cloud):
+    """In warm-wait the target was Warmed:* a moment ago: a 404 now says nothing new, and is
+    no reason to fetch the token and start an agent in the pool."""
+    r, _ = boot_in_pool(rd, cloud)
+    cloud.set_imds(target_lifecycle_state=None)
+    time.sleep(1.5 * TIMEOUT_SCALE)  # notice_interval is 100 ms: many polls
+    s = r.status()
+    assert s["phase"] == "warm-wait", r.stderr()
+    assert "GetSecretValue" not in ops(cloud) and r.events() == []
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.wait() == 0, r.stderr()

@@ -31,6 +31,9 @@ struct answer {
 	"No Lifecycle Hook found with name runner-launch"}
 #define UNAVAIL  {-EREMOTEIO, 503, "ServiceUnavailable", "try later"}
 #define THROTTLE {-EREMOTEIO, 400, "Throttling", "Rate exceeded"}
+/* botocore: ResourceContentionFault, HTTP 500 with senderFault: refused, not carried out. */
+#define CONTEND  {-EREMOTEIO, 500, "ResourceContention", \
+	"You already have a pending update to an Auto Scaling resource"}
 #define DENIED   {-EREMOTEIO, 403, "AccessDenied", "not authorized"}
 #define TIMEOUT  {-ETIMEDOUT, 0, "timeout", ""}
 #define GONE     {-ENOENT, 0, "", ""}
@@ -56,8 +59,10 @@ static int s_group(void *user, char *group, size_t n, struct aws_error *err)
 	struct script *s = user;
 	const struct answer *a;
 
-	assert_true(s->gnext < s->ngroup); /* a call the script did not expect */
-	a = &s->group[s->gnext++];
+	assert_true(s->ngroup > 0); /* a call the script did not expect */
+	/* Past the script's end its last answer repeats. */
+	a = &s->group[s->gnext < s->ngroup ? s->gnext : s->ngroup - 1];
+	s->gnext++;
 	answer(a, err);
 	if (a->r == 0)
 		str_copy(group, "cci-runner-asg", n);
@@ -128,6 +133,8 @@ static const struct tcase cases[] = {
 	 0, UINT32_MAX, 0, HOOK_DONE, 2, 0},
 	{"throttled, then no action: a throttled call did nothing", {OK}, 1,
 	 {THROTTLE, NOACTION, OK}, 3, 0, UINT32_MAX, 0, HOOK_DONE, 3, 1},
+	{"contention (500), then no action: a refused call did nothing", {OK}, 1,
+	 {CONTEND, NOACTION, OK}, 3, 0, UINT32_MAX, 0, HOOK_DONE, 3, 1},
 	{"transient errors until the attempts run out", {OK}, 1,
 	 {UNAVAIL, UNAVAIL, UNAVAIL, UNAVAIL, UNAVAIL}, 5, 0, UINT32_MAX,
 	 -EREMOTEIO, HOOK_FAILED, 5, 0},
@@ -135,7 +142,12 @@ static const struct tcase cases[] = {
 	 -EREMOTEIO, HOOK_FAILED, 1, 0},
 	{"no such hook fails at once", {OK}, 1, {NOHOOK}, 1, 0, UINT32_MAX,
 	 -EREMOTEIO, HOOK_FAILED, 1, 0},
+	/* The longest backoffs: about 60 s of describes, then not in a group. */
 	{"not in a group: nothing to complete", {GONE}, 1, {OK}, 0, 0, UINT32_MAX,
+	 0, HOOK_NOT_IN_GROUP, 0, 0},
+	{"not listed yet right after the launch, then listed", {GONE, GONE, OK}, 3, {OK}, 1, 0,
+	 UINT32_MAX, 0, HOOK_DONE, 1, 0},
+	{"not listed, the deadline first", {GONE}, 1, {OK}, 0, 5000, UINT32_MAX,
 	 0, HOOK_NOT_IN_GROUP, 0, 0},
 	{"the group read retried", {TIMEOUT, THROTTLE, OK}, 3, {OK}, 1, 0, UINT32_MAX,
 	 0, HOOK_DONE, 1, 0},
@@ -184,6 +196,9 @@ static void test_cases(void **state)
 		if (c->deadline)
 			assert_true(s.now <= 1000 + c->deadline + 50);
 		assert_int_equal(s.cnext, rep.calls);
+		/* An unlisted instance is described again until the window's end. */
+		if (c->want == HOOK_NOT_IN_GROUP && !c->deadline)
+			assert_true(s.now >= 1000 + HOOK_WINDOW_MS && s.gnext > 5);
 	}
 }
 
