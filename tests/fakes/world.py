@@ -33,6 +33,7 @@ Command line (used by Instance itself; documented for debugging):
 """
 
 import base64
+import fcntl
 import itertools
 import json
 import os
@@ -437,12 +438,23 @@ def _add_user(name):
 def enter(spec_path, argv):
     spec = json.loads(Path(spec_path).read_text())
     root = Path(spec["root"])
+    # The processes of one Instance share its upper directories: one enters at a time (its
+    # copy-ups of /etc/passwd and the spec's files would race another's: EEXIST). The lock
+    # is released by the exec below (the descriptor is close-on-exec).
+    lock = open(root / "enter.lock", "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     # ip netns exec made this mount namespace and turned / into a slave: nothing here
     # propagates back to the host.
     for d in spec["overlays"]:
         if not os.path.isdir(d):
             continue
-        upper, work = root / "upper" / d.lstrip("/"), root / "work" / d.lstrip("/")
+        # One upper directory per Instance (what its processes write, shared), but a work
+        # directory per mount: overlayfs empties its workdir when it mounts and copies up
+        # through it, so a second process entering the same Instance (runnerctl beside
+        # runnerd) would pull it from under the first one's copy-ups (EPERM appending to
+        # /etc/passwd, a failed mount: the kernel's "workdir is in-use" warning).
+        upper = root / "upper" / d.lstrip("/")
+        work = root / f"work-{os.getpid()}" / d.lstrip("/")
         upper.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
         # The merged directory takes the upper one's owner and mode: the host's, so that
