@@ -24,9 +24,9 @@ The scenarios boot at the same time, each guest with its own fake cloud:
   crash    a cold boot: the agent claims the job and dies of SIGSEGV;
   bad-deb  the .deb's digest is wrong: runnerd-bootstrap ends the boot.
 runnerd must leave the ASG (decrement, signed with the IMDS role's session credentials) and
-power the guest off through logind. The warm scenario's user-data is the stack's with
-launch_hook added to runnerd.conf's [lifecycle] (the group's hook is the fake's). Its second
-boot runs alone, after the others: it costs one boot without the .deb install or the agent
+power the guest off through logind. Every scenario's group has the stack's LAUNCHING lifecycle
+hook, which its runnerd.conf names (launch_hook): a cold boot completes it once with CONTINUE
+before the token, the warm one in each boot. The warm scenario's second boot runs alone, after the others: it costs one boot without the .deb install or the agent
 download (about 67 s on 2 vCPUs under TCG; the test prints its time). The agent (tests/e2e/guest_agent.py,
 served as the agent download) posts what it saw inside the guest to the fake (POST
 /_fake/note): the unit's systemd state, `runnerctl status --json` with the job claimed, and the
@@ -98,7 +98,8 @@ AGENT_VERSION = "3.1.4"  # the stack's default AgentDownloadUrl pins it
 ALL_SCENARIOS = ("warm", "success", "crash", "bad-deb")
 SCENARIOS = tuple(x for x in os.environ.get("RUNNERD_E2E_SCENARIOS", "").split(",") if x) or \
     (("success",) if EMULATED else ("warm", "crash", "bad-deb"))
-HOOK = "runner-launch"
+# The runner group's LAUNCHING hook, which the stack's runnerd.conf names (launch_hook).
+HOOK = stack.launch_hook()
 
 
 def find_deb(build):
@@ -115,18 +116,6 @@ def find_deb(build):
 def secret_arn(name):
     return (f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{name}-"
             f"{hashlib.sha256(name.encode()).hexdigest()[:6]}")
-
-
-def with_launch_hook(ud):
-    """The stack's user-data, its runnerd.conf given [lifecycle] launch_hook."""
-    import yaml
-    head, _, body = ud.partition("\n")
-    doc = yaml.safe_load(body)
-    [conf] = [f for f in doc["write_files"] if f["path"] == "/etc/runnerd/runnerd.conf"]
-    assert "[lifecycle]\n" in conf["content"], conf
-    conf["content"] = conf["content"].replace("[lifecycle]\n",
-                                              f"[lifecycle]\nlaunch_hook = {HOOK}\n", 1)
-    return head + "\n" + yaml.safe_dump(doc, sort_keys=False, width=1 << 30)
 
 
 def agent_tarball(behaviour):
@@ -230,11 +219,17 @@ def boots(tmp_path_factory):
             # bad-deb: the .deb's digest in the stack's parameters is wrong (a stale build, a
             # changed object): the bootstrap must end like runnerd's failures.
             ud = user_data(deb, tarball, "0" * 64 if name == "bad-deb" else None)
+            # The stack's group: its LAUNCHING hook holds every new instance (in the pool,
+            # Warmed:Pending:Wait; a cold launch, Pending:Wait) until runnerd completes it.
+            assert f"launch_hook = {HOOK['LifecycleHookName']}\n" in ud, ud
+            fake.put_launch_hook(ASG, HOOK["LifecycleHookName"],
+                                 heartbeat_s=int(HOOK["HeartbeatTimeout"]),
+                                 default=HOOK["DefaultResult"])
             if name == "warm":
-                ud = with_launch_hook(ud)
-                fake.put_launch_hook(ASG, HOOK)
                 fake.lifecycle(it.MAIN_INSTANCE_ID, "Warmed:Pending:Wait")
                 fake.set_imds(target_lifecycle_state="Warmed:Stopped")
+            else:
+                fake.lifecycle(it.MAIN_INSTANCE_ID, "Pending:Wait")
             g = boot.Guest(image, d / "guest", name, ud, meta_data(),
                            cpus=cpus, imds_port=port_of(fake, "imds"),
                            world_port=port_of(fake, "tls"), arch=ARCH).prepare()
@@ -393,10 +388,22 @@ def assert_left_asg(b, via_runnerd=True):
     assert inst["state"] in ("Terminating", "Terminated"), inst
 
 
+def assert_cold_hook(b):
+    """A cold launch under the group's LAUNCHING hook: completed once, with CONTINUE, by the
+    stack's hook name, before the token was fetched."""
+    calls = hook_calls(b.requests)
+    assert [(r["params"]["LifecycleHookName"], r["params"]["LifecycleActionResult"],
+             r["status"]) for r in calls] == [(HOOK["LifecycleHookName"], "CONTINUE", 200)], \
+        f"{calls}\n{b.context()}"
+    [sm] = [r for r in b.requests if r.get("op") == "GetSecretValue"]
+    assert calls[0]["t"] < sm["t"], (calls, sm)
+
+
 def test_boot_install_run_job_power_off(boots, capsys):
     b = booted(boots, "success")
     report_timing(capsys, b)
     assert_powered_off(b)
+    assert_cold_hook(b)
     rep = assert_agent_report(b)
     jobs = b.state["jobs"][RC]
     assert [j["id"] for j in jobs["done"]] == [rep["job_id"]], jobs
@@ -459,6 +466,7 @@ def test_boot_agent_crash_still_leaves_and_powers_off(boots, capsys):
     b = booted(boots, "crash")
     report_timing(capsys, b)
     assert_powered_off(b)
+    assert_cold_hook(b)
     rep = assert_agent_report(b)
     jobs = b.state["jobs"][RC]
     # Claimed, never completed: the agent died with it.
@@ -479,5 +487,8 @@ def test_boot_failed_bootstrap_leaves_and_powers_off(boots, capsys):
     assert "runnerd-bootstrap:" in serial and "SHA-256 is not" in serial, b.context()
     assert "left the group" in serial, b.context()
     assert not [r for r in b.requests if r.get("op") == "GetSecretValue"], "runnerd ran"
+    # Held in Pending:Wait by the hook, the instance left all the same (runnerd never ran to
+    # complete the hook: AWS would have abandoned it at the heartbeat timeout).
+    assert hook_calls(b.requests) == [], hook_calls(b.requests)
     assert "notes" not in b.state or "agent" not in b.state["notes"], b.state.get("notes")
     assert_left_asg(b, via_runnerd=False)

@@ -139,6 +139,14 @@ def parameter_problems(values, cfn=None):
     return problems
 
 
+def launch_hook(cfn=None):
+    """The runner group's LAUNCHING lifecycle hook (LifecycleHookName, LifecycleTransition,
+    HeartbeatTimeout, DefaultResult): the hook the stack's runnerd.conf names in launch_hook."""
+    cfn = cfn or load_cfn()
+    (h,) = cfn["Resources"]["RunnerGroup"]["Properties"]["LifecycleHookSpecificationList"]
+    return h
+
+
 def launch_template_value(lt, key, values, cfn=None):
     """A launch template's LaunchTemplateData[key] as CloudFormation gives it for values."""
     cfn = cfn or load_cfn()

@@ -472,12 +472,23 @@ class Dynalite:
         return name
 
 
-def dynalite_path():
+def npm_cache():
+    """Where scripts/install-deps puts its npm packages (outside the repo)."""
     cache = os.environ.get("RUNNERD_CACHE")
     if not cache:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
         cache = os.path.join(xdg, "runnerd")
-    return os.path.join(cache, "dynalite", "node_modules", ".bin", "dynalite")
+    return cache
+
+
+def dynalite_path():
+    return os.path.join(npm_cache(), "dynalite", "node_modules", ".bin", "dynalite")
+
+
+def cfnspec_dir():
+    """The npm package @aws-cdk/cfnspec as scripts/install-deps installs it: package.json and
+    spec/specification.json (AWS's CloudFormation resource specification)."""
+    return os.path.join(npm_cache(), "cfnspec", "node_modules", "@aws-cdk", "cfnspec")
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,17 @@ def prepare_runner_world(fake, runner_token_secret="cci-runner-secrets"):
                             {"id": OTHER_INSTANCE, "state": "InService"}])
 
 
+def stack_launch_hook(fake):
+    """The stack's runner group as it launches: its LAUNCHING hook (as the template defines it)
+    on the fake's group, and the instance launched under it, in Pending:Wait. Returns the
+    hook's name."""
+    h = stack.launch_hook()
+    fake.put_launch_hook(f"{STACK}-runners", h["LifecycleHookName"],
+                         heartbeat_s=int(h["HeartbeatTimeout"]), default=h["DefaultResult"])
+    fake.lifecycle(MAIN_INSTANCE_ID, "Pending:Wait")
+    return h["LifecycleHookName"]
+
+
 def wait_proc(p, timeout, what, log=None):
     try:
         return p.wait(timeout)
@@ -193,11 +204,14 @@ def test_runnerd_packaged_config_runs_a_job_and_leaves(world, logind, build, tmp
 
 def test_runnerd_stack_user_data_config_downloads_the_agent(world, logind, build, tmp_path):
     """The runnerd.conf the CloudFormation stack's user-data writes (rendered from the template
-    with its defaults and a deployment's values): the secret by ARN, the agent from CircleCI's
-    release tarball at its real URL (the stack's pinned version, %a), checked against its
-    SHA-256, then the same path to power-off."""
+    with its defaults and a deployment's values) in the group the stack makes, whose LAUNCHING
+    hook holds a new instance in Pending:Wait: the hook completed with CONTINUE before the
+    token, the secret by ARN, the agent from CircleCI's release tarball at its real URL (the
+    stack's pinned version, %a), checked against its SHA-256, then the same path to
+    power-off."""
     fake = world.fake
     prepare_runner_world(fake)
+    hook = stack_launch_hook(fake)
     agent = agent_wrapper().encode()
     tgz = vendor.release_tarball(agent)
     url = vendor.tarball_url(AGENT_VERSION, "amd64")
@@ -222,6 +236,11 @@ def test_runnerd_stack_user_data_config_downloads_the_agent(world, logind, build
         blobs
     [sm] = aws_calls(fake, "secretsmanager", "GetSecretValue")
     assert sm["body"]["SecretId"] == secret_arn("cci-runner-secrets"), sm
+    [c] = aws_calls(fake, "autoscaling", "CompleteLifecycleAction")
+    assert (c["params"]["LifecycleHookName"], c["params"]["LifecycleActionResult"],
+            c["params"]["AutoScalingGroupName"], c["status"]) == \
+        (hook, "CONTINUE", f"{STACK}-runners", 200), c
+    assert c["t"] < sm["t"], (c, sm)
     assert inst.path(AGENT_EVENTS).read_text().splitlines()[-1].startswith("completed ")
     assert_real_addresses(fake)
     assert_left_and_powered_off(fake, logind)

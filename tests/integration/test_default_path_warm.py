@@ -8,7 +8,8 @@ Instance are two boots of one EC2 instance, stopped and started by its warm pool
   runnerd.conf with launch_hook set (its only change), state_dir at its default;
 - reuse: an instance that ran a job, put back into the pool, abandons; started into service
   again, it takes the exit path without an agent;
-- runner-scaler's pool management with the stack's scaler.conf plus warm_pool.
+- runner-scaler's pool management with the stack's scaler.conf for WarmPoolSize=2 (its
+  warm_pool line).
 Needs root (namespaces); skipped otherwise.
 """
 
@@ -143,15 +144,12 @@ def test_a_used_instance_never_runs_a_second_agent_on_the_default_path(world, lo
 
 
 def test_scaler_warm_pool_on_the_default_path(world, build, tmp_path):
-    """The stack's scaler.conf with warm_pool = 2 in its pool: DescribeWarmPool and one
-    PutWarmPool at autoscaling.REGION.amazonaws.com over TLS with the instance role, the
+    """The stack's scaler.conf for WarmPoolSize=2 (warm_pool = 2 in its pool): DescribeWarmPool
+    and one PutWarmPool at autoscaling.REGION.amazonaws.com over TLS with the instance role, the
     desired capacity as the queue says (the pool is outside it); a second run writes nothing."""
     prepare_scaler_world(world)
-    conf = stack_file("ScalerLaunchTemplate", "/etc/runnerd/scaler.conf")
-    head, sep, tail = conf.partition("\n[pool ")
-    assert sep, conf
-    name, _, body = tail.partition("]\n")
-    conf = f"{head}{sep}{name}]\nwarm_pool = 2\n{body}"
+    conf = stack_file("ScalerLaunchTemplate", "/etc/runnerd/scaler.conf", WarmPoolSize="2")
+    assert "\nwarm_pool = 2\n" in conf, conf
     inst = world.instance("scaler", files={"/etc/runnerd/scaler.conf": conf,
                                            **installed(build)})
     for _ in range(2):

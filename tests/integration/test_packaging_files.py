@@ -3,15 +3,18 @@
 - cloudformation.yaml parsed with constructors for CloudFormation's short-form tags: every Ref,
   GetAtt, Sub variable, DependsOn, condition and If resolves; every parameter is used. The
   checker itself is shown to catch a dangling reference. cfn-lint runs when installed.
-- IAM, in the template and in aws/iam/*.json: Allow only, no "*" in any action, the only
-  Resource "*" is DescribeAutoScalingGroups (which supports no resource-level permission), and
-  each role has exactly the actions it needs.
+- IAM, in the template and in aws/iam/*.json: Allow only, no "*" in any action, Resource "*"
+  only for the Describe actions (which support no resource-level permission), and each role has
+  exactly the actions it needs (the scaler's warm-pool actions only with a pool).
 - Launch templates (IMDSv2 required, hop limit 1, shutdown terminates), the runner group (min 0,
-  no desired capacity to fight the scaler, max a parameter, new instances protected), the scaler
-  group, the lease table.
+  no desired capacity to fight the scaler, max a parameter, new instances protected, the
+  LAUNCHING hook), the warm pool (only when WarmPoolSize is above 0), the scaler group, the
+  lease table.
 - User-data (the examples and the template's): no token-like value anywhere, token sources that
   are fetched with the role, and configurations that runnerd / runner-scaler check-config accept.
 - The shipped example configurations; packer validate and packer fmt when packer is installed.
+Property names against AWS's resource specification: test_cfn_resource_spec.py; IAM action
+names against botocore's service models: test_iam_actions.py.
 """
 
 import json
@@ -26,6 +29,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fakes"))
+import stack  # noqa: E402
 from stack import (CfnLoader, failed_rules, launch_template_value, load_cfn,  # noqa: E402,F401
                    parameter_problems, render_user_data, user_data_template, written_file)
 
@@ -38,14 +42,31 @@ IAM = AWS / "iam"
 PACKER = REPO / "packaging" / "packer" / "runnerd.pkr.hcl"
 
 DESCRIBE = "autoscaling:DescribeAutoScalingGroups"
+# The only actions a Resource "*" may name: Auto Scaling's Describe actions support no
+# resource-level permission (AWS: "Describe actions do not support resource-level permissions").
+DESCRIBE_ANY = {DESCRIBE, "autoscaling:DescribeAutoScalingInstances",
+                "autoscaling:DescribeWarmPool"}
+# The LAUNCHING hook: its group's name, then its completion (runnerd, [lifecycle] launch_hook).
+HOOK_ACTIONS = {"autoscaling:DescribeAutoScalingInstances",
+                "autoscaling:CompleteLifecycleAction"}
+WARM_POOL_ACTIONS = {"autoscaling:DescribeWarmPool", "autoscaling:PutWarmPool"}
+# Actions on one group, which must name it by ARN.
+GROUP_ACTIONS = {"autoscaling:TerminateInstanceInAutoScalingGroup",
+                 "autoscaling:CompleteLifecycleAction", "autoscaling:SetDesiredCapacity",
+                 "autoscaling:SuspendProcesses", "autoscaling:PutWarmPool"}
 RUNNER_ACTIONS = {"secretsmanager:GetSecretValue",
-                  "autoscaling:TerminateInstanceInAutoScalingGroup"}
-RUNNER_ACTIONS_SSM = {"ssm:GetParameter", "autoscaling:TerminateInstanceInAutoScalingGroup"}
-SCALER_ACTIONS = {DESCRIBE, "autoscaling:SetDesiredCapacity", "autoscaling:SuspendProcesses",
-                  "secretsmanager:GetSecretValue", "dynamodb:GetItem", "dynamodb:PutItem",
-                  "dynamodb:UpdateItem"}
-# The stack's scaler also signals its group's CreationPolicy / rolling update.
-SCALER_ACTIONS_CFN = SCALER_ACTIONS | {"cloudformation:SignalResource"}
+                  "autoscaling:TerminateInstanceInAutoScalingGroup"} | HOOK_ACTIONS
+RUNNER_ACTIONS_SSM = {"ssm:GetParameter",
+                      "autoscaling:TerminateInstanceInAutoScalingGroup"} | HOOK_ACTIONS
+SCALER_ACTIONS_NO_POOL = {DESCRIBE, "autoscaling:SetDesiredCapacity",
+                          "autoscaling:SuspendProcesses", "secretsmanager:GetSecretValue",
+                          "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+# The standalone policy covers a scaler with warm_pool set.
+SCALER_ACTIONS = SCALER_ACTIONS_NO_POOL | WARM_POOL_ACTIONS
+# The stack's scaler also signals its group's CreationPolicy / rolling update; it gets the warm
+# pool's actions only when the stack has a pool (WarmPoolSize above 0).
+SCALER_ACTIONS_CFN = {False: SCALER_ACTIONS_NO_POOL | {"cloudformation:SignalResource"},
+                      True: SCALER_ACTIONS | {"cloudformation:SignalResource"}}
 
 
 def run(argv, timeout=120, **kw):
@@ -210,7 +231,7 @@ def policy_problems(doc):
             problems.append(f"{sid}: Effect {s.get('Effect')}")
         acts = listify(s.get("Action", []))
         problems += [f"{sid}: wildcard action {a}" for a in acts if "*" in a]
-        if "*" in listify(s.get("Resource", [])) and acts != [DESCRIBE]:
+        if "*" in listify(s.get("Resource", [])) and not set(acts) <= DESCRIBE_ANY:
             problems.append(f"{sid}: Resource * for {acts}")
     return problems
 
@@ -222,9 +243,12 @@ def actions(doc):
 def test_policy_checker_catches_mistakes():
     doc = {"Statement": [{"Effect": "Allow", "Action": "autoscaling:*", "Resource": "x"},
                          {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+                         {"Effect": "Allow", "Resource": "*",
+                          "Action": ["autoscaling:DescribeWarmPool", "autoscaling:PutWarmPool"]},
                          {"Effect": "Deny", "NotAction": "iam:*", "Resource": "*"}]}
     p = "\n".join(policy_problems(doc))
     assert "wildcard action autoscaling:*" in p and "Resource * for ['s3:GetObject']" in p
+    assert "Resource * for ['autoscaling:DescribeWarmPool', 'autoscaling:PutWarmPool']" in p
     assert "NotAction" in p and "Effect Deny" in p
 
 
@@ -237,9 +261,7 @@ def test_iam_policy_files(name, want):
     assert policy_problems(doc) == []
     assert actions(doc) == want
     for s in doc["Statement"]:
-        if set(listify(s["Action"])) & {"autoscaling:TerminateInstanceInAutoScalingGroup",
-                                        "autoscaling:SetDesiredCapacity",
-                                        "autoscaling:SuspendProcesses"}:
+        if set(listify(s["Action"])) & GROUP_ACTIONS:
             for r in listify(s["Resource"]):
                 assert ":autoScalingGroup:" in r and "autoScalingGroupName/" in r, r
 
@@ -250,26 +272,44 @@ def test_iam_trust_policy():
     assert s["Principal"] == {"Service": "ec2.amazonaws.com"} and s["Action"] == "sts:AssumeRole"
 
 
-def role_policy(cfn, role):
+def role_policy(cfn, role, values=None):
+    """The role's one inline policy as CloudFormation creates it for parameter values (the
+    template's defaults fill the rest): a statement under Fn::If is its branch for the
+    condition, and AWS::NoValue drops it."""
     props = cfn["Resources"][role]["Properties"]
     assert "ManagedPolicyArns" not in props, f"{role}: managed policies grant more than it needs"
     (p,) = props["Policies"]
-    return p["PolicyDocument"]
+    doc = dict(p["PolicyDocument"])
+    values = {**stack.parameter_defaults(cfn), **(values or {})}
+    out = []
+    for s in listify(doc["Statement"]):
+        if set(s) == {"Fn::If"}:
+            cond, yes, no = s["Fn::If"]
+            s = yes if stack.condition(cond, values, cfn) else no
+        if s != {"Ref": "AWS::NoValue"}:
+            out.append(s)
+    doc["Statement"] = out
+    return doc
 
 
-def test_cfn_roles_least_privilege(cfn):
-    runner, scaler = role_policy(cfn, "RunnerRole"), role_policy(cfn, "ScalerRole")
+@pytest.mark.parametrize("pool", ["0", "2"])
+def test_cfn_roles_least_privilege(cfn, pool):
+    values = {"WarmPoolSize": pool}
+    runner = role_policy(cfn, "RunnerRole", values)
+    scaler = role_policy(cfn, "ScalerRole", values)
     assert policy_problems(runner) == [] and policy_problems(scaler) == []
+    # The runners always have the hook (RunnerGroup's comment says why), so always its actions.
     assert actions(runner) == RUNNER_ACTIONS
-    assert actions(scaler) == SCALER_ACTIONS_CFN
+    assert actions(scaler) == SCALER_ACTIONS_CFN[pool != "0"]
     by_action = {a: s["Resource"] for doc in (runner, scaler)
                  for s in listify(doc["Statement"]) for a in listify(s["Action"])}
     # The group actions name the runner group, and it is the group the template creates.
     group = cfn["Resources"]["RunnerGroup"]["Properties"]["AutoScalingGroupName"]["Fn::Sub"]
-    for a in ("autoscaling:TerminateInstanceInAutoScalingGroup",
-              "autoscaling:SetDesiredCapacity", "autoscaling:SuspendProcesses"):
+    for a in sorted(GROUP_ACTIONS & set(by_action)):
         arn = by_action[a]["Fn::Sub"]
         assert arn.endswith(f":autoScalingGroup:*:autoScalingGroupName/{group}"), arn
+    for a in sorted(DESCRIBE_ANY & set(by_action)):
+        assert by_action[a] == "*", (a, by_action[a])
     assert by_action["dynamodb:GetItem"] == {"Fn::GetAtt": ["LeaseTable", "Arn"]}
     # The signal names this stack only.
     assert by_action["cloudformation:SignalResource"]["Fn::Sub"].endswith(
@@ -338,6 +378,56 @@ def test_cfn_groups_and_table(cfn):
         "RunnerInstanceProfile": [{"Ref": "RunnerRole"}],
         "ScalerInstanceProfile": [{"Ref": "ScalerRole"}]}
     assert set(cfn["Outputs"]) >= {"RunnerGroupName", "ScalerGroupName", "LeaseTableName"}
+
+
+def test_cfn_launch_hook(cfn):
+    """The runner group's LAUNCHING hook, whatever the pool's size: ABANDON by default (an
+    instance that never finished its setup is never stopped into the pool), a heartbeat timeout
+    longer than the bake work; and every runnerd.conf the stack writes, and the example's,
+    names that hook."""
+    h = stack.launch_hook(cfn)
+    assert h["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
+    assert h["DefaultResult"] == "ABANDON"
+    # Longer than runnerd-bootstrap's own bounds (the download's 900 s of retries, apt's lock
+    # waits) plus runnerd's bake work; within AWS's 30..7200 s.
+    assert 1200 <= int(h["HeartbeatTimeout"]) <= 7200, h
+    assert re.fullmatch(r"[A-Za-z0-9\-_/]{1,255}", h["LifecycleHookName"]), h
+    confs = [("user-data-runner.yaml", written_file(
+        fill_replace((AWS / "user-data-runner.yaml").read_text()), "/etc/runnerd/runnerd.conf"))]
+    for pool in ("0", "2"):
+        for name, v in (("DUMMY", DUMMY), ("BAKED", BAKED)):
+            ud = render_user_data("RunnerLaunchTemplate", dict(v, WarmPoolSize=pool), cfn)
+            confs.append((f"{name}, WarmPoolSize {pool}",
+                          written_file(ud, "/etc/runnerd/runnerd.conf")))
+    for name, conf in confs:
+        assert ini_section(conf, "lifecycle").get("launch_hook") == h["LifecycleHookName"], \
+            f"{name}:\n{conf}"
+
+
+def test_cfn_warm_pool(cfn):
+    """WarmPoolSize: 0 (the default) is no warm pool at all; N is a WarmPool of N stopped
+    instances never reused on scale-in, and the scaler's warm_pool = N (the same settings the
+    scaler's PutWarmPool writes, so neither rewrites the other)."""
+    param = cfn["Parameters"]["WarmPoolSize"]
+    assert param["Type"] == "Number" and int(param["Default"]) == 0
+    assert int(param["MinValue"]) == 0
+    r = cfn["Resources"]["RunnerWarmPool"]
+    assert r["Type"] == "AWS::AutoScaling::WarmPool" and r["Condition"] == "HasWarmPool"
+    w = r["Properties"]
+    assert w["AutoScalingGroupName"] == {"Ref": "RunnerGroup"}
+    assert w["MinSize"] == w["MaxGroupPreparedCapacity"] == {"Ref": "WarmPoolSize"}
+    assert w["PoolState"] == "Stopped"
+    assert w["InstanceReusePolicy"] == {"ReuseOnScaleIn": False}
+    # Only the pool and the scaler's side follow the condition; the hook does not.
+    users = [n for n, res in cfn["Resources"].items() if "HasWarmPool" in repr(res)]
+    assert sorted(users) == ["RunnerWarmPool", "ScalerLaunchTemplate", "ScalerRole"], users
+    defaults = stack.parameter_defaults(cfn)
+    for pool, want in (("0", None), ("1", "1"), ("2", "2"), ("25", "25")):
+        values = {**defaults, **DUMMY, "WarmPoolSize": pool}
+        assert stack.condition("HasWarmPool", values, cfn) is (want is not None), pool
+        conf = written_file(render_user_data("ScalerLaunchTemplate", values, cfn),
+                            "/etc/runnerd/scaler.conf")
+        assert ini_section(conf, "pool runners").get("warm_pool") == want, conf
 
 
 # ---- user-data ----------------------------------------------------------------------------
@@ -436,6 +526,8 @@ def user_data_variants(cfn):
             ("user-data-scaler.yaml", fill_replace((AWS / "user-data-scaler.yaml").read_text())),
             ("RunnerLaunchTemplate", render_user_data("RunnerLaunchTemplate", DUMMY, cfn)),
             ("ScalerLaunchTemplate", render_user_data("ScalerLaunchTemplate", DUMMY, cfn)),
+            ("ScalerLaunchTemplate, warm pool",
+             render_user_data("ScalerLaunchTemplate", dict(DUMMY, WarmPoolSize="3"), cfn)),
             ("RunnerLaunchTemplate, baked AMI",
              render_user_data("RunnerLaunchTemplate", BAKED, cfn))]
 
