@@ -100,6 +100,9 @@ def prepare_runner_world(fake, runner_token_secret="cci-runner-secrets"):
     fake.set_asg(f"{STACK}-runners", min=0, max=5, desired=2,
                  instances=[{"id": MAIN_INSTANCE_ID, "state": "InService"},
                             {"id": OTHER_INSTANCE, "state": "InService"}])
+    # A cold launch into the group: Auto Scaling sets the target state (the stack's runners
+    # have launch_hook, and a 404 is "not yet" to them).
+    fake.set_imds(target_lifecycle_state="InService")
 
 
 def stack_launch_hook(fake):
