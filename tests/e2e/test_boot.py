@@ -230,6 +230,7 @@ def boots(tmp_path_factory):
                 fake.set_imds(target_lifecycle_state="Warmed:Stopped")
             else:
                 fake.lifecycle(it.MAIN_INSTANCE_ID, "Pending:Wait")
+                fake.set_imds(target_lifecycle_state="InService")  # a cold launch's
             g = boot.Guest(image, d / "guest", name, ud, meta_data(),
                            cpus=cpus, imds_port=port_of(fake, "imds"),
                            world_port=port_of(fake, "tls"), arch=ARCH).prepare()
