@@ -73,7 +73,11 @@ struct launch_tracker {
 	unsigned level;      /* back-offs since the last runner connected: the next one's length */
 	uint64_t backoff_until; /* monotonic ms; 0: none yet */
 	uint64_t failed_total;
-	uint64_t untracked; /* instances not tracked (LAUNCH_TRACK_MAX) or forgotten unjudged */
+	/* instances dropped unjudged (a gap, a scale-in, no verdict), each counted once */
+	uint64_t forgotten;
+	/* instances the latest read listed alive but not tracked (LAUNCH_TRACK_MAX): recounted at
+	 * each read, since nothing remembers which they were */
+	size_t untracked_now;
 	/* the latest failures of the streak, oldest first, for the warning */
 	char ids[LAUNCH_IDS_KEPT][LAUNCH_ID_MAX];
 	size_t nids;
