@@ -935,7 +935,9 @@ static void on_launches(struct scaler *s, struct slot *sl, int rc)
 			report(s, LOG_WARNING,
 			       "WARNING: pool %s: %u launches in a row left the group "
 			       "without their runner ever connecting (%s): not raising "
-			       "desired capacity for %" PRIu64 " s. Check what an instance "
+			       "desired capacity for %" PRIu64 " s, and lowering it to the runners "
+			       "that connected, so that the group stops replacing the failing "
+			       "instances. Check what an instance "
 			       "needs to start its runner: the launch template, AMI, subnet, "
 			       "the runner token's secret and the instance role's access to "
 			       "it, the agent's download URL",
@@ -998,6 +1000,7 @@ static void observe_launches(struct scaler *s, size_t pi, const struct asg_group
 	r = launches_observe(&p->launches, g->instances, g->ninstances, now, gap);
 	if (r < 0)
 		return; /* out of memory: nothing observed, nothing judged this cycle */
+	p->tracked = true;
 	if (r > 0)
 		report(s, LOG_INFO,
 		       "pool %s: group not read for %" PRIu64 " s: the instances seen before are "
@@ -1396,6 +1399,19 @@ static void begin_write(struct scaler *s)
 		if (p->cfg->launch_failures > 0) {
 			in.launch_backoff_ms = (int64_t)launches_backoff_left_ms(&p->launches, now);
 			in.failed_launches = p->launches.streak;
+			/* What a back-off lowers desired to at most (with the mins): the runners
+			 * that connected as this cycle's reads show them, and the instances
+			 * whose runner may have connected unseen (no list read behind this
+			 * describe). A group not tracked this cycle tells nothing: nothing
+			 * below the current value. */
+			if (p->tracked) {
+				in.launch_connected =
+				        (int64_t)launches_count(&p->launches, LAUNCH_CONNECTED);
+				in.launch_unknown = (int64_t)launches_unknown(
+				        &p->launches, p->have_list && p->list_status == 200);
+			} else {
+				in.launch_unknown = p->asg_desired > 0 ? p->asg_desired : 0;
+			}
 		}
 		policy_decide(&in, &p->decision);
 		/* The start-up check of the class, once per pool: only a class that shows no work
@@ -1585,7 +1601,7 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 		p->due = p->next_try <= now_mono;
 		p->have_unclaimed = p->have_running = p->asg_ok = false;
 		p->failed = p->auth_failed = false;
-		p->observed = p->have_list = false;
+		p->observed = p->tracked = p->have_list = false;
 		p->list_status = 0;
 		p->list_count = 0;
 		p->unclaimed = p->running = p->asg_desired = p->asg_min = p->asg_max = -1;

@@ -96,6 +96,7 @@ struct pool_state {
 	int64_t unclaimed, running, asg_desired, asg_min, asg_max;
 	long retry_after_s;
 	bool observed;      /* launches_observe() ran on this cycle's describe */
+	bool tracked;       /* and succeeded: the tracker shows this cycle's group */
 	bool have_list;     /* the runner list was read this cycle (for launches) */
 	long list_status;   /* its HTTP status (200, 404) */
 	int64_t list_count; /* and how many runners it listed */
@@ -104,7 +105,7 @@ struct pool_state {
 	enum write_result write;
 	/* the last finished cycle's outcome, for metrics */
 	enum policy_action final_action;
-	char final_reason[CYCLE_ERR_MAX + 160];
+	char final_reason[CYCLE_ERR_MAX + 192];
 	struct metrics_pool m;
 };
 

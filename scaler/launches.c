@@ -211,6 +211,11 @@ void launches_lowered(struct launch_tracker *t)
 	t->lowered_at = t->observations;
 }
 
+size_t launches_unknown(const struct launch_tracker *t, bool list_read)
+{
+	return t->untracked_now + (list_read ? 0 : launches_count(t, LAUNCH_UNCONFIRMED));
+}
+
 size_t launches_ids_in_name(const char *name, char (*ids)[LAUNCH_ID_MAX], size_t max)
 {
 	size_t found = 0;
