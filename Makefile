@@ -124,7 +124,11 @@ install: all
 # $(B)/runner-scaler_VERSION_ARCH.deb. ARCH is this machine's (dpkg --print-architecture) unless
 # given: `make deb ARCH=arm64` cross-builds with Debian's cross toolchain and the arm64 -dev
 # packages (dpkg-buildpackage -aarm64). `make debs-all` builds both architectures.
-ARCH ?= $(NATIVE_ARCH)
+# Only from the command line: an ARCH in the environment (x86_64 from a kernel build's shell)
+# is not a Debian architecture.
+ifneq ($(origin ARCH),command line)
+ARCH := $(NATIVE_ARCH)
+endif
 DEB_ARCHS := amd64 arm64
 .PHONY: deb debs-all $(addprefix deb-,$(DEB_ARCHS)) verify-packaging
 deb:
@@ -189,6 +193,7 @@ SAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 ASAN_MAKE = $(MAKE) --no-print-directory B=$(ASAN_B) CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)"
 ASAN_UNIT_BINS = $(patsubst $(B)/%,$(ASAN_B)/%,$(UNIT_BINS))
 ASAN_SKIP := --ignore=tests/integration/test_fake_contract.py \
+	--ignore=tests/integration/test_fake_warm_contract.py \
 	--ignore-glob='tests/integration/test_packaging*' \
 	--ignore=tests/integration/test_lasting.py
 
@@ -203,7 +208,7 @@ asan:
 memcheck: all tools
 	@scripts/run-sanitized memcheck $(B)/memcheck-logs $(B) -- \
 		env RUNNERD_BUILD=$(abspath $(B)) $(PYTHON) -m pytest -q -p no:cacheprovider \
-		tests/integration/test_runnerd.py
+		tests/integration/test_runnerd.py tests/integration/test_runnerd_warm.py
 clean: clean-asan
 .PHONY: clean-asan
 clean-asan:

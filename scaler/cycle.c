@@ -707,13 +707,16 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 			region = c->region;
 			req.max_body = c->cap;
 			r = cycle_describe_form(names, c->n, c->next_token, &sl->body);
-		} else {
+		} else if (job.kind == XFER_SET || job.kind == XFER_SUSPEND) {
 			const struct pool_state *p = &s->pools[job.index];
 
 			region = p->region;
 			r = job.kind == XFER_SUSPEND
 			            ? cycle_suspend_form(p->cfg->asg, &sl->body)
 			            : cycle_set_form(p->cfg->asg, p->decision.desired, &sl->body);
+		} else {
+			region = s->pools[job.index].region;
+			r = warm_pool_form(s, &job, &sl->body);
 		}
 		if (r < 0)
 			return r;
@@ -755,7 +758,7 @@ static int slot_start(struct scaler *s, struct slot *sl, struct job job, long ti
 	 * one; plain http is HTTP/1.1 only, where waiting would just serialise. */
 	if (strncmp(req.url, "https://", 8) == 0)
 		(void)curl_easy_setopt(sl->h, CURLOPT_PIPEWAIT, 1L);
-	if (job.kind == XFER_SET || job.kind == XFER_SUSPEND) {
+	if (job.kind == XFER_SET || job.kind == XFER_SUSPEND || job.kind == XFER_WARM_PUT) {
 		if (curl_easy_setopt(sl->h, CURLOPT_PREREQFUNCTION, prereq_cb) != CURLE_OK ||
 		    curl_easy_setopt(sl->h, CURLOPT_PREREQDATA, sl) != CURLE_OK) {
 			r = -ENOTSUP; /* no fencing point: no write */
@@ -1270,14 +1273,14 @@ static void suspend_failed(struct scaler *s, struct pool_state *p, enum suspend_
 		if (how == SUSPEND_RETRY_PERMISSION)
 			report(s, LOG_WARNING,
 			       "WARNING: pool %s: could not suspend AZRebalance on %s (%s): zone "
-			       "rebalancing may launch and end runners; grant the role "
+			       "rebalancing may start and end runners; grant the role "
 			       "autoscaling:SuspendProcesses on the group, or set az_rebalance = "
 			       "leave (tried again hourly)",
 			       p->cfg->name, p->cfg->asg, text);
 		else
 			report(s, LOG_WARNING,
 			       "WARNING: pool %s: could not suspend AZRebalance on %s (%s): zone "
-			       "rebalancing may launch and end runners; tried again hourly "
+			       "rebalancing may start and end runners; tried again hourly "
 			       "(az_rebalance = leave turns this off)",
 			       p->cfg->name, p->cfg->asg, text);
 		return;
@@ -1304,9 +1307,8 @@ static void on_suspend(struct scaler *s, struct slot *sl, int rc)
 		p->az_failures = 0;
 		p->az_said_ms = 0;
 		report(s, LOG_INFO,
-		       "pool %s: suspended AZRebalance on %s: zone rebalancing would launch and "
-		       "end "
-		       "runners to even out zones",
+		       "pool %s: suspended AZRebalance on %s: zone rebalancing would start and "
+		       "end runners to even out zones",
 		       p->cfg->name, p->cfg->asg);
 		return;
 	}
@@ -1378,6 +1380,10 @@ static void job_failed(struct scaler *s, struct job job, int rc)
 		pool_fail(p, cycle_classify(rc, 0, NULL), -1, "autoscaling:SetDesiredCapacity: %s",
 		          transport_word(rc));
 		break;
+	case XFER_WARM:
+	case XFER_WARM_PUT:
+		warm_pool_job_failed(s, &job, rc);
+		break;
 	}
 }
 
@@ -1437,6 +1443,14 @@ static void drain(struct scaler *s)
 			break;
 		case XFER_SUSPEND:
 			on_suspend(s, sl, rc);
+			break;
+		case XFER_WARM:
+			if (warm_pool_on_describe(s, sl, rc) &&
+			    queue_push(s, XFER_WARM, sl->job.index))
+				warm_pool_job_failed(s, &sl->job, -ENOMEM);
+			break;
+		case XFER_WARM_PUT:
+			warm_pool_on_put(s, sl, rc);
 			break;
 		}
 		http_response_free(&sl->resp);
@@ -1527,6 +1541,9 @@ static void begin_write(struct scaler *s)
 		    !s->dry_run && election_may_act(s->election, now) &&
 		    queue_push(s, XFER_SUSPEND, i) < 0)
 			job_failed(s, (struct job){XFER_SUSPEND, (uint32_t)i}, -ENOMEM);
+		/* Beside the decision, never part of it (warm_pool.h). */
+		if (warm_pool_begin_write(s, i, now) && queue_push(s, XFER_WARM_PUT, i) < 0)
+			job_failed(s, (struct job){XFER_WARM_PUT, (uint32_t)i}, -ENOMEM);
 		if (p->decision.action != POLICY_SET)
 			continue;
 		if (s->dry_run)
@@ -1626,6 +1643,8 @@ static void finalize(struct scaler *s)
 		d.reason = p->final_reason;
 		if (cycle_format_decision(&d, s->log_format, line, sizeof(line)) == 0)
 			report(s, held ? LOG_WARNING : LOG_INFO, "%s", line);
+		if (p->due)
+			warm_pool_finalize(s, i);
 	}
 	if (auth)
 		report(s, LOG_ERR,
@@ -1707,6 +1726,7 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 		p->decision.action = POLICY_HOLD;
 		p->decision.desired = -1;
 		p->write = WRITE_NONE;
+		warm_pool_reset(&p->warm);
 		regions[i] = p->region;
 		take[i] = p->due && !s->creds_problem[0];
 		s->pool_bytes[i] = asg_describe_group_bytes(
@@ -1735,6 +1755,10 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 		r = queue_push(s, XFER_UNCLAIMED, i);
 		if (r == 0)
 			r = queue_push(s, XFER_RUNNING, i);
+		if (r == 0 && p->cfg->warm_pool >= 0 && !s->creds_problem[0]) {
+			p->warm.asked = true;
+			r = queue_push(s, XFER_WARM, i);
+		}
 	}
 	if (r < 0)
 		goto out;

@@ -38,6 +38,7 @@
 #include "policy.h"
 #include "runner_api.h"
 #include "scaler_config.h"
+#include "warm_pool.h"
 
 #define CYCLE_MAX_INFLIGHT   128
 #define CYCLE_DESCRIBE_BATCH 50
@@ -111,6 +112,7 @@ struct pool_state {
 	enum policy_action final_action;
 	char final_reason[CYCLE_ERR_MAX + 192];
 	struct metrics_pool m;
+	struct warm_pool_state warm; /* [pool NAME] warm_pool (warm_pool.h) */
 };
 
 enum xfer_kind {
@@ -120,7 +122,9 @@ enum xfer_kind {
 	XFER_LAUNCHES, /* the runner list behind a describe, for launch failures */
 	XFER_DESCRIBE,
 	XFER_SET,
-	XFER_SUSPEND, /* SuspendProcesses AZRebalance */
+	XFER_SUSPEND,  /* SuspendProcesses AZRebalance */
+	XFER_WARM,     /* DescribeWarmPool (warm_pool.h) */
+	XFER_WARM_PUT, /* PutWarmPool */
 };
 
 struct job {

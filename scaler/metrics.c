@@ -64,6 +64,7 @@ enum which {
 	M_HOLDS,
 	M_LAUNCH_FAILURES,
 	M_BACKOFF,
+	M_WARM_SIZE,
 };
 
 struct family {
@@ -88,6 +89,10 @@ static const struct family gauges[] = {
          "Seconds left of the launch back-off, in which the pool does not raise its desired "
          "capacity (0: none).",
          M_BACKOFF},
+        {"runner_scaler_warm_pool_size", "gauge",
+         "Instances in the group's warm pool at the last DescribeWarmPool (those being "
+         "terminated not counted); only pools with warm_pool set.",
+         M_WARM_SIZE},
 };
 
 static int header(struct buf *out, const char *name, const char *type, const char *help)
@@ -130,6 +135,11 @@ static int render_family(const struct metrics_snapshot *s, const struct family *
 			break;
 		case M_BACKOFF:
 			v = p->backoff_s;
+			break;
+		case M_WARM_SIZE:
+			if (!p->have_warm)
+				continue;
+			v = p->warm_size;
 			break;
 		case M_HOLDS:
 		default:

@@ -37,6 +37,8 @@ struct metrics_pool {
 	uint64_t api_errors[API_ERR_KINDS];
 	uint64_t launch_failures; /* failed launches judged so far */
 	int64_t backoff_s;        /* seconds of launch back-off left; 0: none */
+	bool have_warm;           /* warm_pool is managed and its pool was read */
+	int64_t warm_size;        /* instances in the group's warm pool */
 };
 
 struct metrics_snapshot {

@@ -71,6 +71,8 @@ static const struct cfg_key pool_keys[] = {
          STR(LAUNCH_FAILURES_DEFAULT), NULL, 0, LAUNCH_FAILURES_MAX, 0, NULL},
         {"az_rebalance", CFG_ENUM, OFF(pool_section, az_rebalance), "suspend", az_rebalance_names,
          0, 0, 0, NULL},
+        /* A string, so that "unset" (not managed) survives check-config's print. */
+        {"warm_pool", CFG_STRING, OFF(pool_section, warm_pool_text), "", NULL, 0, 0, 0, NULL},
 };
 
 static const struct cfg_key election_keys[] = {
@@ -91,6 +93,24 @@ static const struct cfg_section schema[] = {
         {"election", false, election_keys, ARRAY_SIZE(election_keys),
          sizeof(struct election_section), 0, 0},
 };
+
+int scaler_parse_warm_pool(const char *s, int64_t *out)
+{
+	int64_t v = 0;
+
+	*out = -1;
+	if (!s || !s[0])
+		return 0;
+	for (const char *c = s; *c; c++) {
+		if (*c < '0' || *c > '9' || v > POOL_COUNT_MAX)
+			return -EINVAL;
+		v = v * 10 + (*c - '0');
+	}
+	if (v > POOL_COUNT_MAX)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
 
 const char *scaler_token_source_name(int source)
 {
@@ -224,6 +244,11 @@ static void validate(struct scaler_config *sc, struct buf *errs)
 			          "want NAMESPACE/NAME, got '%s'", p->resource_class);
 		if (p->asg && !p->asg[0])
 			add_error(errs, c, p, "pool", "asg", "must not be empty", NULL);
+		if (scaler_parse_warm_pool(p->warm_pool_text, &sc->pools[i]->warm_pool) < 0)
+			add_error(errs, c, p, "pool", "warm_pool",
+			          "want a number of instances (0 to " STR(
+			                  POOL_COUNT_MAX) "), or nothing (not managed); got '%s'",
+			          p->warm_pool_text);
 		for (size_t j = 0; j < i; j++) {
 			const struct pool_section *q = sc->pools[j];
 			const char *pr = p->region ? p->region : "",

@@ -54,7 +54,9 @@ struct pool_section {
 	char *region; /* NULL: the scaler's own region */
 	int64_t min, max, headroom, max_step;
 	int64_t launch_failures; /* failed launches in a row before a back-off; 0: detection off */
-	int az_rebalance; /* enum az_rebalance: suspend the group's AZRebalance, or leave it */
+	int az_rebalance;     /* enum az_rebalance: suspend the group's AZRebalance, or leave it */
+	char *warm_pool_text; /* warm_pool as written: "" unset */
+	int64_t warm_pool;    /* from it: instances to keep prepared; -1: not managed */
 };
 
 struct election_section {
@@ -86,6 +88,9 @@ int scaler_config_print(const struct scaler_config *c, FILE *out);
 /* The token variable for token_source = env ("CIRCLE_TOKEN" unless token_id says otherwise). */
 const char *scaler_token_env_name(const struct circleci_section *cc);
 const char *scaler_token_source_name(int source);
+
+/* Pure: warm_pool's value: "" is -1 (not managed), else 0 to 100000 instances. 0 or -EINVAL. */
+int scaler_parse_warm_pool(const char *s, int64_t *out);
 
 /* Pure: "HOST:PORT" / "[V6]:PORT" / ":PORT" into host (empty = any) and port. 0 or -EINVAL. */
 int scaler_parse_listen(const char *s, char *host, size_t hostlen, uint16_t *port);

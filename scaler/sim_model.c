@@ -12,6 +12,7 @@
 #include "launches.h"
 #include "policy.h"
 #include "sim_internal.h"
+#include "sim_warm.h"
 #include "util.h"
 
 /* ---- the model ---------------------------------------------------------------------------- */
@@ -33,6 +34,9 @@ void sim_model_defaults(struct sim_model *m, enum sim_policy policy)
 	m->claim_interval_ms = (int64_t)SIM_CLAIM_INTERVAL_S * SIM_MS_PER_S;
 	m->idle_timeout_ms = (int64_t)SIM_IDLE_TIMEOUT_S * SIM_MS_PER_S;
 	m->replace_delay_ms = (int64_t)SIM_REPLACE_DELAY_S * SIM_MS_PER_S;
+	m->resume_min_ms = (int64_t)SIM_RESUME_MIN_S * SIM_MS_PER_S;
+	m->resume_max_ms = (int64_t)SIM_RESUME_MAX_S * SIM_MS_PER_S;
+	m->warm_stop_ms = (int64_t)SIM_WARM_STOP_S * SIM_MS_PER_S;
 	m->seed = 1;
 }
 
@@ -42,6 +46,8 @@ enum inst_state {
 	I_BUSY,
 	I_STOPPED, /* tutorial: shut down, still held by the group until the health check */
 	I_GONE,
+	I_WARMING, /* a warm pool refill: launched into the pool, booting, preparing, stopping */
+	I_POOLED,  /* prepared and stopped in the warm pool, ready to be taken */
 };
 
 /* Event kinds; at equal times they run in this order, so a poll sees everything that happened
@@ -53,15 +59,8 @@ enum ev_type {
 	EV_CLAIM,
 	EV_IDLE,
 	EV_REPLACE,
+	EV_WARMED, /* a warm pool refill is prepared and stopped */
 	EV_POLL,
-};
-
-struct ev {
-	int64_t t;
-	uint64_t seq;
-	size_t idx;
-	uint32_t epoch;
-	uint8_t type;
 };
 
 struct inst {
@@ -75,21 +74,12 @@ struct inst {
 	bool connected; /* its agent started: the Runner API lists its runner */
 };
 
-/* A growable list of instance indices. */
-struct ilist {
-	size_t *v;
-	size_t n, cap;
-};
-
-struct fifo {
-	size_t *v;
-	size_t head, len, cap;
-};
-
 struct pool_rt {
 	int64_t desired, in_group, up, busy, running;
-	struct fifo queue; /* unclaimed jobs, oldest first */
-	struct fifo idle;  /* idle instances, for claim_interval 0 (lazily pruned) */
+	struct sim_fifo queue; /* unclaimed jobs, oldest first */
+	struct sim_fifo idle;  /* idle instances, for claim_interval 0 (lazily pruned) */
+	struct sim_warm warm;
+	struct sim_fifo pooled; /* the warm pool's stopped instances, first stopped first taken */
 	bool dirty;
 	/* launch-failure detection (runnerd, launch_failures > 0): the daemon's own bookkeeping
 	 * (launches.c), fed what its reads would show: the group's instances (members) and the
@@ -97,7 +87,7 @@ struct pool_rt {
 	 * since the last poll) */
 	bool detect;
 	struct launch_tracker launches;
-	struct ilist members, gone;
+	struct sim_ilist members, gone;
 };
 
 struct sim {
@@ -106,9 +96,7 @@ struct sim {
 	size_t npools;
 	const struct sim_trace *t;
 	struct sim_result *res;
-	struct ev *heap;
-	size_t hn, hcap;
-	uint64_t seq;
+	struct sim_heap q; /* the events to come */
 	struct inst *inst;
 	size_t ninst, icap;
 	struct pool_rt *p;
@@ -125,6 +113,12 @@ struct sim {
 	size_t scratch_cap;
 };
 
+static void push_ev(struct sim *s, int64_t t, uint8_t type, size_t idx, uint32_t epoch)
+{
+	if (sim_heap_push(&s->q, t, type, idx, epoch) < 0)
+		s->oom = true;
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
 	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL); /* splitmix64: the same stream everywhere */
@@ -132,106 +126,6 @@ static uint64_t rng_next(uint64_t *s)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
 	return z ^ (z >> 31);
-}
-
-static bool ev_less(const struct ev *a, const struct ev *b)
-{
-	if (a->t != b->t)
-		return a->t < b->t;
-	if (a->type != b->type)
-		return a->type < b->type;
-	return a->seq < b->seq;
-}
-
-static void push_ev(struct sim *s, int64_t t, uint8_t type, size_t idx, uint32_t epoch)
-{
-	struct ev e = {.t = t, .seq = s->seq++, .idx = idx, .epoch = epoch, .type = type};
-	size_t i;
-
-	if (s->hn == s->hcap) {
-		size_t ncap = s->hcap ? s->hcap * 2 : 256;
-		struct ev *nh = realloc(s->heap, ncap * sizeof(*nh));
-
-		if (!nh) {
-			s->oom = true;
-			return;
-		}
-		s->heap = nh;
-		s->hcap = ncap;
-	}
-	i = s->hn++;
-	while (i > 0 && ev_less(&e, &s->heap[(i - 1) / 2])) {
-		s->heap[i] = s->heap[(i - 1) / 2];
-		i = (i - 1) / 2;
-	}
-	s->heap[i] = e;
-}
-
-static struct ev pop_ev(struct sim *s)
-{
-	struct ev top = s->heap[0], last = s->heap[--s->hn];
-	size_t i = 0;
-
-	for (;;) {
-		size_t c = 2 * i + 1;
-
-		if (c >= s->hn)
-			break;
-		if (c + 1 < s->hn && ev_less(&s->heap[c + 1], &s->heap[c]))
-			c++;
-		if (!ev_less(&s->heap[c], &last))
-			break;
-		s->heap[i] = s->heap[c];
-		i = c;
-	}
-	if (s->hn)
-		s->heap[i] = last;
-	return top;
-}
-
-static bool fifo_push(struct fifo *f, size_t v)
-{
-	if (f->head + f->len == f->cap) {
-		if (f->head > f->cap / 2) {
-			memmove(f->v, f->v + f->head, f->len * sizeof(*f->v));
-			f->head = 0;
-		} else {
-			size_t ncap = f->cap ? f->cap * 2 : 64;
-			size_t *nv = realloc(f->v, ncap * sizeof(*nv));
-
-			if (!nv)
-				return false;
-			f->v = nv;
-			f->cap = ncap;
-		}
-	}
-	f->v[f->head + f->len++] = v;
-	return true;
-}
-
-static size_t fifo_pop(struct fifo *f)
-{
-	size_t v = f->v[f->head++];
-
-	f->len--;
-	if (!f->len)
-		f->head = 0;
-	return v;
-}
-
-static bool ilist_push(struct ilist *l, size_t v)
-{
-	if (l->n == l->cap) {
-		size_t ncap = l->cap ? l->cap * 2 : 64;
-		size_t *nv = realloc(l->v, ncap * sizeof(*nv));
-
-		if (!nv)
-			return false;
-		l->v = nv;
-		l->cap = ncap;
-	}
-	l->v[l->n++] = v;
-	return true;
 }
 
 /* The instance id the model gives instance ii: "i-" and 17 hex digits. */
@@ -259,7 +153,8 @@ static void record(struct sim *s)
 		                         .queued = (int32_t)p->queue.len,
 		                         .desired = (int32_t)p->desired,
 		                         .up = (int32_t)p->up,
-		                         .busy = (int32_t)p->busy};
+		                         .busy = (int32_t)p->busy,
+		                         .warm = (int32_t)p->warm.stopped};
 
 		p->dirty = false;
 		if (!s->record)
@@ -268,7 +163,7 @@ static void record(struct sim *s)
 			struct sim_sample *last = &ser->s[ser->n - 1];
 
 			if (last->queued == smp.queued && last->desired == smp.desired &&
-			    last->up == smp.up && last->busy == smp.busy)
+			    last->up == smp.up && last->busy == smp.busy && last->warm == smp.warm)
 				continue;
 			if (last->t_ms == smp.t_ms) {
 				*last = smp; /* a step at one instant: keep where it ended */
@@ -291,11 +186,9 @@ static void record(struct sim *s)
 	s->ndirty = 0;
 }
 
-static void launch(struct sim *s, uint32_t pool, bool replacement)
+/* A new instance's record, launched now, or SIZE_MAX out of memory. */
+static size_t new_inst(struct sim *s, uint32_t pool, uint8_t state)
 {
-	const struct sim_model *m = s->m;
-	struct pool_rt *p = &s->p[pool];
-	int64_t boot = m->boot_min_ms;
 	struct inst *in;
 
 	if (s->ninst == s->icap) {
@@ -304,25 +197,70 @@ static void launch(struct sim *s, uint32_t pool, bool replacement)
 
 		if (!ni) {
 			s->oom = true;
-			return;
+			return SIZE_MAX;
 		}
 		s->inst = ni;
 		s->icap = ncap;
 	}
-	if (m->boot_max_ms > m->boot_min_ms)
-		boot += (int64_t)(rng_next(&s->rng) %
-		                  (uint64_t)(m->boot_max_ms - m->boot_min_ms + 1));
 	in = &s->inst[s->ninst];
 	memset(in, 0, sizeof(*in));
 	in->launched_ms = s->now;
 	in->pool = pool;
+	in->state = state;
+	return s->ninst++;
+}
+
+/* A time uniform in [lo, hi] ms. */
+static int64_t draw(struct sim *s, int64_t lo, int64_t hi)
+{
+	if (hi > lo)
+		lo += (int64_t)(rng_next(&s->rng) % (uint64_t)(hi - lo + 1));
+	return lo;
+}
+
+/* A refill launched into the warm pool: it boots, prepares, completes the hook and is
+ * stopped (EV_WARMED). */
+static void refill(struct sim *s, uint32_t pool)
+{
+	const struct sim_model *m = s->m;
+	size_t ii = new_inst(s, pool, I_WARMING);
+
+	if (ii == SIZE_MAX)
+		return;
+	mark(s, pool);
+	push_ev(s, s->now + draw(s, m->boot_min_ms, m->boot_max_ms) + m->warm_stop_ms, EV_WARMED,
+	        ii, 0);
+}
+
+/* One more instance in the group: a stopped one from the warm pool when there is one (it
+ * resumes, and a refill takes its place in the pool), else a cold launch. */
+static void launch(struct sim *s, uint32_t pool, bool replacement)
+{
+	const struct sim_model *m = s->m;
+	struct pool_rt *p = &s->p[pool];
+	bool warm = sim_warm_take(&p->warm, s->now);
+	int64_t boot;
+	struct inst *in;
+	size_t ii;
+
+	if (warm) {
+		ii = sim_fifo_pop(&p->pooled);
+		boot = draw(s, m->resume_min_ms, m->resume_max_ms);
+	} else {
+		ii = new_inst(s, pool, I_BOOTING);
+		if (ii == SIZE_MAX)
+			return;
+		boot = draw(s, m->boot_min_ms, m->boot_max_ms);
+	}
+	in = &s->inst[ii];
+	in->launched_ms = s->now; /* running (billed) from its launch or its resume */
 	in->state = I_BOOTING;
 	in->fails = s->now >= m->fail_from_ms && s->now < m->fail_to_ms;
 	if (in->fails)
 		s->res->pools[pool].failed_launches++;
 	if (p->detect) {
 		in->slot = p->members.n;
-		if (!ilist_push(&p->members, s->ninst))
+		if (!sim_ilist_push(&p->members, ii))
 			s->oom = true;
 	}
 	p->in_group++;
@@ -335,8 +273,9 @@ static void launch(struct sim *s, uint32_t pool, bool replacement)
 		s->res->pools[pool].peak_in_group = p->in_group;
 	if (++s->in_group > s->peak_in_group)
 		s->peak_in_group = s->in_group;
-	push_ev(s, s->now + boot, EV_BOOT, s->ninst, 0);
-	s->ninst++;
+	push_ev(s, s->now + boot, EV_BOOT, ii, 0);
+	if (warm)
+		refill(s, pool); /* last: it may move s->inst */
 }
 
 /* The group: launch while desired exceeds what it holds. Scale-in protection is on, so a
@@ -351,7 +290,7 @@ static void claim(struct sim *s, size_t ii)
 {
 	struct inst *in = &s->inst[ii];
 	struct pool_rt *p = &s->p[in->pool];
-	size_t j = fifo_pop(&p->queue);
+	size_t j = sim_fifo_pop(&p->queue);
 	struct sim_job_result *jr = &s->res->jobs[j];
 
 	jr->claimed_ms = s->now;
@@ -378,7 +317,7 @@ static void become_idle(struct sim *s, size_t ii)
 	}
 	if (s->m->claim_interval_ms > 0)
 		push_ev(s, s->now + s->m->claim_interval_ms, EV_CLAIM, ii, in->epoch);
-	else if (!fifo_push(&p->idle, ii))
+	else if (!sim_fifo_push(&p->idle, ii))
 		s->oom = true;
 	push_ev(s, s->now + s->m->idle_timeout_ms, EV_IDLE, ii, in->epoch);
 }
@@ -407,7 +346,7 @@ static void agent_exit(struct sim *s, size_t ii)
 
 			p->members.v[in->slot] = last;
 			s->inst[last].slot = in->slot;
-			if (in->connected && !ilist_push(&p->gone, ii))
+			if (in->connected && !sim_ilist_push(&p->gone, ii))
 				s->oom = true;
 		}
 		in->state = I_GONE;
@@ -530,7 +469,7 @@ static void poll_all(struct sim *s)
 		s->describes += (s->npools + SIM_DESCRIBE_BATCH - 1) / SIM_DESCRIBE_BATCH;
 }
 
-static void handle(struct sim *s, const struct ev *e)
+static void handle(struct sim *s, const struct sim_ev *e)
 {
 	struct inst *in = e->type == EV_SUBMIT || e->type == EV_POLL ? NULL : &s->inst[e->idx];
 
@@ -539,7 +478,7 @@ static void handle(struct sim *s, const struct ev *e)
 		uint32_t pool = s->job_pool[e->idx];
 		struct pool_rt *p = &s->p[pool];
 
-		if (!fifo_push(&p->queue, e->idx)) {
+		if (!sim_fifo_push(&p->queue, e->idx)) {
 			s->oom = true;
 			return;
 		}
@@ -547,7 +486,7 @@ static void handle(struct sim *s, const struct ev *e)
 		s->last_progress_ms = s->now;
 		/* With no claim backoff an idle agent takes it at once. */
 		while (s->m->claim_interval_ms == 0 && p->queue.len && p->idle.len) {
-			size_t ii = fifo_pop(&p->idle);
+			size_t ii = sim_fifo_pop(&p->idle);
 
 			if (s->inst[ii].state == I_IDLE)
 				claim(s, ii);
@@ -598,6 +537,18 @@ static void handle(struct sim *s, const struct ev *e)
 		mark(s, in->pool);
 		reconcile(s, in->pool, true);
 		break;
+	case EV_WARMED: {
+		struct pool_rt *p = &s->p[in->pool];
+
+		in->state = I_POOLED;
+		if (!sim_fifo_push(&p->pooled, e->idx)) {
+			s->oom = true;
+			return;
+		}
+		sim_warm_stopped(&p->warm, s->now, in->launched_ms);
+		mark(s, in->pool);
+		break;
+	}
 	case EV_POLL:
 		poll_all(s);
 		push_ev(s, s->now + s->m->interval_ms, EV_POLL, 0, 0);
@@ -614,10 +565,11 @@ static bool work_waits(const struct sim *s)
 	return false;
 }
 
+/* Every group empty, and no warm pool refill still on its way to being stopped. */
 static bool all_empty(const struct sim *s)
 {
 	for (size_t i = 0; i < s->npools; i++)
-		if (s->p[i].in_group)
+		if (s->p[i].in_group || s->p[i].warm.warming)
 			return false;
 	return true;
 }
@@ -670,6 +622,20 @@ static int finish_stats(struct sim *s)
 		if (s->inst[i].state == I_BOOTING)
 			r->pools[s->inst[i].pool].boot_ms += s->now - s->inst[i].launched_ms;
 	}
+	/* The warm pools: stopped instances until the end, refills' running time (instance time,
+	 * on no job). */
+	for (size_t i = 0; i < s->npools; i++) {
+		struct sim_warm *wp = &s->p[i].warm;
+		struct sim_stats *st = &r->pools[i];
+
+		sim_warm_finish(wp, s->now);
+		st->warm_pool = wp->size;
+		st->warm_taken = wp->taken;
+		st->warm_refills = wp->refills;
+		st->warm_ms = wp->running_ms;
+		st->warm_stopped_ms = wp->stopped_ms;
+		st->instance_ms += wp->running_ms;
+	}
 	/* The waits of each pool side by side (a counting sort by pool), then each sorted. */
 	for (size_t j = 0; j < n; j++)
 		off[s->job_pool[j] + 1]++;
@@ -695,6 +661,11 @@ static int finish_stats(struct sim *s)
 		r->total.replacements += st->replacements;
 		r->total.api_calls += st->api_calls;
 		r->total.writes += st->writes;
+		r->total.warm_pool += st->warm_pool;
+		r->total.warm_taken += st->warm_taken;
+		r->total.warm_refills += st->warm_refills;
+		r->total.warm_ms += st->warm_ms;
+		r->total.warm_stopped_ms += st->warm_stopped_ms;
 	}
 	wait_stats(&r->total, w, n);
 	free(w);
@@ -757,7 +728,8 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 	memset(&s, 0, sizeof(s));
 	if (!npools || !t->n || m->boot_min_ms < 0 || m->boot_max_ms < m->boot_min_ms ||
 	    m->interval_ms < 0 || m->claim_interval_ms < 0 || m->idle_timeout_ms < 0 ||
-	    m->replace_delay_ms < 0 || m->fail_from_ms < 0 || m->fail_to_ms < 0) {
+	    m->replace_delay_ms < 0 || m->fail_from_ms < 0 || m->fail_to_ms < 0 ||
+	    m->resume_min_ms < 0 || m->resume_max_ms < m->resume_min_ms || m->warm_stop_ms < 0) {
 		sim_set_err(err, errlen, "invalid model or empty input");
 		return -EINVAL;
 	}
@@ -770,6 +742,11 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 		    pools[i].launch_failures > LAUNCH_FAILURES_MAX) {
 			sim_set_err(err, errlen, "pool %s: need 0 <= launch_failures <= %d",
 			            pools[i].name, LAUNCH_FAILURES_MAX);
+			return -EINVAL;
+		}
+		if (pools[i].warm_pool < 0 || pools[i].warm_pool > SIM_WARM_POOL_MAX) {
+			sim_set_err(err, errlen, "pool %s: need 0 <= warm_pool <= %d",
+			            pools[i].name, SIM_WARM_POOL_MAX);
 			return -EINVAL;
 		}
 	}
@@ -804,7 +781,18 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 
 	for (uint32_t i = 0; i < npools; i++)
 		s.p[i].detect = m->policy == SIM_POLICY_RUNNERD && pools[i].launch_failures > 0;
-	/* The group starts at its MinSize, its instances launched at t = 0. */
+	/* The warm pools start full: N instances prepared and stopped before t = 0. */
+	for (uint32_t i = 0; i < npools; i++) {
+		sim_warm_init(&s.p[i].warm, pools[i].warm_pool, 0);
+		for (int64_t k = 0; k < pools[i].warm_pool && !s.oom; k++) {
+			size_t ii = new_inst(&s, i, I_POOLED);
+
+			if (ii != SIZE_MAX && !sim_fifo_push(&s.p[i].pooled, ii))
+				s.oom = true;
+		}
+	}
+	/* The group starts at its MinSize, its instances launched at t = 0 (from the warm pool
+	 * first). */
 	for (uint32_t i = 0; i < npools; i++) {
 		s.p[i].desired = pools[i].min;
 		mark(&s, i);
@@ -815,8 +803,8 @@ int sim_run(const struct sim_model *m, const struct sim_pool *pools, size_t npoo
 	s.next_submit = 1;
 	if (m->interval_ms > 0)
 		push_ev(&s, 0, EV_POLL, 0, 0);
-	while (s.hn && !s.oom) {
-		struct ev e = pop_ev(&s);
+	while (s.q.n && !s.oom) {
+		struct sim_ev e = sim_heap_pop(&s.q);
 
 		s.now = e.t;
 		res->events++;
@@ -867,6 +855,7 @@ out:
 	for (size_t i = 0; s.p && i < npools; i++) {
 		free(s.p[i].queue.v);
 		free(s.p[i].idle.v);
+		free(s.p[i].pooled.v);
 		free(s.p[i].members.v);
 		free(s.p[i].gone.v);
 		launches_reset(&s.p[i].launches);
@@ -875,7 +864,7 @@ out:
 	free(s.p);
 	free(s.job_pool);
 	free(s.dirty);
-	free(s.heap);
+	free(s.q.v);
 	free(s.inst);
 	if (r < 0)
 		sim_result_free(res);

@@ -74,15 +74,35 @@ static int model_line(const struct sim_model *m, const struct sim_pool *pools, s
 		                  npools > 1 ? " (the first pool's)" : "") < 0;
 	else if (m->policy == SIM_POLICY_RUNNERD)
 		bad |= buf_printf(out, "        no launch back-off\n") < 0;
+	if (m->warm_report)
+		bad |= buf_printf(out,
+		                  "        warm pool of %" PRId64
+		                  "%s, stopped; resume %.3g-%.3g s (uniform); a refill boots, "
+		                  "prepares and stops (+%.3g s)\n",
+		                  npools ? pools[0].warm_pool : 0,
+		                  npools > 1 ? " (the first pool's)" : "", secs(m->resume_min_ms),
+		                  secs(m->resume_max_ms), secs(m->warm_stop_ms)) < 0;
 	return bad ? -EFBIG : 0;
 }
 
+/* The agent up without a job: what is neither a job, a boot (or resume) nor a warm-up. */
 static int64_t idle_ms(const struct sim_stats *st)
 {
-	return st->instance_ms - st->busy_ms - st->boot_ms;
+	return st->instance_ms - st->busy_ms - st->boot_ms - st->warm_ms;
 }
 
-static int stats_text(const char *label, const struct sim_stats *st, struct buf *out)
+static int warm_text(const struct sim_stats *st, struct buf *out)
+{
+	return buf_printf(out,
+	                  "        warm pool %" PRId64 ": %" PRIu64 " launches from it, %" PRIu64
+	                  " refills running %.0f s (%.1f per job); stopped %.0f instance-seconds"
+	                  " (EBS only; %.1f per job)\n",
+	                  st->warm_pool, st->warm_taken, st->warm_refills, secs(st->warm_ms),
+	                  per_job(st->warm_ms, st->jobs), secs(st->warm_stopped_ms),
+	                  per_job(st->warm_stopped_ms, st->jobs));
+}
+
+static int stats_text(const char *label, const struct sim_stats *st, bool warm, struct buf *out)
 {
 	int bad = 0;
 
@@ -90,16 +110,29 @@ static int stats_text(const char *label, const struct sim_stats *st, struct buf 
 	                  "%s%zu jobs; wait p50 %.1f s, p95 %.1f s, max %.1f s (mean %.1f s)\n",
 	                  label, st->jobs, secs(st->wait_p50_ms), secs(st->wait_p95_ms),
 	                  secs(st->wait_max_ms), st->wait_mean_ms / SIM_MS_PER_S) < 0;
+	if (warm)
+		bad |= buf_printf(out,
+		                  "        instance-seconds %.0f: busy %.0f, boot %.0f, idle %.0f, "
+		                  "warm-up %.0f; per job: idle %.1f, boot + idle + warm-up %.1f\n",
+		                  secs(st->instance_ms), secs(st->busy_ms), secs(st->boot_ms),
+		                  secs(idle_ms(st)), secs(st->warm_ms),
+		                  per_job(idle_ms(st), st->jobs),
+		                  per_job(st->instance_ms - st->busy_ms, st->jobs)) < 0;
+	else
+		bad |= buf_printf(out,
+		                  "        instance-seconds %.0f: busy %.0f, boot %.0f, idle %.0f; "
+		                  "per job: idle %.1f, boot + idle %.1f\n",
+		                  secs(st->instance_ms), secs(st->busy_ms), secs(st->boot_ms),
+		                  secs(idle_ms(st)), per_job(idle_ms(st), st->jobs),
+		                  per_job(st->instance_ms - st->busy_ms, st->jobs)) < 0;
 	bad |= buf_printf(out,
-	                  "        instance-seconds %.0f: busy %.0f, boot %.0f, idle %.0f; per job:"
-	                  " idle %.1f, boot + idle %.1f\n"
 	                  "        %" PRIu64 " launches (%" PRIu64
 	                  " replacements), at most %" PRId64 " in the group at once, %" PRIu64
 	                  " API calls (%" PRIu64 " capacity writes)\n",
-	                  secs(st->instance_ms), secs(st->busy_ms), secs(st->boot_ms),
-	                  secs(idle_ms(st)), per_job(idle_ms(st), st->jobs),
-	                  per_job(st->instance_ms - st->busy_ms, st->jobs), st->launches,
-	                  st->replacements, st->peak_in_group, st->api_calls, st->writes) < 0;
+	                  st->launches, st->replacements, st->peak_in_group, st->api_calls,
+	                  st->writes) < 0;
+	if (warm)
+		bad |= warm_text(st, out) < 0;
 	if (st->failed_launches || st->backoffs)
 		bad |= buf_printf(out,
 		                  "        %" PRIu64 " launches failed their boot; %" PRIu64
@@ -120,7 +153,7 @@ int sim_render_text(const struct sim_model *m, const struct sim_pool *pools,
 	                  sim_policy_name(m->policy), m->seed, r->npools, r->npools == 1 ? "" : "s",
 	                  end) < 0;
 	bad |= model_line(m, pools, r->npools, out) < 0;
-	bad |= stats_text("total:  ", &r->total, out) < 0;
+	bad |= stats_text("total:  ", &r->total, m->warm_report, out) < 0;
 	if (without)
 		bad |= buf_printf(out,
 		                  "        without the launch back-off: %" PRIu64
@@ -137,7 +170,7 @@ int sim_render_text(const struct sim_model *m, const struct sim_pool *pools,
 			continue; /* a pool of the config the trace does not use */
 		snprintf(label, sizeof(label), "pool %s (%s, max %" PRId64 "): ", pools[i].name,
 		         pools[i].resource_class[0] ? pools[i].resource_class : "-", pools[i].max);
-		bad |= stats_text(label, &r->pools[i], out) < 0;
+		bad |= stats_text(label, &r->pools[i], m->warm_report, out) < 0;
 	}
 	return bad ? -EFBIG : 0;
 }
@@ -159,11 +192,10 @@ static int json_str(struct buf *out, const char *s)
 	return rc ? rc : buf_append_str(out, "\"");
 }
 
-static int stats_json(const struct sim_stats *st, struct buf *out)
+static int stats_json(const struct sim_stats *st, bool warm, struct buf *out)
 {
 	int64_t idle = idle_ms(st);
-
-	return buf_printf(
+	int rc = buf_printf(
 	        out,
 	        "\"jobs\":%zu,\"wait_p50_s\":%.3f,\"wait_p95_s\":%.3f,\"wait_max_s\":%.3f,"
 	        "\"wait_mean_s\":%.3f,\"instance_seconds\":%.3f,\"busy_seconds\":%.3f,"
@@ -177,6 +209,17 @@ static int stats_json(const struct sim_stats *st, struct buf *out)
 	        secs(st->boot_ms), secs(idle), per_job(idle, st->jobs),
 	        per_job(st->instance_ms - st->busy_ms, st->jobs), st->launches, st->replacements,
 	        st->peak_in_group, st->api_calls, st->writes, st->failed_launches, st->backoffs);
+
+	if (rc == 0 && warm)
+		rc = buf_printf(out,
+		                ",\"warm_pool\":%" PRId64 ",\"warm_pool_launches\":%" PRIu64
+		                ",\"warm_pool_refills\":%" PRIu64
+		                ",\"warm_pool_running_seconds\":%.3f"
+		                ",\"warm_pool_stopped_seconds\":%.3f"
+		                ",\"warm_pool_stopped_seconds_per_job\":%.3f",
+		                st->warm_pool, st->warm_taken, st->warm_refills, secs(st->warm_ms),
+		                secs(st->warm_stopped_ms), per_job(st->warm_stopped_ms, st->jobs));
+	return rc;
 }
 
 int sim_render_json(const struct sim_model *m, const struct sim_pool *pools,
@@ -193,13 +236,19 @@ int sim_render_json(const struct sim_model *m, const struct sim_pool *pools,
 	                  secs(m->boot_min_ms), secs(m->boot_max_ms), secs(m->interval_ms),
 	                  secs(m->claim_interval_ms), secs(m->idle_timeout_ms),
 	                  secs(m->replace_delay_ms)) < 0;
+	if (m->warm_report)
+		bad |= buf_printf(
+		               out,
+		               "\"resume_min_s\":%.3f,\"resume_max_s\":%.3f,\"warm_stop_s\":%.3f,",
+		               secs(m->resume_min_ms), secs(m->resume_max_ms),
+		               secs(m->warm_stop_ms)) < 0;
 	if (failing(m))
 		bad |= buf_printf(out, "\"fail_launches_s\":[%.3f,%.3f]},", secs(m->fail_from_ms),
 		                  secs(m->fail_to_ms)) < 0;
 	else
 		bad |= buf_append_str(out, "\"fail_launches_s\":null},") < 0;
 	bad |= buf_printf(out, "\"simulated_seconds\":%.3f,", secs(r->end_ms)) < 0;
-	bad |= stats_json(&r->total, out) < 0;
+	bad |= stats_json(&r->total, m->warm_report, out) < 0;
 	bad |= buf_append_str(out, ",\"pools\":[") < 0;
 	for (size_t i = 0; i < r->npools; i++) {
 		bad |= buf_append_str(out, i ? ",{\"name\":" : "{\"name\":") < 0;
@@ -210,13 +259,13 @@ int sim_render_json(const struct sim_model *m, const struct sim_pool *pools,
 		                  ",\"min\":%" PRId64 ",\"max\":%" PRId64
 		                  ",\"launch_failures\":%" PRId64 ",",
 		                  pools[i].min, pools[i].max, pools[i].launch_failures) < 0;
-		bad |= stats_json(&r->pools[i], out) < 0;
+		bad |= stats_json(&r->pools[i], m->warm_report, out) < 0;
 		bad |= buf_append_str(out, "}") < 0;
 	}
 	bad |= buf_append_str(out, "]") < 0;
 	if (without) {
 		bad |= buf_append_str(out, ",\"without_backoff\":{") < 0;
-		bad |= stats_json(&without->total, out) < 0;
+		bad |= stats_json(&without->total, m->warm_report, out) < 0;
 		bad |= buf_append_str(out, "}") < 0;
 	}
 	bad |= buf_append_str(out, "}\n") < 0;
@@ -237,10 +286,9 @@ static const struct {
 	const char *name, *color, *dash;
 	double width;
 } svg_lines[] = {
-        {"queued jobs", "#d62728", "", 1.6},
-        {"desired", "#1f77b4", "5,3", 1.4},
-        {"instances up", "#2ca02c", "", 1.6},
-        {"busy", "#7f7f7f", "2,2", 1.0},
+        {"queued jobs", "#d62728", "", 1.6},      {"desired", "#1f77b4", "5,3", 1.4},
+        {"instances up", "#2ca02c", "", 1.6},     {"busy", "#7f7f7f", "2,2", 1.0},
+        {"warm pool", "#ff7f0e", "6,2,2,2", 1.2}, /* drawn with m->warm_report only */
 };
 
 static int32_t sample_val(const struct sim_sample *s, size_t k)
@@ -252,8 +300,10 @@ static int32_t sample_val(const struct sim_sample *s, size_t k)
 		return s->desired;
 	case 2:
 		return s->up;
-	default:
+	case 3:
 		return s->busy;
+	default:
+		return s->warm;
 	}
 }
 
@@ -270,7 +320,7 @@ static int64_t nice_step(int64_t span, int64_t target_ticks)
 
 /* One panel: per pixel column, the highest value each series reached in it (a step plot). */
 static int svg_panel(const struct sim_series *ser, int64_t end_ms, const char *label, int y0,
-                     struct buf *out)
+                     size_t nlines, struct buf *out)
 {
 	int32_t col[ARRAY_SIZE(svg_lines)][SVG_COLS];
 	int64_t ymax = 1, ystep, tstep_min, span_min;
@@ -279,7 +329,7 @@ static int svg_panel(const struct sim_series *ser, int64_t end_ms, const char *l
 
 	if (end_ms <= 0)
 		end_ms = 1;
-	for (size_t k = 0; k < ARRAY_SIZE(svg_lines); k++)
+	for (size_t k = 0; k < nlines; k++)
 		for (size_t c = 0; c < SVG_COLS; c++)
 			col[k][c] = -1;
 	for (size_t i = 0; i < ser->n; i++) {
@@ -290,11 +340,11 @@ static int svg_panel(const struct sim_series *ser, int64_t end_ms, const char *l
 		if (c1 > c0 && t1 * (SVG_COLS - 1) % end_ms == 0)
 			c1--; /* the next sample owns the column it starts in */
 		for (size_t c = c0; c <= c1 && c < SVG_COLS; c++)
-			for (size_t k = 0; k < ARRAY_SIZE(svg_lines); k++)
+			for (size_t k = 0; k < nlines; k++)
 				if (sample_val(&ser->s[i], k) > col[k][c])
 					col[k][c] = sample_val(&ser->s[i], k);
 	}
-	for (size_t k = 0; k < ARRAY_SIZE(svg_lines); k++)
+	for (size_t k = 0; k < nlines; k++)
 		for (size_t c = 0; c < SVG_COLS; c++)
 			if (col[k][c] > ymax)
 				ymax = col[k][c];
@@ -343,7 +393,7 @@ static int svg_panel(const struct sim_series *ser, int64_t end_ms, const char *l
 	           "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
 	           "stroke=\"#333\"/>\n",
 	           SVG_LEFT + SVG_COLS, SVG_TOP + ph + 30, SVG_LEFT, SVG_TOP, SVG_COLS, ph);
-	for (size_t k = 0; k < ARRAY_SIZE(svg_lines); k++) {
+	for (size_t k = 0; k < nlines; k++) {
 		bool pen = false;
 		int32_t prev = -1;
 
@@ -373,8 +423,8 @@ static int svg_panel(const struct sim_series *ser, int64_t end_ms, const char *l
 		buf_append_str(out, "\"/>\n");
 	}
 	/* The legend, top right. */
-	for (size_t k = 0; k < ARRAY_SIZE(svg_lines); k++) {
-		int x = SVG_LEFT + SVG_COLS - 470 + (int)k * 118;
+	for (size_t k = 0; k < nlines; k++) {
+		int x = SVG_LEFT + SVG_COLS - ((int)nlines * 118 - 2) + (int)k * 118;
 
 		buf_printf(out,
 		           "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" "
@@ -417,7 +467,12 @@ int sim_render_svg(const struct sim_model *m, const struct sim_pool *pools,
 		         title && title[0] ? title : "", title && title[0] ? ": " : "",
 		         sim_policy_name(m->policy), pools[i].name, pools[i].max, st->jobs,
 		         secs(st->wait_p95_ms), per_job(idle_ms(st), st->jobs));
-		svg_panel(&r->series[i], r->end_ms, label, y, out);
+		if (m->warm_report)
+			snprintf(label + strlen(label), sizeof(label) - strlen(label),
+			         ", warm pool %" PRId64 ": %.1f stopped instance-s per job",
+			         pools[i].warm_pool, per_job(st->warm_stopped_ms, st->jobs));
+		svg_panel(&r->series[i], r->end_ms, label, y,
+		          ARRAY_SIZE(svg_lines) - (m->warm_report ? 0 : 1), out);
 		y += SVG_PANEL_H;
 	}
 	return buf_append_str(out, "</svg>\n");

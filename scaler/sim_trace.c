@@ -1,4 +1,4 @@
-/* runner-scaler simulate: the job trace (CSV) and the boot-time option, parsed with every
+/* runner-scaler simulate: the job trace (CSV) and the time options, parsed with every
  * bound a file fed from outside needs (see simulate.h). Pure. */
 #include "simulate.h"
 
@@ -299,7 +299,8 @@ out:
 	return r;
 }
 
-int sim_parse_boot(const char *s, int64_t *lo_ms, int64_t *hi_ms)
+/* "MIN-MAX" or "S": seconds (decimals allowed) up to an hour, MIN <= MAX, into ms. */
+static int parse_range(const char *s, int64_t *lo_ms, int64_t *hi_ms)
 {
 	const char *dash;
 	int64_t lo, hi;
@@ -319,6 +320,16 @@ int sim_parse_boot(const char *s, int64_t *lo_ms, int64_t *hi_ms)
 	*lo_ms = lo;
 	*hi_ms = hi;
 	return 0;
+}
+
+int sim_parse_boot(const char *s, int64_t *lo_ms, int64_t *hi_ms)
+{
+	return parse_range(s, lo_ms, hi_ms);
+}
+
+int sim_parse_resume(const char *s, int64_t *lo_ms, int64_t *hi_ms)
+{
+	return parse_range(s, lo_ms, hi_ms);
 }
 
 int sim_parse_window(const char *s, int64_t *from_ms, int64_t *to_ms)

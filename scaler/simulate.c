@@ -70,7 +70,8 @@ static void sim_usage(FILE *f)
 	        "         [--interval DURATION] [--idle-timeout DURATION] [--claim-interval "
 	        "DURATION]\n"
 	        "         [--replace-delay DURATION] [--fail-launches FROM-TO]\n"
-	        "         [--launch-failures N] [--json] [--plot FILE.svg]\n"
+	        "         [--launch-failures N] [--warm-pool N [--resume-time SECONDS[-SECONDS]]]\n"
+	        "         [--json] [--plot FILE.svg]\n"
 	        "The trace is CSV: submit_s,duration_s[,resource_class], an optional header.\n"
 	        "Model defaults (sources in scaler/simulate.h): boot %d-%d s uniform; poll every\n"
 	        "%d s (runnerd without -c; with it [scaler] interval) or %d s (tutorial); claim\n"
@@ -79,10 +80,15 @@ static void sim_usage(FILE *f)
 	        "--fail-launches FROM-TO: instances launched then (simulated seconds) fail their\n"
 	        "boot; the report adds the same run without the launch back-off. "
 	        "--launch-failures\n"
-	        "N: the back-off's threshold for every pool (default -c's, else %d; 0: off).\n",
+	        "N: the back-off's threshold for every pool (default -c's, else %d; 0: off).\n"
+	        "--warm-pool N: every group keeps N prepared instances stopped in a warm pool;\n"
+	        "a scale-out takes one first (resume %d-%d s uniform, or --resume-time), else\n"
+	        "launches cold; each one taken is refilled by a launch that boots, prepares and\n"
+	        "stops (+%d s). The report adds the stopped-instance seconds (EBS only) and the\n"
+	        "refills' running time.\n",
 	        SIM_BOOT_MIN_S, SIM_BOOT_MAX_S, SIM_RUNNERD_INTERVAL_S, SIM_TUTORIAL_INTERVAL_S,
 	        SIM_CLAIM_INTERVAL_S, SIM_IDLE_TIMEOUT_S, SIM_REPLACE_DELAY_S, SIM_DEFAULT_MAX,
-	        LAUNCH_FAILURES_DEFAULT);
+	        LAUNCH_FAILURES_DEFAULT, SIM_RESUME_MIN_S, SIM_RESUME_MAX_S, SIM_WARM_STOP_S);
 }
 
 static int opt_duration(const char *name, const char *v, int64_t *ms, FILE *err)
@@ -118,9 +124,9 @@ static int opt_u64(const char *name, const char *v, uint64_t lim, uint64_t *out,
 
 struct sim_opts {
 	const char *trace, *config, *plot, *boot;
-	const char *interval, *idle, *claim, *replace, *fail;
-	bool json, have_max, have_launch_failures;
-	uint64_t max, seed, launch_failures;
+	const char *interval, *idle, *claim, *replace, *fail, *resume;
+	bool json, have_max, have_launch_failures, have_warm_pool;
+	uint64_t max, seed, launch_failures, warm_pool;
 	enum sim_policy policy;
 };
 
@@ -141,6 +147,8 @@ static int parse_sim_args(int argc, char **argv, struct sim_opts *o, FILE *out, 
 	        {"replace-delay", required_argument, NULL, 'R'},
 	        {"fail-launches", required_argument, NULL, 'F'},
 	        {"launch-failures", required_argument, NULL, 'L'},
+	        {"warm-pool", required_argument, NULL, 'W'},
+	        {"resume-time", required_argument, NULL, 'r'},
 	        {"help", no_argument, NULL, 'h'},
 	        {NULL, 0, NULL, 0},
 	};
@@ -210,6 +218,14 @@ static int parse_sim_args(int argc, char **argv, struct sim_opts *o, FILE *out, 
 				return EX_USAGE;
 			o->have_launch_failures = true;
 			break;
+		case 'W':
+			if (opt_u64("warm-pool", optarg, SIM_WARM_POOL_MAX, &o->warm_pool, err) < 0)
+				return EX_USAGE;
+			o->have_warm_pool = true;
+			break;
+		case 'r':
+			o->resume = optarg;
+			break;
 		case 'h':
 			sim_usage(out);
 			return EX_OK;
@@ -237,6 +253,10 @@ static int parse_sim_args(int argc, char **argv, struct sim_opts *o, FILE *out, 
 		sim_usage(err);
 		return EX_USAGE;
 	}
+	if (o->resume && !o->have_warm_pool) {
+		fprintf(err, "runner-scaler simulate: --resume-time: only with --warm-pool N\n");
+		return EX_USAGE;
+	}
 	return -1;
 }
 
@@ -261,6 +281,15 @@ static int build_model(const struct sim_opts *o, const struct scaler_config *cfg
 	    (o->replace &&
 	     opt_duration("replace-delay", o->replace, &m->replace_delay_ms, err) < 0))
 		return -EINVAL;
+	if (o->resume && sim_parse_resume(o->resume, &m->resume_min_ms, &m->resume_max_ms) < 0) {
+		fprintf(err,
+		        "runner-scaler simulate: --resume-time: want SECONDS or MIN-MAX "
+		        "(\"30-40\", "
+		        "\"36\"), not '%s'\n",
+		        o->resume);
+		return -EINVAL;
+	}
+	m->warm_report = o->have_warm_pool;
 	if (o->fail && sim_parse_window(o->fail, &m->fail_from_ms, &m->fail_to_ms) < 0) {
 		fprintf(err,
 		        "runner-scaler simulate: --fail-launches: want FROM-TO in seconds, FROM "
@@ -301,6 +330,8 @@ static int build_pools(const struct sim_opts *o, const struct scaler_config *cfg
 			p[i].headroom = ps->headroom;
 			p[i].max_step = ps->max_step;
 			p[i].launch_failures = ps->launch_failures;
+			if (ps->warm_pool > 0) /* -1: not managed, as no pool */
+				p[i].warm_pool = ps->warm_pool;
 		} else {
 			str_copy(p[i].name, t->classes[i][0] ? t->classes[i] : "default",
 			         sizeof(p[i].name));
@@ -312,11 +343,13 @@ static int build_pools(const struct sim_opts *o, const struct scaler_config *cfg
 			p[i].max = (int64_t)o->max;
 		if (o->have_launch_failures)
 			p[i].launch_failures = (int64_t)o->launch_failures;
+		if (o->have_warm_pool)
+			p[i].warm_pool = (int64_t)o->warm_pool;
 		if (p[i].min > p[i].max)
 			p[i].min = p[i].max;
 		if (o->policy == SIM_POLICY_TUTORIAL) {
 			/* The tutorial's function knows only max (it sets MinSize 0), and nothing
-			 * of failed launches. */
+			 * of failed launches. A warm pool is the group's: it stays. */
 			p[i].min = p[i].headroom = p[i].max_step = p[i].launch_failures = 0;
 		}
 	}
@@ -376,6 +409,8 @@ int simulate_main(int argc, char **argv, FILE *out, FILE *err)
 	r = build_pools(&o, have_cfg ? &cfg : NULL, &t, &pools, &npools, err);
 	if (r < 0)
 		goto out;
+	for (size_t i = 0; i < npools; i++) /* a pool from -c: reported as --warm-pool's */
+		m.warm_report |= pools[i].warm_pool > 0;
 	r = sim_run(&m, pools, npools, &t, o.plot != NULL, &res, why, sizeof(why));
 	if (r == -ENOMEM) {
 		rc = EX_SOFTWARE;

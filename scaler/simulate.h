@@ -3,7 +3,9 @@
  * the very function, no copy) or by the CircleCI tutorial's once-a-minute function.
  *
  * The parts, each pure but the last: sim_trace.c (the trace and the option values it parses),
- * sim_model.c (the model: sim_run), sim_report.c (text, JSON, SVG), simulate.c (the command).
+ * sim_model.c (the model: sim_run), sim_queue.c (its event heap and lists), sim_warm.c (a
+ * group's warm pool: its counts and costs), sim_report.c (text, JSON, SVG), simulate.c (the
+ * command).
  *
  * THE MODEL. Every parameter and its source is here, in one place; the man page and the README
  * point at this table. Nothing is tuned to flatter either policy: both share the boot time, the
@@ -46,7 +48,31 @@
  *   boot, idle         the instance-seconds not spent running a job are reported in two
  *                      parts: boot (launch to the agent's start) and idle (the agent up with
  *                      no job: waiting for its claim, or for its idle timeout). "Overhead" is
- *                      their sum.
+ *                      their sum (with a warm pool, warm-up too).
+ *   warm pool          --warm-pool N, every pool (DESIGN.md: [pool NAME] warm_pool = N), as
+ *                      sim_warm.h describes it: N prepared instances, stopped; an instance the
+ *                      group wants (a scale-out, the tutorial's replacement) is taken from the
+ *                      stopped ones first, else launched cold as above; each one taken is
+ *                      replaced by a refill launched into the pool; none comes back
+ *                      (ReuseOnScaleIn false). Pool instances are outside the group and its
+ *                      max. Without --warm-pool there is no pool and the reports are unchanged.
+ *   resume time        uniform SIM_RESUME_MIN_S..SIM_RESUME_MAX_S (30-40 s), from the group
+ *                      taking a stopped instance to the agent's first claim (the start, the
+ *                      LAUNCHING hook's second firing, the token, the agent); counted as boot
+ *                      time. Source: AWS's sample measured 36 s from the pool to InService,
+ *                      and AWS quotes launches "as low as 30 seconds" (notes/warm-pools.md).
+ *                      --resume-time 30-40 | 36 changes it.
+ *   refill warm-up     a boot time drawn as above (the same image and work up to the agent,
+ *                      the hook in place of the token and the agent) plus SIM_WARM_STOP_S
+ *                      (17 s): AWS's sample took 260 s to launch into the pool against 243 s
+ *                      to launch cold into the group (notes/warm-pools.md). Running from its
+ *                      launch until it is stopped (like a cold boot, counted from launch; EC2
+ *                      bills neither pending nor stopping, so this errs against the pool):
+ *                      "warm-up", instance time spent on no job. A refill launched while
+ *                      launches fail (--fail-launches) prepares all the same; the instance
+ *                      fails when it is resumed in the window (the token, the agent URL).
+ *   stopped seconds    a stopped pool instance pays for its EBS volume only: its time is
+ *                      reported apart (warm_pool_stopped_seconds), never in instance-seconds.
  *   API calls          runnerd per poll: GET tasks and tasks/running per pool, one
  *                      DescribeAutoScalingGroups per 50 pools, SetDesiredCapacity on change; per
  *                      instance one TerminateInstanceInAutoScalingGroup. tutorial per poll and
@@ -67,8 +93,9 @@
  *                      instance left. policy_decide() gets the back-off, as in the daemon.
  *                      With --fail-launches the run is made twice, the second time with
  *                      launch_failures 0 everywhere, and the report gives both launch counts.
- *   the end            when every job is done and every group is empty, or SIM_DRAIN_S after
- *                      the last job finished (a pool min above 0 never empties).
+ *   the end            when every job is done, every group is empty and every warm pool
+ *                      refill stopped, or SIM_DRAIN_S after the last job finished (a pool min
+ *                      above 0 never empties). Stopped pool instances are counted until then.
  * Waits are claim time - submit time; p50 and p95 are nearest-rank percentiles. */
 #ifndef RUNNERD_SIMULATE_H
 #define RUNNERD_SIMULATE_H
@@ -87,6 +114,10 @@
 #define SIM_CLAIM_INTERVAL_S    5
 #define SIM_IDLE_TIMEOUT_S      60
 #define SIM_REPLACE_DELAY_S     0
+#define SIM_RESUME_MIN_S        30
+#define SIM_RESUME_MAX_S        40
+#define SIM_WARM_STOP_S         17
+#define SIM_WARM_POOL_MAX       10000 /* --warm-pool N: at most this */
 #define SIM_DRAIN_S             3600
 #define SIM_DEFAULT_MAX         20           /* pools made from the trace when there is no -c */
 #define SIM_DESCRIBE_BATCH      50           /* pools per DescribeAutoScalingGroups (cycle.c) */
@@ -128,6 +159,9 @@ void sim_trace_free(struct sim_trace *t);
 
 /* Pure: "45-60" or "50" (seconds, decimals allowed) into a range in ms. 0 or -EINVAL. */
 int sim_parse_boot(const char *s, int64_t *lo_ms, int64_t *hi_ms);
+/* Pure: --resume-time "30-40" or "36" (seconds, decimals allowed, at most 3600, MIN <= MAX)
+ * into a range in ms. 0 or -EINVAL. */
+int sim_parse_resume(const char *s, int64_t *lo_ms, int64_t *hi_ms);
 /* Pure: --fail-launches "FROM-TO" (seconds, decimals allowed, FROM < TO, TO at most
  * SIM_SUBMIT_MAX_S) into [from, to) in ms. 0 or -EINVAL. */
 int sim_parse_window(const char *s, int64_t *from_ms, int64_t *to_ms);
@@ -138,8 +172,11 @@ struct sim_model {
 	int64_t interval_ms;       /* 0: poll after every event */
 	int64_t claim_interval_ms; /* 0: an idle agent takes a job the moment it is queued */
 	int64_t idle_timeout_ms;
-	int64_t replace_delay_ms;         /* tutorial only */
-	int64_t fail_from_ms, fail_to_ms; /* instances launched in [from, to) fail their boot */
+	int64_t replace_delay_ms;             /* tutorial only */
+	int64_t fail_from_ms, fail_to_ms;     /* instances launched in [from, to) fail their boot */
+	int64_t resume_min_ms, resume_max_ms; /* warm pool: taken from the pool to the agent */
+	int64_t warm_stop_ms;                 /* warm pool: a refill's warm-up is a boot + this */
+	bool warm_report; /* report the warm pool figures (--warm-pool given), even for N = 0 */
 	uint64_t seed;
 	uint64_t max_events; /* 0: SIM_EVENTS_MAX */
 };
@@ -152,6 +189,7 @@ struct sim_pool {
 	char resource_class[SIM_CLASS_MAX]; /* jobs of this class; "" jobs go to the first pool */
 	int64_t min, max, headroom, max_step;
 	int64_t launch_failures; /* runnerd: the launch back-off's threshold; 0: off */
+	int64_t warm_pool;       /* instances kept prepared and stopped in the warm pool; 0: none */
 };
 
 struct sim_job_result {
@@ -169,11 +207,17 @@ struct sim_stats {
 	uint64_t failed_launches; /* launched while launches fail (--fail-launches) */
 	uint64_t backoffs;        /* launch back-offs the pool went into */
 	int64_t peak_in_group;    /* instances the group held at once, stopped ones included */
+	/* warm pool: launches above count cold launches and instances taken from the pool
+	 * (warm_taken of them); instance_ms includes warm_ms, the refills' running time */
+	int64_t warm_pool; /* its size (the total: of every pool) */
+	uint64_t warm_taken, warm_refills;
+	int64_t warm_ms, warm_stopped_ms;
 };
 
 struct sim_sample {
 	int64_t t_ms;
 	int32_t queued, desired, up, busy; /* up: booting, idle or busy (billed) */
+	int32_t warm;                      /* stopped in the warm pool, ready to be taken */
 };
 
 struct sim_series {
@@ -206,13 +250,16 @@ const char *sim_policy_name(enum sim_policy p);
 
 /* Renderers, into a bounded buffer. The JSON has at least jobs, wait_p50_s, wait_p95_s,
  * wait_max_s, instance_seconds, idle_instance_seconds, api_calls, launches, failed_launches,
- * and a pools array. without: the same run with the launch back-off off (--fail-launches), or
- * NULL; its figures are reported beside (text) or under "without_backoff" (JSON). */
+ * and a pools array; with m->warm_report, warm_pool_stopped_seconds and the other warm_pool_
+ * figures too (without it, exactly what it was before warm pools). without: the same run with the
+ * launch back-off off (--fail-launches), or NULL; its figures are reported beside (text) or under
+ * "without_backoff" (JSON). */
 int sim_render_text(const struct sim_model *m, const struct sim_pool *pools,
                     const struct sim_result *r, const struct sim_result *without, struct buf *out);
 int sim_render_json(const struct sim_model *m, const struct sim_pool *pools,
                     const struct sim_result *r, const struct sim_result *without, struct buf *out);
-/* An SVG of queued jobs, desired capacity, instances up and busy over time, a panel per pool. */
+/* An SVG of queued jobs, desired capacity, instances up and busy over time, a panel per pool;
+ * with m->warm_report, the instances stopped in the warm pool too. */
 int sim_render_svg(const struct sim_model *m, const struct sim_pool *pools,
                    const struct sim_result *r, const char *title, struct buf *out);
 

@@ -22,9 +22,15 @@
 #include "task_dir.h"
 #include "util.h"
 
-#define IMDS_ATTEMPTS      5
-#define AWS_ATTEMPTS       5
-#define AGENT_DOWNLOAD_MAX ((uint64_t)512 * 1024 * 1024)
+#define IMDS_ATTEMPTS 5
+/* With [lifecycle] launch_hook set the instance is in a group with a LAUNCHING hook, where IMDS
+ * answers 404 for the target state until Auto Scaling has set it (AWS's ECS agent polls through
+ * it): "not yet", never "in service" (an agent started in the warm pool claims a job that AWS
+ * then stops). Polled this long, then taken as no Auto Scaling lifecycle at all. */
+#define TARGET_STATE_WAIT_MS 120000
+#define TARGET_STATE_POLL_MS 1000
+#define AWS_ATTEMPTS         5
+#define AGENT_DOWNLOAD_MAX   ((uint64_t)512 * 1024 * 1024)
 /* The tarball's agent member (about 40 MiB for machine runner 3), everything it unpacks to,
  * and its entries: far above the real thing, far below what would hurt the instance. */
 #define AGENT_MEMBER_MAX        ((uint64_t)512 * 1024 * 1024)
@@ -144,6 +150,24 @@ static int imds_retry(struct boot_ctx *b, int (*fn)(struct imds *, char *, size_
 	return r;
 }
 
+/* IMDS said 404 for the target state and launch_hook is set: poll (see TARGET_STATE_WAIT_MS). */
+static int wait_target_state(struct boot_ctx *b)
+{
+	uint64_t end = now_mono_ms() + TARGET_STATE_WAIT_MS;
+	int r = -ENOENT;
+
+	log_info("metadata: no target lifecycle state yet (IMDS 404) and launch_hook %s is set: "
+	         "waiting up to %d s for it",
+	         b->conf->lifecycle->launch_hook, TARGET_STATE_WAIT_MS / 1000);
+	while (r == -ENOENT && now_mono_ms() < end && pause_ms(b, TARGET_STATE_POLL_MS))
+		r = imds_retry(b, imds_target_lifecycle_state, b->lifecycle_state,
+		               sizeof(b->lifecycle_state));
+	if (r == -ENOENT)
+		log_warn("metadata: still no target lifecycle state: no Auto Scaling lifecycle, "
+		         "going on as in service");
+	return r;
+}
+
 int boot_metadata(struct boot_ctx *b)
 {
 	char call[256];
@@ -178,6 +202,8 @@ int boot_metadata(struct boot_ctx *b)
 	}
 	r = imds_retry(b, imds_target_lifecycle_state, b->lifecycle_state,
 	               sizeof(b->lifecycle_state));
+	if (r == -ENOENT && b->conf->lifecycle->launch_hook[0])
+		r = wait_target_state(b);
 	if (r == -ENOENT) {
 		/* Never set: the instance is not in an ASG lifecycle; treat as InService. */
 		b->lifecycle_state[0] = '\0';

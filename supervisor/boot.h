@@ -33,6 +33,7 @@ struct boot_ctx {
 	char instance_id[32]; /* "" when IMDS is disabled */
 	char region[32];
 	char lifecycle_state[40];  /* "" = none */
+	char group[256];           /* the Auto Scaling group, once launch-hook asked (or "") */
 	struct buf token;          /* wiped after agent-config */
 	uint64_t deadline_mono_ms; /* the current step's (0 = none): bounds its retry sleeps and
 	                            * AWS calls; set and cleared per worker job */

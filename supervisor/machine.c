@@ -8,7 +8,7 @@
 enum target {
 	TO_IGNORE = 0, /* zero-initialised entries: the event means nothing here */
 	TO_SAME,
-	TO_BOOT_NEXT, /* the next boot phase (the order depends on MC_WARM) */
+	TO_BOOT_NEXT, /* the next boot phase (the order depends on MC_WARM, MC_HOOK, MC_USED) */
 	TO_EXIT,      /* the exit path: leaving-asg, powering-off or exited per ctx */
 	TO_STOP,      /* stop during boot: quietly when a warm instance is being stopped */
 	TO_PHASE,     /* TO_PHASE + p: phase p */
@@ -40,10 +40,14 @@ static const struct tr table[PHASE_COUNT][EV_COUNT] = {
         [PHASE_METADATA] =
                 {
                         BOOT_ROW,
-                        /* boot_deadline counts from InService for a warm-pool instance. */
-                        [EV_WARM] = {P(PHASE_PACKAGES), ACT_RUN_STEP | ACT_DISARM_BOOT_DEADLINE},
+                        /* boot_deadline counts from InService for a warm-pool instance. The
+                         * credentials are for the launch hook. */
+                        [EV_WARM] = {P(PHASE_CREDENTIALS), ACT_RUN_STEP | ACT_DISARM_BOOT_DEADLINE},
+                        /* Never a second agent on one instance: the exit path at once. */
+                        [EV_USED] = {TO_EXIT, 0},
                 },
         [PHASE_CREDENTIALS] = {BOOT_ROW},
+        [PHASE_LAUNCH_HOOK] = {BOOT_ROW},
         [PHASE_TOKEN] = {BOOT_ROW},
         [PHASE_PACKAGES] = {BOOT_ROW},
         [PHASE_AGENT_INSTALL] = {BOOT_ROW},
@@ -101,7 +105,10 @@ struct machine_step machine_exit_path(unsigned ctx)
 	if (ctx & MC_NO_POWEROFF) {
 		s.next = PHASE_EXITED;
 		s.actions = ACT_QUIT;
-	} else if (ctx & (MC_AWS_ENDING | MC_NO_LEAVE)) {
+	} else if ((ctx & (MC_AWS_ENDING | MC_NO_LEAVE)) ||
+	           (ctx & (MC_WARM | MC_HOOK)) == MC_WARM) {
+		/* In the pool without a hook there is nothing to leave by: AWS refuses to terminate
+		 * pool instances through the group. */
 		s.next = PHASE_POWERING_OFF;
 		s.actions = ACT_RUN_STEP;
 	} else {
@@ -111,20 +118,36 @@ struct machine_step machine_exit_path(unsigned ctx)
 	return s;
 }
 
-static enum phase boot_next(enum phase cur, bool warm)
+/* The boot order. In service: metadata, credentials, [launch-hook], token, packages,
+ * agent-install, agent-config, running. In the warm pool: metadata, credentials, packages,
+ * agent-install, [launch-hook CONTINUE], warm-wait; an instance that ran an agent before goes
+ * metadata, credentials, [launch-hook ABANDON] and exits. Packages and agent-install skip
+ * themselves when state_dir records them done for these inputs. */
+static enum phase boot_next(enum phase cur, unsigned ctx)
 {
+	bool warm = ctx & MC_WARM, hook = ctx & MC_HOOK, used = ctx & MC_USED;
+
 	switch (cur) {
 	case PHASE_METADATA:
-		return warm ? PHASE_PACKAGES : PHASE_CREDENTIALS;
+		return PHASE_CREDENTIALS;
 	case PHASE_CREDENTIALS:
+		if (warm && used)
+			return hook ? PHASE_LAUNCH_HOOK : PHASE_EXITED;
+		if (warm)
+			return PHASE_PACKAGES;
+		return hook ? PHASE_LAUNCH_HOOK : PHASE_TOKEN;
+	case PHASE_LAUNCH_HOOK:
+		if (warm)
+			return used ? PHASE_EXITED : PHASE_WARM_WAIT;
 		return PHASE_TOKEN;
 	case PHASE_TOKEN:
-		/* Warm: packages and the agent were done before warm-wait. */
-		return warm ? PHASE_AGENT_CONFIG : PHASE_PACKAGES;
+		return PHASE_PACKAGES;
 	case PHASE_PACKAGES:
 		return PHASE_AGENT_INSTALL;
 	case PHASE_AGENT_INSTALL:
-		return warm ? PHASE_WARM_WAIT : PHASE_AGENT_CONFIG;
+		if (warm)
+			return hook ? PHASE_LAUNCH_HOOK : PHASE_WARM_WAIT;
+		return PHASE_AGENT_CONFIG;
 	case PHASE_AGENT_CONFIG:
 		return PHASE_RUNNING;
 	default:
@@ -139,6 +162,9 @@ static unsigned enter_actions(enum phase p)
 		return ACT_START_AGENT | ACT_DISARM_BOOT_DEADLINE;
 	case PHASE_WARM_WAIT:
 		return 0;
+	case PHASE_EXITED:
+		/* A used instance in the pool, its hook abandoned: AWS terminates it. */
+		return ACT_QUIT | ACT_QUIET;
 	case PHASE_FAILED:
 		return ACT_PROCEED;
 	default:
@@ -166,12 +192,13 @@ struct machine_step machine_next(enum phase cur, enum machine_event ev, unsigned
 	case TO_SAME:
 		break;
 	case TO_BOOT_NEXT:
-		s.next = boot_next(cur, ctx & MC_WARM);
+		s.next = boot_next(cur, ctx);
 		s.actions |= enter_actions(s.next);
 		break;
 	case TO_STOP:
-		if ((ctx & MC_WARM) && (cur == PHASE_PACKAGES || cur == PHASE_AGENT_INSTALL ||
-		                        cur == PHASE_WARM_WAIT)) {
+		/* In the pool a stop is AWS stopping the instance (after the hook, or its heartbeat
+		 * timeout): not an ending of ours. */
+		if (ctx & MC_WARM) {
 			s.next = PHASE_EXITED;
 			s.actions |= ACT_QUIT | ACT_QUIET;
 			break;
@@ -196,6 +223,7 @@ const char *machine_event_name(enum machine_event ev)
 	        [EV_STEP_OK] = "step-ok",
 	        [EV_STEP_FAILED] = "step-failed",
 	        [EV_WARM] = "warm",
+	        [EV_USED] = "used",
 	        [EV_IN_SERVICE] = "in-service",
 	        [EV_AGENT_EXIT] = "agent-exit",
 	        [EV_SIGTERM] = "sigterm",

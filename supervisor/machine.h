@@ -13,6 +13,7 @@ enum machine_event {
 	EV_STEP_OK,                /* the step of the current phase finished */
 	EV_STEP_FAILED,            /* ... failed for good (any fatal error) */
 	EV_WARM,                   /* metadata: target lifecycle state Warmed:* */
+	EV_USED,                   /* metadata: in service, but an agent already ran here */
 	EV_IN_SERVICE,             /* warm-wait: the target state became InService */
 	EV_AGENT_EXIT,             /* the agent was reaped */
 	EV_SIGTERM,                /* SIGTERM, SIGINT or SIGQUIT to runnerd */
@@ -27,10 +28,12 @@ enum machine_event {
 };
 
 /* Context the main loop keeps and passes in (facts, not phases). */
-#define MC_WARM        0x1u /* started in a warm pool: prepare first, then warm-wait */
-#define MC_AWS_ENDING  0x2u /* AWS itself is ending the instance: do not leave the ASG */
-#define MC_NO_LEAVE    0x4u /* leave_asg = false, or no instance id */
-#define MC_NO_POWEROFF 0x8u /* on_exit = exit: skip leaving the ASG and power-off */
+#define MC_WARM        0x1u  /* in a warm pool (until InService): prepare, then warm-wait */
+#define MC_AWS_ENDING  0x2u  /* AWS itself is ending the instance: do not leave the ASG */
+#define MC_NO_LEAVE    0x4u  /* leave_asg = false, or no instance id */
+#define MC_NO_POWEROFF 0x8u  /* on_exit = exit: skip leaving the ASG and power-off */
+#define MC_HOOK        0x10u /* [lifecycle] launch_hook is set: complete it */
+#define MC_USED        0x20u /* state_dir: an agent already ran on this instance */
 
 /* Actions, in the order the main loop performs them. */
 #define ACT_ABANDON_WORKER       0x001u /* the step in flight no longer matters: detach it */
@@ -44,6 +47,8 @@ enum machine_event {
 #define ACT_PROCEED              0x100u /* transient phase: feed EV_PROCEED at once */
 #define ACT_QUIT                 0x200u /* leave the loop and exit */
 #define ACT_QUIET                0x400u /* exit 0, no exit path (the ASG stops a warm instance) */
+/* In the warm pool (MC_WARM) the leave step abandons the launch hook instead: AWS terminates
+ * the instance; TerminateInstanceInAutoScalingGroup is refused for pool instances. */
 
 struct machine_step {
 	enum phase next;  /* == current phase when the event changes no phase */

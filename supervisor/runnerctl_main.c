@@ -273,6 +273,41 @@ static void print_field(const char *label, const char *value)
 	putchar('\n');
 }
 
+/* Warm pools: the path this boot took, and the bake work done in the pool before. Absent or
+ * null on a cold boot. */
+static void print_warm(const cJSON *w)
+{
+	static const struct {
+		const char *path, *text;
+	} paths[] = {
+	        {"prepare", "in the warm pool: bake work, then waiting to be stopped"},
+	        {"same-boot", "in the warm pool, then in service without a stop"},
+	        {"resumed", "resumed from the warm pool"},
+	        {"used", "an agent already ran on this instance: not starting another"},
+	};
+	const char *path = str_or(w, "path", NULL), *text = NULL, *hook;
+	char line[512];
+	size_t off;
+	double v;
+
+	if (!cJSON_IsObject(w) || !path)
+		return;
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+		if (strcmp(paths[i].path, path) == 0)
+			text = paths[i].text;
+	off = (size_t)snprintf(line, sizeof(line), "%s", text ? text : path);
+	if (num(w, "prepare_seconds", &v) && off < sizeof(line))
+		off += (size_t)snprintf(line + off, sizeof(line) - off,
+		                        "; bake work done there in %.2fs", v);
+	if (str_or(w, "prepared", NULL) && off < sizeof(line))
+		off += (size_t)snprintf(line + off, sizeof(line) - off, " (%s)",
+		                        str_or(w, "prepared", ""));
+	hook = str_or(w, "launch_hook", NULL);
+	if (hook && off < sizeof(line))
+		snprintf(line + off, sizeof(line) - off, "; launch hook %s", hook);
+	print_field("warm pool:", line);
+}
+
 static void print_status(const cJSON *j)
 {
 	const cJSON *agent = cJSON_GetObjectItemCaseSensitive(j, "agent");
@@ -328,6 +363,7 @@ static void print_status(const cJSON *j)
 	}
 	print_field("notice:", str_or(j, "notice", "-"));
 	print_field("last error:", str_or(j, "last_error", "-"));
+	print_warm(cJSON_GetObjectItemCaseSensitive(j, "warm"));
 
 	off = 0;
 	line[0] = '\0';

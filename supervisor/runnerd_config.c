@@ -88,6 +88,11 @@ static const struct cfg_key lifecycle_keys[] = {
         /* Below 100 ms the poll would be a busy loop against IMDS. */
         {"notice_interval", CFG_DURATION, K(rd_lifecycle_conf, notice_interval_ms), "5s", NULL, 100,
          (int64_t)DAY_MS, 0, NULL},
+        /* Warm pools (runnerd.conf(5), WARM POOLS): the hook's name, and where the records that
+         * must survive a stop and start live. */
+        {"launch_hook", CFG_STRING, K(rd_lifecycle_conf, launch_hook), "", NULL, 0, 0, 0, NULL},
+        {"state_dir", CFG_STRING, K(rd_lifecycle_conf, state_dir), RD_STATE_DIR_DEFAULT, NULL, 0, 0,
+         CFG_REQUIRED, NULL},
 };
 
 static const struct cfg_key control_keys[] = {
@@ -216,6 +221,20 @@ static bool is_user_name(const char *s)
 	return true;
 }
 
+/* AWS's pattern for LifecycleHookName: [A-Za-z0-9\-_\/]+, 1 to 255 characters. */
+static bool is_hook_name(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i]; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '/')
+			return false;
+	}
+	return i >= 1 && i <= 255;
+}
+
 #define ERR(data, sect, key, env, ...)                                                             \
 	do {                                                                                       \
 		if (add_err(&b, c, data, sect, key, env, __VA_ARGS__) < 0)                         \
@@ -335,6 +354,17 @@ int runnerd_config_validate(const struct runnerd_config *c, char **errors)
 			ERR(c->packages, "packages", "install", NULL,
 			    "\"%s\" is not a package name", c->packages->install.items[i]);
 	}
+	if (*c->lifecycle->launch_hook && !is_hook_name(c->lifecycle->launch_hook))
+		ERR(c->lifecycle, "lifecycle", "launch_hook", NULL,
+		    "want a lifecycle hook name (1-255 of letters, digits, '-', '_', '/')");
+	if (!is_plain_abs_path(c->lifecycle->state_dir))
+		ERR(c->lifecycle, "lifecycle", "state_dir", NULL,
+		    "must be an absolute path without \".\", \"..\", \"//\" or a trailing /");
+	else if (is_shared_dir(c->lifecycle->state_dir))
+		ERR(c->lifecycle, "lifecycle", "state_dir", NULL,
+		    "%s is shared with every user; name a directory of runnerd's own (the default "
+		    "is %s)",
+		    c->lifecycle->state_dir, RD_STATE_DIR_DEFAULT);
 	if (t->source == RD_TOKEN_FILE && t->id[0] != '/')
 		ERR(t, "token", "id", NULL, "source = file needs an absolute path");
 	if (ctl->socket[0] != '/')

@@ -17,6 +17,7 @@ enum rd_token_source { RD_TOKEN_SECRETSMANAGER, RD_TOKEN_SSM, RD_TOKEN_FILE };
 enum rd_on_exit { RD_ON_EXIT_POWEROFF, RD_ON_EXIT_EXIT };
 
 #define RD_TASK_AGENT_DIRECTORY_DEFAULT "/var/lib/circleci-runner/task-agent"
+#define RD_STATE_DIR_DEFAULT            "/var/lib/runnerd"
 
 struct rd_agent_conf {
 	int flavour; /* enum rd_flavour */
@@ -60,6 +61,9 @@ struct rd_lifecycle_conf {
 	uint64_t boot_deadline_ms;
 	uint64_t drain_timeout_ms;
 	uint64_t notice_interval_ms;
+	char *launch_hook; /* "" = none: the group's EC2_INSTANCE_LAUNCHING hook runnerd completes
+	                    */
+	char *state_dir;   /* what survives a stop and start (warm_state.h) */
 };
 
 struct rd_control_conf {

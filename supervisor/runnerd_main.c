@@ -37,7 +37,9 @@
 #include "runnerd_config.h"
 #include "subproc.h"
 #include "status.h"
+#include "launch_hook.h"
 #include "util.h"
+#include "warm_state.h"
 #include "worker.h"
 
 #define EXIT_STOPPED      143 /* stopped before the agent ran: as a shell reports SIGTERM */
@@ -77,6 +79,9 @@ struct runnerd {
 	uint64_t sd_watchdog_usec;
 	uint64_t boot_deadline_mono; /* 0 = not armed */
 	bool imds_guarded;           /* our nftables table is in place: remove it at exit */
+	/* The instance has a target lifecycle state: a group (a warm pool) may stop and start it,
+	 * so state_dir is read and written (warm_state.h). */
+	bool stateful;
 };
 
 /* ---- small helpers ---- */
@@ -136,6 +141,8 @@ static enum job_kind job_for_phase(enum phase p)
 		return JOB_METADATA;
 	case PHASE_CREDENTIALS:
 		return JOB_CREDENTIALS;
+	case PHASE_LAUNCH_HOOK:
+		return JOB_LAUNCH_HOOK;
 	case PHASE_TOKEN:
 		return JOB_TOKEN;
 	case PHASE_PACKAGES:
@@ -175,6 +182,9 @@ static int submit(struct runnerd *d, enum job_kind kind, uint64_t deadline)
 	memset(&j, 0, sizeof(j));
 	j.kind = kind;
 	j.deadline_mono_ms = deadline;
+	j.stateful = d->stateful;
+	j.warm = d->ctx & MC_WARM;
+	j.abandon = d->ctx & MC_USED;
 	r = ensure_worker(d);
 	if (r == 0)
 		r = worker_submit(&d->worker, &j);
@@ -266,6 +276,19 @@ static int start_agent(struct runnerd *d)
 	if (r < 0) {
 		set_error(d, "running: the agent's environment does not fit: %s", strerror(-r));
 		return r;
+	}
+	/* Recorded before the agent exists: whatever happens next, this instance never starts
+	 * another one (a warm pool could bring it back into service). */
+	if (d->stateful) {
+		r = warm_state_mark_agent(d->conf.lifecycle->state_dir, d->st.instance_id,
+		                          now_wall_ms());
+		if (r < 0) {
+			set_error(d,
+			          "running: cannot record in %s that an agent runs here: %s (not "
+			          "starting one that a warm pool could start again)",
+			          d->conf.lifecycle->state_dir, strerror(-r));
+			return r;
+		}
 	}
 	guard_imds(d);
 	pid = fork();
@@ -447,10 +470,67 @@ static void handle_state(struct runnerd *d, const char *state, bool warm_wait)
 	str_copy(d->st.lifecycle_state, state, sizeof(d->st.lifecycle_state));
 	if (k == LC_TERMINATED) {
 		aws_ending(d, "target-lifecycle-state: %s", state);
+	} else if (warm_wait && !state[0]) {
+		/* 404 after Warmed:* a moment ago says nothing new: never a start in the pool. */
+		log_debug("warm-wait: no target lifecycle state (IMDS 404): still waiting");
 	} else if (warm_wait && (k == LC_IN_SERVICE || k == LC_OTHER)) {
 		log_info("warm-wait: target lifecycle state %s: starting",
 		         state[0] ? state : "(none)");
+		/* Out of the pool: from here on a stop is a stop, and a failure leaves the group.
+		 */
+		d->ctx &= ~MC_WARM;
+		d->st.warm.path = WARM_SAME_BOOT;
 		feed(d, EV_IN_SERVICE);
+	}
+}
+
+/* After metadata: which way this boot goes (machine.c's boot order). */
+static void metadata_done(struct runnerd *d, const struct job_result *res)
+{
+	enum lifecycle_kind k = boot_classify_state(res->lifecycle_state);
+
+	d->stateful = res->lifecycle_state[0] && res->instance_id[0];
+	if (res->prepared) {
+		d->st.warm.prepared_ms = res->prepared_ms;
+		d->st.warm.packages_ms = res->packages_ms;
+		d->st.warm.agent_install_ms = res->agent_install_ms;
+	}
+	if (res->used)
+		d->st.warm.path = WARM_USED;
+	else if (k == LC_WARMED)
+		d->st.warm.path = WARM_PREPARE;
+	else if (res->prepared)
+		d->st.warm.path = WARM_RESUMED;
+	switch (k) {
+	case LC_WARMED:
+		d->ctx |= MC_WARM | (res->used ? MC_USED : 0);
+		if (res->used)
+			log_notice("metadata: %s, but an agent already ran on this instance (%s): "
+			           "%s",
+			           res->lifecycle_state, d->conf.lifecycle->state_dir,
+			           (d->ctx & MC_HOOK) ? "abandoning the launch hook"
+			                              : "exiting (no launch_hook to abandon)");
+		else
+			log_info("metadata: %s: warm pool: bake work only, then warm-wait",
+			         res->lifecycle_state);
+		feed(d, EV_WARM);
+		return;
+	case LC_TERMINATED:
+		aws_ending(d, "target-lifecycle-state: %s", res->lifecycle_state);
+		return;
+	default:
+		if (res->used) {
+			set_error(d,
+			          "metadata: an agent already ran on this instance (%s/%s): not "
+			          "starting another",
+			          d->conf.lifecycle->state_dir, WARM_STATE_FILE);
+			if (d->outcome == OUT_NONE)
+				d->outcome = OUT_FAILED;
+			feed(d, EV_USED);
+			return;
+		}
+		feed(d, EV_STEP_OK);
+		return;
 	}
 }
 
@@ -481,25 +561,28 @@ static void handle_result(struct runnerd *d, const struct job_result *res)
 			break;
 		str_copy(d->st.lifecycle_state, res->lifecycle_state,
 		         sizeof(d->st.lifecycle_state));
-		switch (boot_classify_state(res->lifecycle_state)) {
-		case LC_WARMED:
-			d->ctx |= MC_WARM;
-			log_info("metadata: %s: warm pool: preparing only, then warm-wait",
-			         res->lifecycle_state);
-			feed(d, EV_WARM);
-			return;
-		case LC_TERMINATED:
-			aws_ending(d, "target-lifecycle-state: %s", res->lifecycle_state);
-			return;
-		default:
-			feed(d, EV_STEP_OK);
-			return;
-		}
+		metadata_done(d, res);
+		return;
 	case JOB_CREDENTIALS:
 	case JOB_TOKEN:
+	case JOB_AGENT_CONFIG:
+		if (!failed)
+			feed(d, EV_STEP_OK);
+		break;
 	case JOB_PACKAGES:
 	case JOB_AGENT_INSTALL:
-	case JOB_AGENT_CONFIG:
+		if (!failed && res->skipped && d->st.warm.path == WARM_NONE)
+			d->st.warm.path = WARM_RESUMED;
+		if (!failed)
+			feed(d, EV_STEP_OK);
+		break;
+	case JOB_LAUNCH_HOOK:
+		str_copy(d->st.warm.hook,
+		         failed ? "failed"
+		         : res->hook_outcome == HOOK_DONE
+		                 ? ((d->ctx & MC_USED) ? "ABANDON" : "CONTINUE")
+		                 : hook_outcome_name(res->hook_outcome),
+		         sizeof(d->st.warm.hook));
 		if (!failed)
 			feed(d, EV_STEP_OK);
 		break;
@@ -521,7 +604,10 @@ static void handle_result(struct runnerd *d, const struct job_result *res)
 			log_debug("notice poll: %s", strerror(-res->r));
 		return;
 	case JOB_LEAVE_ASG:
-		if (res->leave_outcome == LEAVE_FAILED)
+		if (res->leave_outcome == LEAVE_FAILED && (d->ctx & MC_WARM))
+			set_error(d, "leaving-asg: abandoning the launch hook in the warm pool: %s",
+			          res->err[0] ? res->err : strerror(-res->r));
+		else if (res->leave_outcome == LEAVE_FAILED)
 			set_error(d,
 			          "leaving-asg: autoscaling:TerminateInstanceInAutoScalingGroup "
 			          "failed after %u call(s): %s",
@@ -646,6 +732,8 @@ static const char *phase_waits_on(const struct runnerd *d, char *out, size_t n)
 		return "imds (token, instance id, region, target lifecycle state)";
 	case PHASE_CREDENTIALS:
 		return "imds:meta-data/iam/security-credentials (the instance role)";
+	case PHASE_LAUNCH_HOOK:
+		return "autoscaling:CompleteLifecycleAction";
 	case PHASE_TOKEN:
 		snprintf(out, n, "%s %s",
 		         t->source == RD_TOKEN_SECRETSMANAGER ? "secretsmanager:GetSecretValue"
@@ -890,6 +978,8 @@ static int run_daemon(struct runnerd *d)
 		d->ctx |= MC_NO_POWEROFF;
 	if (!lc->leave_asg)
 		d->ctx |= MC_NO_LEAVE;
+	if (lc->launch_hook[0])
+		d->ctx |= MC_HOOK;
 
 	r = take_lock(d->conf.control->socket, &lock_fd);
 	if (r)

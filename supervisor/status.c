@@ -7,15 +7,36 @@
 #include <string.h>
 #include <time.h>
 
+#include "util.h"
+
 static const char *const phase_names[PHASE_COUNT] = {
-        [PHASE_STARTING] = "starting",       [PHASE_METADATA] = "metadata",
-        [PHASE_CREDENTIALS] = "credentials", [PHASE_TOKEN] = "token",
-        [PHASE_PACKAGES] = "packages",       [PHASE_AGENT_INSTALL] = "agent-install",
-        [PHASE_WARM_WAIT] = "warm-wait",     [PHASE_AGENT_CONFIG] = "agent-config",
-        [PHASE_RUNNING] = "running",         [PHASE_DRAINING] = "draining",
-        [PHASE_LEAVING_ASG] = "leaving-asg", [PHASE_POWERING_OFF] = "powering-off",
-        [PHASE_FAILED] = "failed",           [PHASE_EXITED] = "exited",
+        [PHASE_STARTING] = "starting",
+        [PHASE_METADATA] = "metadata",
+        [PHASE_CREDENTIALS] = "credentials",
+        [PHASE_LAUNCH_HOOK] = "launch-hook",
+        [PHASE_TOKEN] = "token",
+        [PHASE_PACKAGES] = "packages",
+        [PHASE_AGENT_INSTALL] = "agent-install",
+        [PHASE_WARM_WAIT] = "warm-wait",
+        [PHASE_AGENT_CONFIG] = "agent-config",
+        [PHASE_RUNNING] = "running",
+        [PHASE_DRAINING] = "draining",
+        [PHASE_LEAVING_ASG] = "leaving-asg",
+        [PHASE_POWERING_OFF] = "powering-off",
+        [PHASE_FAILED] = "failed",
+        [PHASE_EXITED] = "exited",
 };
+
+const char *warm_path_name(enum warm_path p)
+{
+	static const char *const names[] = {
+	        [WARM_NONE] = "cold",           [WARM_PREPARE] = "prepare",
+	        [WARM_SAME_BOOT] = "same-boot", [WARM_RESUMED] = "resumed",
+	        [WARM_USED] = "used",
+	};
+
+	return (unsigned)p < ARRAY_SIZE(names) ? names[p] : "unknown";
+}
 
 const char *phase_name(enum phase p)
 {
@@ -165,6 +186,28 @@ static int add_agent(cJSON *root, const struct runnerd_status *st, uint64_t now_
 	return r;
 }
 
+/* null on a cold boot; else the path, when and how long the bake work took in the pool. */
+static int add_warm(cJSON *root, const struct runnerd_status *st)
+{
+	const struct warm_status *w = &st->warm;
+	cJSON *o;
+	int r;
+
+	if (w->path == WARM_NONE && !w->prepared_ms)
+		return cJSON_AddNullToObject(root, "warm") ? 0 : -ENOMEM;
+	o = cJSON_AddObjectToObject(root, "warm");
+	if (!o || !cJSON_AddStringToObject(o, "path", warm_path_name(w->path)))
+		return -ENOMEM;
+	r = add_time(o, "prepared", w->prepared_ms);
+	if (r == 0)
+		r = w->prepared_ms ? add_num(o, "prepare_seconds",
+		                             ms_to_s(w->packages_ms + w->agent_install_ms))
+		                   : (cJSON_AddNullToObject(o, "prepare_seconds") ? 0 : -ENOMEM);
+	if (r == 0)
+		r = add_str(o, "launch_hook", w->hook, sizeof(w->hook), true);
+	return r;
+}
+
 int status_to_json(const struct runnerd_status *st, uint64_t now_ms, struct buf *out)
 {
 	cJSON *root = cJSON_CreateObject(), *phases;
@@ -206,7 +249,7 @@ int status_to_json(const struct runnerd_status *st, uint64_t now_ms, struct buf 
 	    (r = add_time(root, "started", st->started_ms)) < 0 ||
 	    (r = add_num(root, "uptime_seconds",
 	                 st->started_ms ? ms_to_s(elapsed_ms(st->started_ms, now_ms)) : 0)) < 0 ||
-	    (r = add_agent(root, st, now_ms)) < 0)
+	    (r = add_agent(root, st, now_ms)) < 0 || (r = add_warm(root, st)) < 0)
 		goto out;
 	r = -ENOMEM;
 	text = cJSON_PrintUnformatted(root);

@@ -11,7 +11,8 @@
 /* Make dir ready, or refuse it:
  * - dir is an absolute path; no component of it may be a symbolic link (-ELOOP: name the real
  *   path), walked from / with O_NOFOLLOW so that what is checked is what is used;
- * - every existing component is a directory owned by root; a parent may be writable by group
+ * - every existing component is a directory owned by root (or by runnerd's own user when it
+ *   does not run as root); a parent may be writable by group
  *   or others only when sticky (/tmp); every parent is searchable by all users;
  * - missing components are created root's, mode 0755 whatever the umask;
  * - dir itself, when it exists, is not writable by group or others; the read and search bits

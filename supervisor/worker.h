@@ -19,6 +19,7 @@ enum job_kind {
 	JOB_PACKAGES,
 	JOB_AGENT_INSTALL,
 	JOB_AGENT_CONFIG,
+	JOB_LAUNCH_HOOK, /* CompleteLifecycleAction of [lifecycle] launch_hook */
 	JOB_POLL_WARM,   /* warm-wait: target lifecycle state */
 	JOB_POLL_NOTICE, /* running: spot instance-action and target lifecycle state */
 	JOB_LEAVE_ASG,
@@ -29,6 +30,10 @@ enum job_kind {
 struct job {
 	enum job_kind kind;
 	uint64_t deadline_mono_ms; /* 0 = none */
+	/* warm pools: state_dir is read and written (the instance has a target lifecycle state) */
+	bool stateful;
+	bool warm;    /* in the pool: record the bake work once done; leave = ABANDON the hook */
+	bool abandon; /* JOB_LAUNCH_HOOK: ABANDON rather than CONTINUE */
 };
 
 /* Written with one write() (smaller than PIPE_BUF, so atomic with several writers). */
@@ -45,6 +50,15 @@ struct job_result {
 	long long spot_time;
 	int leave_outcome; /* enum leave_outcome */
 	unsigned leave_calls;
+	/* metadata: state_dir's record for this instance (all false/0 without one) */
+	bool used;            /* an agent already ran here */
+	bool prepared;        /* the bake work is done for these inputs */
+	uint64_t prepared_ms; /* when (epoch ms) */
+	uint64_t packages_ms; /* how long packages and agent-install took then */
+	uint64_t agent_install_ms;
+	bool skipped;     /* packages, agent-install: done before (state_dir), not run again */
+	int hook_outcome; /* JOB_LAUNCH_HOOK, JOB_LEAVE_ASG in the pool: enum hook_outcome */
+	unsigned hook_calls;
 	char err[256];
 };
 

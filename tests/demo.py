@@ -27,9 +27,17 @@ at once when an instance launched before it boots after the fix and its runner c
 scaler says so, and the demo shows that line). The summary says how many launches failed and
 how often the pool backed off.
 
+Warm pools: the linux pool keeps DEMO_WARM_POOL (2; 0 turns it off) instances prepared and
+stopped ([pool] warm_pool, the group's LAUNCHING hook, runnerd's launch_hook and state_dir).
+Every instance "installs a package" for DEMO_BAKE_SECONDS (3) before its agent starts; pool
+instances do that ahead of time and are stopped; one started from the pool skips it. The
+jobs come once the pool is ready; the timeline's warm column counts the pool's prepared
+instances (+ those preparing), and the summary compares the time from an instance's start to
+its job for instances from the pool and cold launches: the wait a warm instance saves.
+
 Knobs (environment): DEMO_JOBS (total jobs, default 24), DEMO_JOB_SECONDS (mean job length, 5),
-DEMO_BOOT_SECONDS (simulated OS boot, 2), DEMO_WAVE_SECONDS (when the second wave of jobs
-comes, 15), DEMO_DEADLINE (seconds, 110; 200 with DEMO_FAIL_BOOT), DEMO_FAIL_BOOT=1 (above),
+DEMO_BOOT_SECONDS (simulated OS boot, 2), DEMO_BAKE_SECONDS (the package install, 3),
+DEMO_WARM_POOL (2), DEMO_WAVE_SECONDS (when the second wave of jobs comes, 15), DEMO_DEADLINE (seconds, 110; 200 with DEMO_FAIL_BOOT), DEMO_FAIL_BOOT=1 (above),
 DEMO_WORKDIR (use this directory), DEMO_SUMMARY (write the summary as JSON to this file),
 DEMO_KEEP=1 (keep the temporary files), RUNNERD_BUILD (the build directory).
 """
@@ -52,19 +60,23 @@ JOBS = max(2, int(os.environ.get("DEMO_JOBS", "24")))
 JOB_S = float(os.environ.get("DEMO_JOB_SECONDS", "5"))
 BOOT_S = float(os.environ.get("DEMO_BOOT_SECONDS", "2"))
 FAIL_BOOT = os.environ.get("DEMO_FAIL_BOOT") == "1"
+BAKE_S = float(os.environ.get("DEMO_BAKE_SECONDS", "3"))
+WARM_POOL = int(os.environ.get("DEMO_WARM_POOL", "0" if FAIL_BOOT else "2"))
+HOOK = "runner-launch"
 DEADLINE_S = float(os.environ.get("DEMO_DEADLINE", "200" if FAIL_BOOT else "110"))
 WAVE_S = float(os.environ.get("DEMO_WAVE_SECONDS", "15"))
 SCALER_TOKEN = "demo-circle-token-0123456789"
 
 
 class Pool:
-    def __init__(self, name, rc, asg, mx, share):
+    def __init__(self, name, rc, asg, mx, share, warm=0):
         self.name, self.rc, self.asg, self.max, self.share = name, rc, asg, mx, share
+        self.warm = warm  # [pool] warm_pool: prepared, stopped instances (0: none)
         self.secret = f"demo-runner-token-{name}"
         self.agent_token = f"demo-agent-token-{name}"
 
 
-POOLS = [Pool("linux", "demo/linux", "demo-linux", 4, 2 / 3),
+POOLS = [Pool("linux", "demo/linux", "demo-linux", 4, 2 / 3, WARM_POOL),
          Pool("arm", "demo/arm", "demo-arm", 3, 1 / 3)]
 
 GLYPHS_UTF8 = {"busy": "█", "idle": "▒", "start": "░", "leave": "×", "free": "·"}
@@ -78,14 +90,36 @@ def fail_marker(workdir, rc):
     return Path(workdir) / ("fail-boot-" + rc.replace("/", "-"))
 
 
+def bake_stand_ins(root, bake_s):
+    """apt-get and dpkg-query in root/bin: installing "demo-toolchain" takes bake_s seconds
+    (the bake work a warm pool does ahead of time); it stays installed on this disk."""
+    (root / "dpkg").mkdir(exist_ok=True)
+    (root / "bin" / "apt-get").write_text(
+        "#!/bin/sh\n"
+        f"case \"$*\" in *\" install \"*) sleep {bake_s}; touch {root}/dpkg/demo-toolchain;; "
+        "esac\nexit 0\n")
+    (root / "bin" / "dpkg-query").write_text(
+        f"#!/bin/sh\n[ -e {root}/dpkg/\"$3\" ] || exit 1\nprintf 'install ok installed'\n")
+    for f in ("apt-get", "dpkg-query"):
+        (root / "bin" / f).chmod(0o755)
+
+
 def instance_main(workdir, sockdir, rc, secret, boot_s):
-    """The launch command of one fake instance: boot, write runnerd.conf, exec runnerd."""
+    """The launch command of one fake instance: boot, write runnerd.conf, exec runnerd. The
+    instance's disk is WORKDIR/instances/ID: a start from the warm pool boots the same disk
+    again (state_dir and the bake work are on it). The group's launch_env may give
+    DEMO_LAUNCH_HOOK (the LAUNCHING hook runnerd completes) and DEMO_BAKE_SECONDS (a package
+    whose install takes that long)."""
     iid = os.environ["FAKE_INSTANCE_ID"]
     time.sleep(float(boot_s))  # the OS booting; the instance's IMDS is already up
     if fail_marker(workdir, rc).exists():
         secret += "-typo"  # a secret that does not exist: runnerd fails in its token phase
     root = Path(workdir) / "instances" / iid
     (root / "bin").mkdir(parents=True, exist_ok=True)
+    bake_s = float(os.environ.get("DEMO_BAKE_SECONDS") or 0)
+    if bake_s > 0:
+        bake_stand_ins(root, bake_s)
+        os.environ["PATH"] = f"{root}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"
     # runnerd keeps its lock beside the socket: a directory of its own per instance.
     (Path(sockdir) / iid).mkdir(mode=0o750, exist_ok=True)
     agent = root / "bin" / "agent"
@@ -105,10 +139,12 @@ source = secretsmanager
 id = {secret}
 key = runner_token
 [packages]
-install =
+install = {"demo-toolchain" if bake_s > 0 else ""}
 [lifecycle]
 poweroff_command = echo "{iid}: powered off"
 notice_interval = 1s
+launch_hook = {os.environ.get("DEMO_LAUNCH_HOOK", "")}
+state_dir = {root}/state
 [control]
 socket = {sockdir}/{iid}/control.sock
 group = {os.getgid()}
@@ -157,8 +193,18 @@ def pool_view(state, pool, sockdir, phases):
         ph = phases.get(inst["id"])
         counts[classify(inst, ph, runners)] += 1
     total = sum(len(v) for v in jobs.values())
+    warm = asg.get("warm_instances", [])
+    ready = sum(1 for w in warm if w["state"] in ("Warmed:Stopped", "Warmed:Running"))
+    warming = sum(1 for w in warm if w["state"].startswith("Warmed:Pending"))
     return {"queue": len(jobs["queued"]), "desired": asg["desired"], "done": len(jobs["done"]),
-            "total": total, **counts}
+            "total": total, "warm": ready, "warming": warming, **counts}
+
+
+def warm_cell(v, pool):
+    """The warm column: instances prepared and stopped in the pool, +N still preparing."""
+    if not pool.warm:
+        return "-"
+    return f"{v['warm']}" + (f"+{v['warming']}" if v["warming"] else "")
 
 
 def fleet_strip(v, mx, g):
@@ -237,6 +283,44 @@ def backoff_left(prom_path, pool):
     return int(m[1]) if m else 0
 
 
+def warm_stats(state, now_wall):
+    """What the warm pools did: per instance that took a job, the time from its start (a
+    launch, or a start from the pool) to its job's claim; the pool's stopped time."""
+    claims = {}
+    for rc in state["jobs"].values():
+        for j in rc["running"] + rc["done"]:
+            iid = (j["runner_name"] or "").rsplit("-", 1)[-1]
+            claims.setdefault(iid, j["claimed_at"])
+    insts = list(state["terminated"])
+    for a in state["asgs"].values():
+        insts += a["instances"] + a.get("warm_instances", [])
+    warm, cold = [], []
+    stopped_s = running_pool_s = 0.0
+    prepared = 0
+    for i in insts:
+        short = i["id"].rsplit("-", 1)[-1]
+        if i.get("stopped_at"):
+            prepared += 1
+            end = i.get("resumed_at") or i["ended_at"] or now_wall
+            stopped_s += max(0.0, end - i["stopped_at"])
+            running_pool_s += i["stopped_at"] - i["launched_at"]
+        if short not in claims:
+            continue
+        if i.get("resumed_at"):
+            warm.append(claims[short] - i["resumed_at"])
+        else:
+            cold.append(claims[short] - i["launched_at"])
+
+    def mean(v):
+        return round(sum(v) / len(v), 3) if v else None
+
+    return {"warm_jobs": len(warm), "cold_jobs": len(cold),
+            "warm_start_to_job_s": mean(warm), "cold_start_to_job_s": mean(cold),
+            "wait_saved_s": (round(mean(cold) - mean(warm), 3) if warm and cold else None),
+            "warm_prepared": prepared, "warm_stopped_seconds": round(stopped_s, 3),
+            "warm_preparing_seconds": round(running_pool_s, 3)}
+
+
 def summarize(state, requests, now_wall, t0_wall):
     waits, busy = [], 0.0
     done = 0
@@ -251,7 +335,12 @@ def summarize(state, requests, now_wall, t0_wall):
     insts = list(state["terminated"])
     for a in state["asgs"].values():
         insts += a["instances"]
-    inst_s = sum((i["ended_at"] or now_wall) - i["launched_at"] for i in insts)
+    inst_s = 0.0
+    for i in insts:
+        life = (i["ended_at"] or now_wall) - i["launched_at"]
+        if i.get("stopped_at"):  # stopped in the warm pool meanwhile: EBS only, not counted
+            life -= (i.get("resumed_at") or i["ended_at"] or now_wall) - i["stopped_at"]
+        inst_s += life
     terms = [r for r in requests if r.get("op") == "TerminateInstanceInAutoScalingGroup"
              and r.get("status") == 200]
     left = {(r.get("params") or {}).get("InstanceId") for r in terms}
@@ -294,6 +383,8 @@ def scaler_conf(path, metrics=None):
     for p in POOLS:
         lines += ["", f"[pool {p.name}]", f"resource_class = {p.rc}", f"asg = {p.asg}",
                   "min = 0", f"max = {p.max}"]
+        if p.warm:
+            lines.append(f"warm_pool = {p.warm}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -338,7 +429,12 @@ def main():
             fake.set_agent_token(p.agent_token, p.rc)
             fake.set_asg(p.asg, 0, p.max, 0, protect_new=True, stop_grace_s=5,
                          launch_command=[PYTHON, str(Path(__file__).resolve()), "--instance",
-                                         str(work), sockdir, p.rc, p.secret, str(BOOT_S)])
+                                         str(work), sockdir, p.rc, p.secret, str(BOOT_S)],
+                         launch_env={"DEMO_BAKE_SECONDS": str(BAKE_S),
+                                     "DEMO_LAUNCH_HOOK": HOOK if p.warm else ""})
+            if p.warm:
+                # AWS waits for runnerd's CONTINUE before it stops a warming instance.
+                fake.put_launch_hook(p.asg, HOOK, heartbeat_s=600, default="ABANDON")
         conf = work / "scaler.conf"
         prom = work / "runnerd.prom"
         if FAIL_BOOT:
@@ -361,7 +457,13 @@ def main():
             print(f"  pool {p.name:5}  {p.rc} -> group {p.asg} (max {p.max}): {n1} jobs now, "
                   f"{n2} more at {WAVE_S:g} s")
         print(f"  jobs run {min(d for *_, d in plan):.1f}-{max(d for *_, d in plan):.1f} s; "
-              f"an instance boots for {BOOT_S:g} s, then runnerd starts the agent")
+              f"an instance boots for {BOOT_S:g} s, then runnerd installs a package "
+              f"({BAKE_S:g} s) and starts the agent")
+        warm_pools = [p for p in POOLS if p.warm]
+        for p in warm_pools:
+            print(f"  pool {p.name}: a warm pool of {p.warm} (warm_pool = {p.warm}): instances "
+                  "boot and install ahead of time, then wait stopped;\n    the jobs come once "
+                  "it is ready, and an instance started from it skips the install")
         if FAIL_BOOT:
             print(f"  DEMO_FAIL_BOOT: group {POOLS[0].asg}'s launch template names a runner token "
                   "secret that does not exist:\n  its instances fail in runnerd's token phase "
@@ -369,17 +471,18 @@ def main():
         print(f"  fleet: {glyphs['busy']} running a job  {glyphs['idle']} agent up, no job  "
               f"{glyphs['start']} booting  {glyphs['leave']} leaving  {glyphs['free']} free "
               f"slot\n")
-        print("   time  pool   queue desired  fleet    boot start idle busy leave   done")
+        print("   time  pool   queue desired  fleet    boot start idle busy leave  warm   done")
         shown, shown_at = None, -1.0
         gen = None
         phases = {}
         fixed = ended = False
+        jobs_t0 = None if warm_pools else 0.0  # jobs come once the warm pools are ready
         while not interrupted:
             now = time.monotonic() - t0
             if now > DEADLINE_S:
                 print(f"demo: deadline of {DEADLINE_S:g} s reached", file=sys.stderr)
                 break
-            while pending and pending[0][0] <= now:
+            while jobs_t0 is not None and pending and pending[0][0] + jobs_t0 <= now:
                 _, pool, dur = pending.pop(0)
                 fake.add_jobs(pool.rc, 1, dur)
             s = fake.state(wait=gen, timeout=0.5)
@@ -392,12 +495,18 @@ def main():
                     if inst["state"] != "Terminating" and not inst["stopped"]:
                         phases[inst["id"]] = phase_of(sockdir, inst["id"])
             views = [pool_view(s, p, sockdir, phases) for p in POOLS]
+            if jobs_t0 is None and all(v["warm"] >= p.warm for p, v in zip(POOLS, views)
+                                       if p.warm):
+                jobs_t0 = now
+                print(f"{now:6.1f}s " + "; ".join(
+                    f"{p.name}: {p.warm} instances prepared and stopped in the warm pool"
+                    for p in warm_pools) + ": the jobs come now")
             lines = []
             for p, v in zip(POOLS, views):
                 lines.append(f"{p.name:6} {v['queue']:5} {v['desired']:7}  "
                              f"{fleet_strip(v, p.max, glyphs):8} {v['boot']:4} {v['start']:5} "
                              f"{v['idle']:4} {v['busy']:4} {v['leave']:5} "
-                             f"{v['done']:3}/{v['total']}")
+                             f"{warm_cell(v, p):>5} {v['done']:3}/{v['total']}")
                 left = backoff_left(prom, p.name) if FAIL_BOOT else 0
                 if left:
                     lines[-1] += f"  back-off {left} s"
@@ -456,6 +565,7 @@ def main():
         summary["failed_launches"] = len(failed_launches(last_state, POOLS[0].asg)) + len(
             failed_launches(last_state, POOLS[1].asg))
         summary["backoffs"] = len(backoff_lines(work / "runner-scaler.log"))
+        summary.update(warm_stats(last_state, end_wall))
     else:
         summary = {"jobs": 0, "jobs_done": 0}
     summary["processes_left"] = len(left)
@@ -482,6 +592,19 @@ def main():
         print(f"         instance-seconds {summary['instance_seconds']:.1f}: running jobs "
               f"{summary['busy_seconds']:.1f}, idle (booting, starting, waiting, leaving) "
               f"{summary['idle_instance_seconds']:.1f}")
+        if WARM_POOL and summary.get("warm_prepared"):
+            print(f"         warm pool: {summary['warm_prepared']} instances prepared in it "
+                  f"({summary['warm_preparing_seconds']:.1f} instance-seconds running, "
+                  f"counted above), {summary['warm_stopped_seconds']:.1f} s stopped (disk "
+                  "only)")
+        if summary.get("warm_jobs"):
+            line = (f"         start to job: {summary['warm_jobs']} from the warm pool "
+                    f"{summary['warm_start_to_job_s']:.1f} s")
+            if summary.get("cold_jobs"):
+                line += (f", {summary['cold_jobs']} cold launches "
+                         f"{summary['cold_start_to_job_s']:.1f} s: a warm instance saved "
+                         f"{summary['wait_saved_s']:.1f} s of wait")
+            print(line)
     print(f"         processes left: {len(left)}")
     if os.environ.get("DEMO_SUMMARY"):
         Path(os.environ["DEMO_SUMMARY"]).write_text(json.dumps(summary) + "\n")

@@ -42,6 +42,7 @@ qemu-user-static for arm64), qemu-utils, genisoimage, e2fsprogs, socat, openssl
 
 import base64
 import fcntl
+import socket
 import hashlib
 import json
 import os
@@ -444,9 +445,12 @@ class Guest:
         self.imds_port, self.world_port = imds_port, world_port
         self.proc = None
         self.started = None
+        self.started_wall = None
         self.elapsed = None
         self.cpu_s = None
         self.returncode = None
+        self.boots = 0  # starts of this guest: each boots the same disk (overlay) again
+        self.qmp = self.dir / "qmp.sock"
 
     def prepare(self):
         seed_dir = self.dir / "seed"
@@ -475,6 +479,8 @@ class Guest:
                 "-accel", accel_opt, "-cpu", self.cpu_model(), "-smp", str(self.cpus),
                 "-m", str(self.memory_mb), "-no-reboot",
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.serial}",
+                # QMP: the outside's ACPI power button (powerdown), as EC2 stops an instance.
+                "-qmp", f"unix:{self.qmp},server=on,wait=off",
                 "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
                 "-append", f"root=/dev/vda rw console={a.console} panic=-1",
                 "-drive", f"file={self.overlay},format=qcow2,if=virtio",
@@ -499,7 +505,18 @@ class Guest:
         return nd
 
     def start(self, timeout_s):
+        """Boot (again: the same overlay, the same seed; cloud-init sees the same instance id
+        and runs no per-instance module twice, like EC2 starting a stopped instance). Each boot
+        has its own serial log: serial.log, then serial-2.log, ..."""
         self.timeout_s = timeout_s
+        self.boots += 1
+        if self.boots > 1:
+            self.serial = self.dir / f"serial-{self.boots}.log"
+            self.qemu_log = self.dir / f"qemu-{self.boots}.log"
+            self.proc = None
+            self.returncode = self.elapsed = self.cpu_s = None
+        self.qmp.unlink(missing_ok=True)
+        self.started_wall = time.time()
         with open(self.qemu_log, "wb") as out:
             self.proc = subprocess.Popen(self.argv(timeout_s), stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=out, start_new_session=True)
@@ -515,6 +532,25 @@ class Guest:
             self.cpu_s = ru.ru_utime + ru.ru_stime
         self.returncode = self.proc.returncode
         self.elapsed = time.monotonic() - self.started
+
+    def powerdown(self, timeout_s=30):
+        """Press the ACPI power button through QMP (system_powerdown): the guest's systemd
+        shuts down as on an EC2 stop. Returns once qemu took the command (each read bounded
+        by timeout_s)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sk:
+            sk.settimeout(timeout_s)
+            # qemu made the socket as it started, long before the guest reaches the pool.
+            sk.connect(str(self.qmp))
+            f = sk.makefile("rwb", buffering=0)
+            json.loads(f.readline())  # the greeting
+            for cmd in ("qmp_capabilities", "system_powerdown"):
+                f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+                while True:  # events may come before the answer
+                    reply = json.loads(f.readline())
+                    if "return" in reply or "error" in reply:
+                        break
+                if "error" in reply:
+                    raise E2eError(f"guest {self.name}: QMP {cmd}: {reply['error']}")
 
     def kill(self):
         """End qemu: SIGTERM to `timeout`, which relays it to qemu and exits once qemu is gone;

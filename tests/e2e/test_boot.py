@@ -10,11 +10,24 @@ S3 URL, checks its SHA-256 and installs it; the package's postinst starts runner
 the runnerd.conf that user-data wrote (the token's secret by ARN, the agent's download URL and
 digest), downloads the agent and runs it.
 
-Both scenarios boot at the same time, each guest with its own fake cloud:
-  success  the agent claims the job, runs it, completes it and exits 0;
-  crash    the agent claims the job and dies of SIGSEGV.
-Either way runnerd must leave the ASG (decrement, signed with the IMDS role's session
-credentials) and power the guest off through logind. The agent (tests/e2e/guest_agent.py,
+The scenarios boot at the same time, each guest with its own fake cloud:
+  success  a cold boot into service: the agent claims the job, runs it and exits 0 (booted by
+           default on a foreign architecture only: the warm scenario's boot 2 covers it);
+  warm     the warm pool on one disk. Boot 1 in Warmed:Stopped: user-data installs the .deb,
+           runnerd does the bake work (the agent's download), completes the group's LAUNCHING
+           hook with CONTINUE and waits; the test then stops the guest as EC2 stops a pool
+           instance, with the ACPI power button (QMP system_powerdown): systemd's SIGTERM, and
+           runnerd exits 0 (no Terminate, no power-off of its own, runnerd-failed.service never
+           starts). Boot 2 of the same disk, InService (cloud-init runs no user-data again):
+           runnerd completes the hook again, skips the bake work, fetches the token, and the
+           agent claims the job, runs it, completes it and exits 0;
+  crash    a cold boot: the agent claims the job and dies of SIGSEGV;
+  bad-deb  the .deb's digest is wrong: runnerd-bootstrap ends the boot.
+runnerd must leave the ASG (decrement, signed with the IMDS role's session credentials) and
+power the guest off through logind. The warm scenario's user-data is the stack's with
+launch_hook added to runnerd.conf's [lifecycle] (the group's hook is the fake's). Its second
+boot runs alone, after the others: it costs one boot without the .deb install or the agent
+download (about 67 s on 2 vCPUs under TCG; the test prints its time). The agent (tests/e2e/guest_agent.py,
 served as the agent download) posts what it saw inside the guest to the fake (POST
 /_fake/note): the unit's systemd state, `runnerctl status --json` with the job claimed, and the
 job user.
@@ -80,9 +93,12 @@ EMULATED = ARCH != boot.host_arch()
 BOOT_TIMEOUT_S = int(os.environ.get("RUNNERD_E2E_TIMEOUT", "1200" if EMULATED else "600"))
 DEB_URL = "https://runnerd-artifacts.s3.amazonaws.com/e2e/runnerd.deb"
 AGENT_VERSION = "3.1.4"  # the stack's default AgentDownloadUrl pins it
-ALL_SCENARIOS = ("success", "crash", "bad-deb")
+# success: a cold boot into service (the warm scenario's boot 2 covers it natively, so it boots
+# by default only on a foreign architecture, where one boot is what the time allows).
+ALL_SCENARIOS = ("warm", "success", "crash", "bad-deb")
 SCENARIOS = tuple(x for x in os.environ.get("RUNNERD_E2E_SCENARIOS", "").split(",") if x) or \
-    (("success",) if EMULATED else ALL_SCENARIOS)
+    (("success",) if EMULATED else ("warm", "crash", "bad-deb"))
+HOOK = "runner-launch"
 
 
 def find_deb(build):
@@ -99,6 +115,18 @@ def find_deb(build):
 def secret_arn(name):
     return (f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{name}-"
             f"{hashlib.sha256(name.encode()).hexdigest()[:6]}")
+
+
+def with_launch_hook(ud):
+    """The stack's user-data, its runnerd.conf given [lifecycle] launch_hook."""
+    import yaml
+    head, _, body = ud.partition("\n")
+    doc = yaml.safe_load(body)
+    [conf] = [f for f in doc["write_files"] if f["path"] == "/etc/runnerd/runnerd.conf"]
+    assert "[lifecycle]\n" in conf["content"], conf
+    conf["content"] = conf["content"].replace("[lifecycle]\n",
+                                              f"[lifecycle]\nlaunch_hook = {HOOK}\n", 1)
+    return head + "\n" + yaml.safe_dump(doc, sort_keys=False, width=1 << 30)
 
 
 def agent_tarball(behaviour):
@@ -167,6 +195,7 @@ class Boot:
         self.image_build_s = image_build_s
         self.state = None
         self.requests = None
+        self.first = None  # warm: boot 1 (serial, exit, timings, its requests)
 
     def context(self):
         return self.guest.describe()
@@ -196,22 +225,34 @@ def boots(tmp_path_factory):
             d = tmp_path_factory.mktemp(f"e2e-{name}")
             fake = start_fake(d, image)
             fakes.append(fake)
-            tarball = agent_tarball(name)
+            tarball = agent_tarball("success" if name == "warm" else name)
             prepare_fake(fake, deb, tarball)
             # bad-deb: the .deb's digest in the stack's parameters is wrong (a stale build, a
             # changed object): the bootstrap must end like runnerd's failures.
             ud = user_data(deb, tarball, "0" * 64 if name == "bad-deb" else None)
+            if name == "warm":
+                ud = with_launch_hook(ud)
+                fake.put_launch_hook(ASG, HOOK)
+                fake.lifecycle(it.MAIN_INSTANCE_ID, "Warmed:Pending:Wait")
+                fake.set_imds(target_lifecycle_state="Warmed:Stopped")
             g = boot.Guest(image, d / "guest", name, ud, meta_data(),
                            cpus=cpus, imds_port=port_of(fake, "imds"),
                            world_port=port_of(fake, "tls"), arch=ARCH).prepare()
             out[name] = Boot(name, g, fake, build_s)
         if os.environ.get("RUNNERD_E2E_SEQUENTIAL"):
             for b in out.values():
-                boot.wait_all([b.guest.start(BOOT_TIMEOUT_S)])
+                b.guest.start(BOOT_TIMEOUT_S)
+                if b.name == "warm":
+                    stop_when_prepared(b)
+                boot.wait_all([b.guest])
         else:
             for b in out.values():
                 b.guest.start(BOOT_TIMEOUT_S)
+            if "warm" in out:
+                stop_when_prepared(out["warm"])
             boot.wait_all([b.guest for b in out.values()])
+        if "warm" in out:
+            resume(out["warm"])
         for b in out.values():
             b.state, b.requests = b.fake.state(), b.fake.requests()
         yield out
@@ -229,6 +270,43 @@ def booted(boots, name):
         pytest.skip(f"scenario {name} not booted for {ARCH} (booted: {', '.join(SCENARIOS)}; "
                     "RUNNERD_E2E_SCENARIOS chooses)")
     return boots[name]
+
+
+def hook_calls(requests):
+    return [r for r in requests if r.get("op") == "CompleteLifecycleAction"]
+
+
+def stop_when_prepared(b):
+    """Boot 1 of the warm guest: once runnerd completed the hook (the bake work done), stop it
+    as EC2 stops a pool instance: the ACPI power button."""
+    g = b.guest
+
+    def hooked(_s):
+        done = [r for r in hook_calls(b.fake.requests()) if r["status"] == 200]
+        return done[0] if done else None
+
+    try:
+        call = b.fake.wait_until(hooked, timeout=BOOT_TIMEOUT_S,
+                                 what="boot 1's CompleteLifecycleAction")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{g.describe()}")
+    b.first = {"hook_s": call["t"] - g.started_wall}
+    g.powerdown()
+
+
+def resume(b):
+    """Boot 2 of the warm guest, once boot 1 powered off: started into the group (Pending:Wait,
+    the hook firing again), target InService; alone, with every CPU."""
+    g = b.guest
+    b.first.update(returncode=g.returncode, elapsed=g.elapsed, cpu_s=g.cpu_s,
+                   serial=g.serial_text(), requests=b.fake.requests(),
+                   describe=g.describe())
+    if g.returncode != 0:
+        return  # the test says why
+    b.fake.lifecycle(it.MAIN_INSTANCE_ID, "Pending:Wait")
+    b.fake.set_imds(target_lifecycle_state="InService")
+    g.cpus = int(os.environ.get("RUNNERD_E2E_CPUS") or os.cpu_count() or 1)
+    boot.wait_all([g.start(BOOT_TIMEOUT_S)])
 
 
 def report_timing(capsys, b):
@@ -326,6 +404,55 @@ def test_boot_install_run_job_power_off(boots, capsys):
     assert done["exit_code"] == 0 and done["runner_name"] == rep["runner_name"], done
     assert jobs["queued"] == [] and jobs["running"] == [], jobs
     assert_left_asg(b)
+
+
+def test_warm_pool_prepare_stop_resume_run_job(boots, capsys):
+    """The warm pool on one disk (see the module's docstring): boot 1 prepares in
+    Warmed:Stopped and is stopped from outside; boot 2 resumes InService and runs the job."""
+    b = booted(boots, "warm")
+    first = b.first
+    assert first, "boot 1 never completed its hook"
+    serial1 = first["serial"]
+    assert first["returncode"] == 0, f"boot 1: qemu exit {first['returncode']}\n" + \
+        first["describe"]
+    assert "reboot: Power down" in serial1, first["describe"]
+    # Boot 1: the hook completed with CONTINUE, no token, no Terminate; the stop was no
+    # failure of runnerd's: it exited 0 and runnerd-failed.service never ran.
+    req1 = first["requests"]
+    assert [(r["params"]["LifecycleActionResult"], r["status"]) for r in hook_calls(req1)] == \
+        [("CONTINUE", 200)], first["describe"]
+    assert not [r for r in req1 if r.get("op") in ("GetSecretValue",
+                                                   "TerminateInstanceInAutoScalingGroup")]
+    assert "exiting with status 0 (phase exited)" in serial1, first["describe"]
+    assert "runnerd-failed" not in serial1 and "powering-off" not in serial1, first["describe"]
+    assert TOKEN not in serial1
+    # Boot 2: cloud-init ran no user-data again (no second .deb download), the hook again.
+    report_timing(capsys, b)
+    assert_powered_off(b)
+    debs = [r for r in b.requests if r.get("service") == "blob" and "runnerd.deb" in r["path"]]
+    assert len(debs) == 1, debs
+    assert [(r["params"]["LifecycleActionResult"], r["status"])
+            for r in hook_calls(b.requests)] == [("CONTINUE", 200), ("CONTINUE", 200)]
+    rep = assert_agent_report(b)
+    warm = rep["runnerctl"]["warm"]
+    assert warm["path"] == "resumed" and warm["launch_hook"] == "CONTINUE", warm
+    assert warm["prepare_seconds"] is not None, warm
+    jobs = b.state["jobs"][RC]
+    assert [j["id"] for j in jobs["done"]] == [rep["job_id"]], jobs
+    done = jobs["done"][0]
+    assert done["exit_code"] == 0 and done["runner_name"] == rep["runner_name"], done
+    assert jobs["queued"] == [] and jobs["running"] == [], jobs
+    assert_left_asg(b)
+    to_agent = done["claimed_at"] - b.guest.started_wall
+    cold = boots.get("crash")
+    cold_jobs = cold.state["jobs"][RC]["running"] if cold else None
+    cold_to_agent = cold_jobs[0]["claimed_at"] - cold.guest.started_wall if cold_jobs else None
+    with capsys.disabled():
+        print(f"e2e warm: boot 1 power-on to the hook completed {first['hook_s']:.1f} s "
+              f"(runnerd's bake work {warm['prepare_seconds']:.1f} s of it), to power-off "
+              f"{first['elapsed']:.1f} s; boot 2 power-on to the agent's claim {to_agent:.1f} s"
+              + (f" (a cold boot's: {cold_to_agent:.1f} s, crash scenario, booted beside two "
+                 "others)" if cold_to_agent else ""))
 
 
 def test_boot_agent_crash_still_leaves_and_powers_off(boots, capsys):

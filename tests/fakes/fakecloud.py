@@ -35,7 +35,13 @@ The main port routes each request by its shape:
                                             DescribeAutoScalingGroups, SetDesiredCapacity,
                                             UpdateAutoScalingGroup, SetInstanceProtection,
                                             SuspendProcesses,
-                                            TerminateInstanceInAutoScalingGroup
+                                            TerminateInstanceInAutoScalingGroup; warm pools
+                                            and lifecycle hooks (fake_warm.py): PutWarmPool,
+                                            DescribeWarmPool, DeleteWarmPool,
+                                            PutLifecycleHook, DescribeLifecycleHooks,
+                                            DeleteLifecycleHook, CompleteLifecycleAction,
+                                            RecordLifecycleActionHeartbeat,
+                                            DescribeAutoScalingInstances
   GET  /api/v3/runner[/tasks[/running]]     CircleCI Runner API v3 (Circle-Token header)
   /_fake/...                                control API (JSON), below
 Wire formats follow the AWS wire notes (botocore's models). The fake checks the SigV4 signature of
@@ -159,6 +165,11 @@ Control API (JSON in and out; 400 {"error": ...} on bad input; unknown keys are 
   POST /_fake/tick {n?}              run n reconcile steps, then return the state
   POST /_fake/clock {advance_s}      move the fake clock used for IMDS token TTLs and
                                      credential expiry; SigV4 skew uses the real clock
+  POST /_fake/lifecycle {instance_id, state}  an instance without a process where AWS would
+                                     have it: Pending:Wait, InService, Warmed:Pending:Wait,
+                                     Warmed:Stopped (fake_warm.py)
+Warm pools and lifecycle hooks: fake_warm.py has the model (the tick's part, resume before a
+cold launch, the pool's size, heartbeat timeouts on the fake clock).
 """
 
 import argparse
@@ -188,6 +199,8 @@ import traceback
 import uuid
 from urllib.parse import parse_qsl, quote, unquote
 from xml.sax.saxutils import escape as _xml_escape
+
+import fake_warm  # warm pools and lifecycle hooks: the model and its API (fake_warm.py)
 
 ACCOUNT = "123456789012"
 DEFAULT_AKID = "AKIAFAKECLOUD0000001"
@@ -445,6 +458,7 @@ class Instance:
         self.kill_timer = None
         self.fail_boot = asg.fail_boot  # None, "leave" or "pending"
         self.ticks = 0  # ticks seen alive
+        fake_warm.init_instance(self)
 
     def to_json(self):
         return {"id": self.id, "asg": self.asg.name, "state": self.state, "health": self.health,
@@ -455,7 +469,8 @@ class Instance:
                 "cause": self.cause, "imds_port": self.imds_port,
                 "imds_url": f"http://127.0.0.1:{self.imds_port}" if self.imds_port else None,
                 "log": self.log_path, "fail_boot": self.fail_boot,
-                "target_lifecycle_state": self.identity.target_lifecycle_state}
+                "target_lifecycle_state": self.identity.target_lifecycle_state,
+                **fake_warm.instance_json(self)}
 
 
 class Asg:
@@ -476,9 +491,10 @@ class Asg:
         self.suspended = {}  # process name -> when it was suspended (SuspendProcesses)
         self.instances = []  # not yet Terminated
         self.arn_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "asg:" + name))
+        fake_warm.init_group(self)
 
     def live(self):
-        return [i for i in self.instances if i.state in ("Pending", "InService")]
+        return [i for i in self.instances if i.state in fake_warm.LIVE]
 
     def arn(self):
         return (f"arn:aws:autoscaling:{self.region}:{ACCOUNT}:autoScalingGroup:{self.arn_id}:"
@@ -490,7 +506,7 @@ class Asg:
                 "launch_command": self.launch_command, "fail_boot": self.fail_boot,
                 "fail_boot_ticks": self.fail_boot_ticks,
                 "suspended": sorted(self.suspended),
-                "instances": [i.to_json() for i in self.instances]}
+                "instances": [i.to_json() for i in self.instances], **fake_warm.group_json(self)}
 
 
 class Fault:
@@ -533,6 +549,7 @@ class Cloud:
         self.runners = {}
         self.notes = {}
         self.blobs = {}  # (host, path) -> (bytes, content type)
+        self.stacks = {}  # name -> {"resources": [...], "signals": [...]} (SignalResource)
         self.faults = []
         self.fault_seq = 0
         self.log = collections.deque(maxlen=LOG_KEEP)
@@ -557,12 +574,13 @@ class Cloud:
     def all_instances(self):
         for asg in self.asgs.values():
             yield from asg.instances
+            yield from asg.warm
 
     def find_instance(self, iid, region=None):
         for asg in self.asgs.values():
             if region is not None and asg.region != region:
                 continue
-            for inst in asg.instances:
+            for inst in asg.instances + asg.warm:
                 if inst.id == iid:
                     return inst
         return None
@@ -570,14 +588,19 @@ class Cloud:
     def new_instance_id(self):
         return f"i-0fa4e{next(self.iid_counter):012x}"
 
+    def make_instance(self, asg, state="Pending", iid=None, protected=None):
+        """Under the lock. A new instance record of asg, in neither of its lists yet."""
+        n = len(asg.instances) + len(asg.warm) + len(self.terminated)
+        az = asg.region + "ab"[n % 2]
+        return Instance(iid or self.new_instance_id(), asg, az,
+                        asg.protect_new if protected is None else protected, state, self.now())
+
     def launch(self, asg, state="Pending", iid=None, protected=None):
         """Under the lock. Creates the instance and, with a launch_command, its IMDS listener
         and process."""
-        n = len(asg.instances) + len(self.terminated)
-        az = asg.region + "ab"[n % 2]
-        inst = Instance(iid or self.new_instance_id(), asg, az,
-                        asg.protect_new if protected is None else protected, state, self.now())
+        inst = self.make_instance(asg, state, iid, protected)
         asg.instances.append(inst)
+        fake_warm.on_launch(self, inst)
         if asg.launch_command:
             self._start_instance(inst)
         return inst
@@ -628,8 +651,9 @@ class Cloud:
             if inst.kill_timer:
                 inst.kill_timer.cancel()
             # Stopped without the API terminating it: EC2 health checks fail, the ASG replaces it.
-            if inst.state in ("Pending", "InService"):
+            if inst.state in fake_warm.LIVE and inst.after_exit is None:
                 inst.health = "Unhealthy"
+            fake_warm.process_exited(inst)  # a stop that was waiting for it
             self.bump()
 
     def _stop_instance(self, inst, grace):
@@ -677,6 +701,7 @@ class Cloud:
                         if inst.state == "Pending" and inst.health == "Healthy" \
                                 and inst.fail_boot != "pending":
                             inst.state = "InService"
+                    fake_warm.tick(self, asg, now, stop, stop)
                     for inst in asg.live():
                         inst.ticks += 1
                         if inst.health == "Unhealthy":
@@ -685,13 +710,14 @@ class Cloud:
                             self.boot_failed(asg, inst)
                     live = asg.live()
                     if asg.desired > len(live):
-                        for _ in range(asg.desired - len(live)):
-                            self.launch(asg)
+                        fake_warm.scale_out(self, asg, asg.desired - len(live))
                     elif asg.desired < len(live):
                         victims = sorted((i for i in live if not i.protected),
                                          key=lambda i: i.launched_at)
                         for inst in victims[:len(live) - asg.desired]:
-                            self.mark_terminating(inst, "scale-in")
+                            if not fake_warm.scale_in(self, asg, inst, stop):
+                                self.mark_terminating(inst, "scale-in")
+                    fake_warm.refill(self, asg)
                 self.bump()
             for inst, grace in stop:
                 self._stop_instance(inst, grace)
@@ -769,6 +795,8 @@ class Cloud:
                                   "region": self.main_identity.region,
                                   "role": self.main_identity.role},
                 "clock_offset_s": self.clock_offset,
+                "stacks": {n: {"resources": list(v["resources"]),
+                               "signals": list(v["signals"])} for n, v in self.stacks.items()},
                 "notes": dict(self.notes)}
 
     # -- faults --
@@ -828,12 +856,12 @@ def members(tag, items):
     return el(tag, [el("member", i) for i in items])
 
 
-def query_response(action, result_children, request_id, has_result=True):
+def query_response(action, result_children, request_id, has_result=True, ns=AS_NS):
     parts = []
     if has_result:
         parts.append(el(f"{action}Result", result_children))
     parts.append(el("ResponseMetadata", [el("RequestId", request_id)]))
-    return (f'<{action}Response xmlns="{AS_NS}">\n' + "\n".join(parts)
+    return (f'<{action}Response xmlns="{ns}">\n' + "\n".join(parts)
             + f"\n</{action}Response>\n")
 
 
@@ -1179,8 +1207,12 @@ def op_terminate_instance(cloud, params, region, rid):
     dec = q_bool(params, "ShouldDecrementDesiredCapacity", "shouldDecrementDesiredCapacity",
                  required=True)
     inst = cloud.find_instance(iid, region)
+    if inst is not None and inst in inst.asg.warm:
+        raise AwsError("ValidationError", f"fakecloud: {iid} is in the warm pool of "
+                       f"{inst.asg.name}: pool instances are not terminated through the group "
+                       "(ABANDON their lifecycle action, or shrink the pool)")
     # An instance already on its way out is no longer "managed": same answer as a gone one.
-    if inst is None or inst.state not in ("Pending", "InService"):
+    if inst is None or inst.state not in fake_warm.LIVE:
         raise AwsError("ValidationError",
                        f"Instance Id not found - No managed instance found for instance ID {iid}")
     asg = inst.asg
@@ -1215,6 +1247,42 @@ QUERY_OPS = {"DescribeAutoScalingGroups": op_describe_groups,
              "SetInstanceProtection": op_set_protection,
              "SuspendProcesses": op_suspend_processes,
              "TerminateInstanceInAutoScalingGroup": op_terminate_instance}
+fake_warm.bind(globals())
+QUERY_OPS.update(fake_warm.QUERY_OPS)
+
+
+# ---- CloudFormation (Query, under the lock) ---------------------------------------------------
+
+CFN_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
+
+
+def op_signal_resource(cloud, params, region, rid):
+    """SignalResource: recorded per stack and logical resource (what a CreationPolicy or
+    WaitOnResourceSignals waits for); a stack must have been declared with set_stack."""
+    stack, logical = params.get("StackName"), params.get("LogicalResourceId")
+    unique, status = params.get("UniqueId"), params.get("Status")
+    for name, v in (("StackName", stack), ("LogicalResourceId", logical),
+                    ("UniqueId", unique), ("Status", status)):
+        if not v:
+            raise AwsError("ValidationError", f"1 validation error detected: Value null at "
+                           f"'{name[0].lower() + name[1:]}' failed to satisfy constraint: "
+                           "Member must not be null")
+    if status not in ("SUCCESS", "FAILURE"):
+        raise AwsError("ValidationError", f"1 validation error detected: Value '{status}' at "
+                       "'status' failed to satisfy constraint: Member must satisfy enum value "
+                       "set: [SUCCESS, FAILURE]")
+    st = cloud.stacks.get(stack)
+    if st is None:
+        raise AwsError("ValidationError", f"Stack with id {stack} does not exist")
+    if logical not in st["resources"]:
+        raise AwsError("ValidationError", f"Resource {logical} does not exist for stack "
+                       f"{stack}")
+    st["signals"].append({"resource": logical, "unique_id": unique, "status": status,
+                          "t": cloud.now()})
+    return query_response("SignalResource", None, rid, has_result=False, ns=CFN_NS)
+
+
+CFN_OPS = {"SignalResource": op_signal_resource}
 
 
 # ---- JSON services (under the lock) --------------------------------------------------------
@@ -1811,7 +1879,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _aws_query(self):
         cloud = self.server.cloud
-        e = self._new_entry("autoscaling", None)
+        # Two Query services: CloudFormation (by its host name), Auto Scaling (the rest).
+        host = (self.headers.get("Host") or "").split(":")[0]
+        service = "cloudformation" if host.startswith("cloudformation.") else "autoscaling"
+        ops = CFN_OPS if service == "cloudformation" else QUERY_OPS
+        e = self._new_entry(service, None)
         params = {}
         try:
             text = self.body.decode("utf-8")
@@ -1825,7 +1897,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         action = params.get("Action")
         e["op"] = action
         e["params"] = params
-        r = self._verify("autoscaling")
+        r = self._verify(service)
         self._auth_log(r)
         if not r.ok:
             code, status = QUERY_AUTH[r.kind]
@@ -1834,9 +1906,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not action:
             self._query_error(400, "MissingAction", "Could not find operation: no Action.")
             return
-        if self._apply_fault([f"autoscaling:{action}"], "query"):
+        if self._apply_fault([f"{service}:{action}"], "query"):
             return
-        op = QUERY_OPS.get(action)
+        op = ops.get(action)
         if op is None:
             self._query_error(400, "InvalidAction",
                               f"The action {action} is not valid for this web service.")
@@ -2058,6 +2130,19 @@ def c_reset(h, cloud, body):
     return 200, {"ok": True}
 
 
+def c_stack(h, cloud, body):
+    """A CloudFormation stack whose resources take SignalResource."""
+    b = validate(body, {"name": F(str, True, maxlen=128, pattern=r"^[A-Za-z][A-Za-z0-9-]*$"),
+                        "resources": F(list, True, maxlen=50)})
+    if not all(isinstance(r, str) and re.fullmatch(r"[A-Za-z0-9]{1,255}", r)
+               for r in b["resources"]):
+        raise Bad("resources: logical ids")
+    with cloud.lock:
+        cloud.stacks[b["name"]] = {"resources": list(b["resources"]), "signals": []}
+        cloud.bump()
+    return 200, {"ok": True}
+
+
 def c_credentials(h, cloud, body):
     b = validate(body, {"akid": F(str, True, maxlen=128, pattern=r"^[A-Z0-9]{4,128}$"),
                         "secret": F(str, True, maxlen=256, pattern=r"^\S+$"),
@@ -2159,11 +2244,11 @@ def c_asg(h, cloud, body):
                 raise Bad("instance ids must be unique")
         old = cloud.asgs.pop(b["name"], None)
         if old is not None:  # replacing a group: its instances go away first
-            for i in old.instances:
+            for i in old.instances + old.warm:
                 i.state, i.cause, i.ended_at = "Terminated", "replaced", cloud.now()
                 cloud.terminated.append(i)
     if old is not None:
-        for i in old.instances:
+        for i in old.instances + old.warm:
             cloud._stop_instance(i, 0.5)
     with cloud.lock:
         asg = Asg(b["name"], b.get("region", DEFAULT_REGION), b["min"], b["max"], desired,
@@ -2447,10 +2532,11 @@ CONTROL = {("POST", "reset"): c_reset, ("POST", "credentials"): c_credentials,
            ("POST", "runner-token"): c_runner_token, ("POST", "agent-token"): c_agent_token,
            ("POST", "jobs"): c_jobs, ("POST", "agent/claim"): c_claim,
            ("POST", "agent/complete"): c_complete, ("POST", "note"): c_note,
-           ("POST", "fault"): c_fault, ("POST", "blob"): c_blob,
+           ("POST", "fault"): c_fault, ("POST", "blob"): c_blob, ("POST", "stack"): c_stack,
            ("DELETE", "faults"): c_clear_faults, ("DELETE", "fault"): c_clear_faults,
            ("GET", "requests"): c_requests,
            ("GET", "state"): c_state, ("POST", "tick"): c_tick, ("POST", "clock"): c_clock}
+CONTROL.update(fake_warm.CONTROL)
 
 
 # ---- main ----------------------------------------------------------------------------------

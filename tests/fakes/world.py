@@ -48,7 +48,8 @@ REGION = "us-east-1"
 IMDS4, IMDS6 = "169.254.169.254", "fd00:ec2::254"
 # TEST-NET-1 (RFC 5737): addresses that exist nowhere but in the world's namespace.
 AWS_ADDR, CIRCLECI_ADDR, DOWNLOAD_ADDR = "192.0.2.10", "192.0.2.20", "192.0.2.30"
-AWS_SERVICES = ("autoscaling", "secretsmanager", "ssm", "dynamodb", "sts", "ec2")
+AWS_SERVICES = ("autoscaling", "secretsmanager", "ssm", "dynamodb", "sts", "ec2",
+                "cloudformation")
 DOWNLOAD_HOSTS = ("circleci-binary-releases.s3.amazonaws.com",
                   "runnerd-artifacts.s3.amazonaws.com", "packagecloud.io")
 DYNALITE_PORT = 8000

@@ -198,6 +198,7 @@ class FakeCloud:
         s = self.state()
         for a in s["asgs"].values():
             self._pids.update(i["pid"] for i in a["instances"] if i["pid"])
+            self._pids.update(i["pid"] for i in a.get("warm_instances", []) if i["pid"])
         self._pids.update(i["pid"] for i in s["terminated"] if i["pid"])
 
     # -- raw control access --
@@ -261,6 +262,10 @@ class FakeCloud:
         spot_action ({"action","time"?}), rebalance (True or {"noticeTime"}), user_data,
         credential_ttl_s, rotate_credentials, for_instance. None removes an item."""
         return self._ok("POST", "imds", kw)
+
+    def set_stack(self, name, resources):
+        """A CloudFormation stack whose logical resources take SignalResource."""
+        return self._ok("POST", "stack", {"name": name, "resources": list(resources)})
 
     def set_blob(self, url, data, content_type=None):
         """Serve bytes (None deletes) at an https URL on the world's TLS listener."""
@@ -335,6 +340,26 @@ class FakeCloud:
 
     def instances(self, asg):
         return self.state()["asgs"][asg]["instances"]
+
+    # -- warm pools and lifecycle hooks (tests/fakes/fake_warm.py) --
+    def put_launch_hook(self, asg, name="runner-launch", heartbeat_s=600, default="ABANDON",
+                        region=None):
+        """A LAUNCHING lifecycle hook on asg, through the Auto Scaling API (boto3)."""
+        self.boto3_client("autoscaling", region_name=region or self.region).put_lifecycle_hook(
+            LifecycleHookName=name, AutoScalingGroupName=asg,
+            LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING",
+            HeartbeatTimeout=heartbeat_s, DefaultResult=default)
+
+    def put_warm_pool(self, asg, size, pool_state="Stopped", reuse=False, region=None):
+        """A fixed warm pool of size instances (MinSize = MaxGroupPreparedCapacity)."""
+        self.boto3_client("autoscaling", region_name=region or self.region).put_warm_pool(
+            AutoScalingGroupName=asg, MinSize=size, MaxGroupPreparedCapacity=size,
+            PoolState=pool_state, InstanceReusePolicy={"ReuseOnScaleIn": reuse})
+
+    def lifecycle(self, instance_id, state):
+        """Put an instance without a process where AWS would have it: Pending:Wait, InService,
+        Warmed:Pending:Wait (a fresh action of the group's LAUNCHING hook), Warmed:Stopped."""
+        return self._ok("POST", "lifecycle", {"instance_id": instance_id, "state": state})
 
     # -- environment for programs under test --
     def env(self, imds=True, region=None, dynamodb=None, base=None):

@@ -29,7 +29,7 @@ import pytest
 
 import vendor
 from conftest import MAIN_INSTANCE_ID, PYTHON, REPO
-from test_packaging import Chroot, debs, journal, out, rootfs_tar  # noqa: F401 (fixtures)
+from test_packaging import Chroot, debs, debs_dir, journal, out, rootfs_tar  # noqa: F401
 from test_default_path import (AGENT_EVENTS, RC, TOKEN, agent_wrapper, assert_left_and_powered_off,
                                assert_real_addresses, aws_calls, installed, packaged_conf,
                                prepare_runner_world, wait_proc)

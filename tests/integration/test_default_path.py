@@ -549,3 +549,26 @@ def test_imds_never_through_a_proxy(world, logind, build, tmp_path):
     imds = [r for r in world.fake.requests() if r.get("service") == "imds"]
     assert imds and all(r["status"] == 200 for r in imds if r["op"] == "token"), imds
     assert_left_and_powered_off(world.fake, logind)
+
+
+def test_bootstrap_signals_cloudformation(world, tmp_path):
+    """The scaler's user-data says the scaler runs (runnerd-bootstrap signal, as the stack's
+    runcmd calls it): SignalResource at cloudformation.REGION.amazonaws.com over TLS, signed
+    with the instance role's credentials from IMDS at 169.254.169.254, naming this instance;
+    a stack that does not know the resource is a failure the script reports (exit 1)."""
+    fake = world.fake
+    fake.set_stack(STACK, ["ScalerGroup"])
+    inst = world.instance("scaler")
+    boot = str(REPO / "packaging" / "aws" / "runnerd-bootstrap")
+    r = inst.run(["/bin/sh", boot, "signal", STACK, "ScalerGroup", "SUCCESS"])
+    assert r.returncode == 0, r.stderr
+    assert "signalled SUCCESS for ScalerGroup of runnerd" in r.stderr, r.stderr
+    sig = fake.state()["stacks"][STACK]["signals"]
+    assert [(s["resource"], s["unique_id"], s["status"]) for s in sig] == \
+        [("ScalerGroup", MAIN_INSTANCE_ID, "SUCCESS")], sig
+    [call] = aws_calls(fake, "cloudformation", "SignalResource")
+    assert call["status"] == 200 and call["signature_ok"] and call["token_used"], call
+    assert call["host"] == f"cloudformation.{world.fake.region}.amazonaws.com", call
+    assert call.get("botocore_agrees") in (True, None), call
+    r = inst.run(["/bin/sh", boot, "signal", STACK, "NoSuchGroup", "FAILURE"])
+    assert r.returncode == 1 and "could not signal FAILURE" in r.stderr, r.stderr

@@ -1,5 +1,6 @@
 """make demo, shortened: the fake cloud, the real runner-scaler and real runnerd instances run a
-small burst on two pools; the summary says every job ran and nothing is left running. And the
+small burst on two pools, one with a warm pool; the summary says every job ran, what the warm
+pool saved, and that nothing is left running. And the
 same demo interrupted with Ctrl-C (SIGINT to its process group, as a terminal sends it) stops
 everything it started.
 
@@ -63,6 +64,14 @@ def test_demo_short_run(build, tmp_path):
     out = p.stdout
     assert "queue desired  fleet" in out and "summary: 6/6 jobs done" in out
     assert "linux" in out and "arm" in out and "processes left: 0" in out
+    # The linux pool's warm pool (2 by default): prepared before the jobs came, its instances
+    # took jobs, and started sooner than cold launches by about the install they skipped.
+    assert "leave  warm   done" in out
+    assert "linux: 2 instances prepared and stopped in the warm pool: the jobs come now" in out
+    assert s["warm_jobs"] >= 1 and s["cold_jobs"] >= 1, s
+    assert s["wait_saved_s"] > 1.5, s  # DEMO_BAKE_SECONDS=3 skipped, less the noise
+    assert s["warm_prepared"] >= 2 and s["warm_stopped_seconds"] > 0
+    assert "a warm instance saved" in out
     assert procs_mentioning(str(tmp_path / "work")) == []
     assert elapsed < 100
 

@@ -42,6 +42,9 @@ AGENT_TOKEN = "agent-token-0123456789"
 def sockdir():
     """runnerd's control sockets: a short directory of their own (108-byte socket paths)."""
     d = tempfile.mkdtemp(prefix="rbo-", dir="/tmp")
+    # Searchable by all: the job user reaches each runner's task agent directory through it
+    # (runnerd refuses one it cannot), as in the demo.
+    Path(d).chmod(0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 

@@ -44,6 +44,8 @@ RUNNER_ACTIONS_SSM = {"ssm:GetParameter", "autoscaling:TerminateInstanceInAutoSc
 SCALER_ACTIONS = {DESCRIBE, "autoscaling:SetDesiredCapacity", "autoscaling:SuspendProcesses",
                   "secretsmanager:GetSecretValue", "dynamodb:GetItem", "dynamodb:PutItem",
                   "dynamodb:UpdateItem"}
+# The stack's scaler also signals its group's CreationPolicy / rolling update.
+SCALER_ACTIONS_CFN = SCALER_ACTIONS | {"cloudformation:SignalResource"}
 
 
 def run(argv, timeout=120, **kw):
@@ -259,7 +261,7 @@ def test_cfn_roles_least_privilege(cfn):
     runner, scaler = role_policy(cfn, "RunnerRole"), role_policy(cfn, "ScalerRole")
     assert policy_problems(runner) == [] and policy_problems(scaler) == []
     assert actions(runner) == RUNNER_ACTIONS
-    assert actions(scaler) == SCALER_ACTIONS
+    assert actions(scaler) == SCALER_ACTIONS_CFN
     by_action = {a: s["Resource"] for doc in (runner, scaler)
                  for s in listify(doc["Statement"]) for a in listify(s["Action"])}
     # The group actions name the runner group, and it is the group the template creates.
@@ -269,6 +271,9 @@ def test_cfn_roles_least_privilege(cfn):
         arn = by_action[a]["Fn::Sub"]
         assert arn.endswith(f":autoScalingGroup:*:autoScalingGroupName/{group}"), arn
     assert by_action["dynamodb:GetItem"] == {"Fn::GetAtt": ["LeaseTable", "Arn"]}
+    # The signal names this stack only.
+    assert by_action["cloudformation:SignalResource"]["Fn::Sub"].endswith(
+        ":stack/${AWS::StackName}/*")
     # Each role reads its own secret, given as a parameter.
     assert [s["Resource"] for s in runner["Statement"]
             if s["Action"] == "secretsmanager:GetSecretValue"] == [{"Ref": "RunnerTokenSecretArn"}]
@@ -311,6 +316,18 @@ def test_cfn_groups_and_table(cfn):
     assert (int(s["MinSize"]), int(s["MaxSize"]), int(s["DesiredCapacity"])) == (1, 2, 1)
     roll = cfn["Resources"]["ScalerGroup"]["UpdatePolicy"]["AutoScalingRollingUpdate"]
     assert roll["MinInstancesInService"] == 1 and roll["MaxBatchSize"] == 1, roll
+    # The roll, and the creation, wait for the new scaler to say it runs (a bad .deb or secret
+    # then fails the stack, or rolls the update back with the old scaler still running).
+    assert roll["WaitOnResourceSignals"] is True, roll
+    sig = cfn["Resources"]["ScalerGroup"]["CreationPolicy"]["ResourceSignal"]
+    assert int(sig["Count"]) == 1 and sig["Timeout"] == roll["PauseTime"], (sig, roll)
+    ud = yaml.safe_load(render_user_data("ScalerLaunchTemplate", DUMMY, cfn).split("\n", 1)[1])
+    cmds = [c if isinstance(c, str) else " ".join(c) for c in ud["runcmd"]]
+    stack_name = DUMMY.get("AWS::StackName", "runnerd")
+    assert cmds[-1] == (f"/usr/local/sbin/runnerd-bootstrap signal {stack_name} ScalerGroup "
+                        "SUCCESS"), cmds
+    assert "systemctl enable --now runner-scaler.service" in cmds[-2], cmds
+    assert f"runnerd-bootstrap signal {stack_name} ScalerGroup FAILURE" in cmds[-2], cmds
     assert s["LaunchTemplate"]["LaunchTemplateId"] == {"Ref": "ScalerLaunchTemplate"}
     t = cfn["Resources"]["LeaseTable"]["Properties"]
     assert t["BillingMode"] == "PAY_PER_REQUEST"
@@ -345,7 +362,11 @@ DUMMY = {
     "AWS::AccountId": "123456789012",
 }
 # The baked route: no .deb and no agent download (the AMI has both).
-BAKED = dict(DUMMY, RunnerdDebUrl="", RunnerdDebSha256="", AgentSha256="")
+BAKED = dict(DUMMY, RunnerAmiId="/runnerd/ami", RunnerdDebUrl="", RunnerdDebSha256="",
+             AgentSha256="")
+# What a deployment on Debian's own images must give: the .debs and the agent's digest.
+NEEDED = {k: DUMMY[k] for k in ("RunnerdDebUrl", "RunnerdDebSha256", "ScalerDebUrl",
+                                "ScalerDebSha256", "AgentSha256")}
 
 REPLACE = {
     "REPLACE_AGENT_TARBALL_SHA256": DUMMY["AgentSha256"],
@@ -391,7 +412,8 @@ TOKENISH = [re.compile(p) for p in (
 
 # Long strings that are words, not secrets: API names, paths and IMDS paths in the bootstrap.
 NOT_TOKENS = re.compile(r"(?:[A-Z][a-z]+)+|[=A-Za-z]*(?:[A-Z][a-z]+)+|(?:/?[a-z][a-z0-9.]*[-/])+"
-                        r"[a-z0-9.-]*/?|(?:[A-Za-z][a-z0-9]*-)+[a-z]+")
+                        r"[a-z0-9.-]*/?|(?:[A-Za-z][a-z0-9]*-)+[a-z]+"
+                        r"|(?:[A-Z][a-z]+)+=(?:true|false)")
 
 
 def token_findings(text):
@@ -655,9 +677,31 @@ def test_architecture_parameter(cfn):
     assert p["AllowedValues"] == ["amd64", "arm64"] and p["Default"] == "amd64"
     assert deploy_problems({"Architecture": "x86_64"}, cfn)
     assert deploy_problems({"Architecture": "aarch64"}, cfn)
-    # The template's defaults deploy as they are, for either architecture.
+    # The template's defaults and what Debian's images lack deploy, for either architecture.
     for arch in ("amd64", "arm64"):
-        assert deploy_problems({"Architecture": arch}, cfn) == [], arch
+        assert deploy_problems({"Architecture": arch, **NEEDED}, cfn) == [], arch
+
+
+def test_what_the_images_lack_is_required(cfn):
+    """Deployments that could only loop are refused before anything launches: the defaults
+    alone (Debian's images hold neither package nor agent), baked runners with the scaler on
+    Debian's image but no scaler .deb, and an AMI id where a parameter name belongs."""
+    rule = "WhatTheImagesLack:"
+    assert any(x.startswith(rule) and "RunnerdDebUrl" in x for x in deploy_problems({}, cfn))
+    assert any(x.startswith(rule) and "ScalerDebUrl" in x for x in deploy_problems({}, cfn))
+    no_agent = dict(NEEDED, AgentSha256="")
+    assert any("AgentSha256" in x for x in failed_rules(no_agent, cfn)), no_agent
+    baked_no_scaler = {"RunnerAmiId": "/runnerd/ami", "ScalerDebUrl": "", "ScalerDebSha256": ""}
+    assert any(x.startswith(rule) and "ScalerDebUrl" in x
+               for x in deploy_problems(baked_no_scaler, cfn))
+    assert deploy_problems(dict(baked_no_scaler, ScalerDebUrl=DUMMY["ScalerDebUrl"],
+                                ScalerDebSha256=DUMMY["ScalerDebSha256"]), cfn) == []
+    # Both images baked: nothing to download.
+    assert deploy_problems({"RunnerAmiId": "/runnerd/ami", "ScalerAmiId": "/runnerd/scaler"},
+                           cfn) == []
+    for p in ("RunnerAmiId", "ScalerAmiId"):
+        assert any(p in x for x in parameter_problems({p: "ami-0123456789abcdef0"}, cfn)), p
+        assert parameter_problems({p: "/runnerd/ami:3"}, cfn) == [], p
 
 
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
@@ -679,7 +723,7 @@ def test_instance_type_checked_against_architecture(cfn, arch):
     c7g.* with amd64, however the type is given; and a type for the architecture not deployed
     is refused rather than silently ignored."""
     other = OTHER[arch]
-    ok = {"Architecture": arch, TYPE_PARAM[arch]: INSTANCE_TYPES[arch][0]}
+    ok = {"Architecture": arch, TYPE_PARAM[arch]: INSTANCE_TYPES[arch][0], **NEEDED}
     assert deploy_problems(ok, cfn) == []
     # The other architecture's type in this architecture's parameter: its pattern refuses it.
     bad = {"Architecture": arch, TYPE_PARAM[arch]: INSTANCE_TYPES[other][0]}

@@ -101,7 +101,8 @@ class Runnerd:
         user = pwd.getpwuid(os.geteuid()).pw_name
         group = grp.getgrgid(os.getegid()).gr_name
         lc = {"on_exit": "poweroff", "poweroff_command": f"echo off > {self.marker}",
-              "boot_deadline": "30s", "drain_timeout": "20s", "notice_interval": "100ms"}
+              "boot_deadline": "30s", "drain_timeout": "20s", "notice_interval": "100ms",
+              "state_dir": str(self.tmp / "state")}
         lc.update(lifecycle or {})
         ag = {"flavour": flavour, "binary": str(self.wrapper),
               "config_path": str(self.config_path), "name": "%H-%i", "user": user,

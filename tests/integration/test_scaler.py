@@ -32,7 +32,7 @@ RC2 = "acme/arm"
 def conf_text(pools, interval="200ms", request_timeout="2s", metrics=None, listen=None,
               election=None, token="env", token_id=None, token_key=None, log_format=None):
     """pools: list of dicts with name, resource_class, asg, max (+ min, headroom, max_step,
-    region, launch_failures, az_rebalance)."""
+    region, launch_failures, az_rebalance, warm_pool)."""
     out = ["[scaler]", f"interval = {interval}", f"request_timeout = {request_timeout}"]
     if metrics:
         out.append(f"metrics = {metrics}")
@@ -48,7 +48,7 @@ def conf_text(pools, interval="200ms", request_timeout="2s", metrics=None, liste
     for p in pools:
         out += ["", f"[pool {p['name']}]"]
         for k in ("resource_class", "asg", "region", "min", "max", "headroom", "max_step",
-                  "launch_failures", "az_rebalance"):
+                  "launch_failures", "az_rebalance", "warm_pool"):
             if k in p:
                 out.append(f"{k} = {p[k]}")
     if election:

@@ -15,6 +15,8 @@
 #define END MC_AWS_ENDING
 #define NOL MC_NO_LEAVE
 #define NOP MC_NO_POWEROFF
+#define H   MC_HOOK
+#define U   MC_USED
 
 struct tcase {
 	enum phase cur;
@@ -41,26 +43,48 @@ static const struct tcase cases[] = {
         {PHASE_AGENT_INSTALL, EV_STEP_OK, 0, PHASE_AGENT_CONFIG, RUN, true},
         {PHASE_AGENT_CONFIG, EV_STEP_OK, 0, PHASE_RUNNING,
          ACT_START_AGENT | ACT_DISARM_BOOT_DEADLINE, true},
-        /* the boot order, warm pool: prepare, wait, then the rest */
-        {PHASE_METADATA, EV_WARM, 0, PHASE_PACKAGES, RUN | ACT_DISARM_BOOT_DEADLINE, true},
+        /* with a launch hook: completed after the credentials, before the token */
+        {PHASE_CREDENTIALS, EV_STEP_OK, H, PHASE_LAUNCH_HOOK, RUN, true},
+        {PHASE_LAUNCH_HOOK, EV_STEP_OK, H, PHASE_TOKEN, RUN, true},
+        {PHASE_LAUNCH_HOOK, EV_STEP_FAILED, H, PHASE_FAILED, ACT_PROCEED, true},
+        {PHASE_LAUNCH_HOOK, EV_BOOT_DEADLINE, H, PHASE_FAILED, AB | ACT_PROCEED, true},
+        {PHASE_LAUNCH_HOOK, EV_SIGTERM, H, PHASE_LEAVING_ASG, AB | RUN, true},
+        /* an agent already ran here (state_dir), in service: the exit path at once */
+        {PHASE_METADATA, EV_USED, U, PHASE_LEAVING_ASG, RUN, true},
+        {PHASE_METADATA, EV_USED, U | NOL, PHASE_POWERING_OFF, RUN, true},
+        {PHASE_CREDENTIALS, EV_USED, U, PHASE_CREDENTIALS, 0, false},
+        /* the warm pool: credentials (for the hook), the bake work, the hook, warm-wait */
+        {PHASE_METADATA, EV_WARM, W, PHASE_CREDENTIALS, RUN | ACT_DISARM_BOOT_DEADLINE, true},
+        {PHASE_CREDENTIALS, EV_STEP_OK, W, PHASE_PACKAGES, RUN, true},
+        {PHASE_CREDENTIALS, EV_STEP_OK, W | H, PHASE_PACKAGES, RUN, true},
         {PHASE_PACKAGES, EV_STEP_OK, W, PHASE_AGENT_INSTALL, RUN, true},
         {PHASE_AGENT_INSTALL, EV_STEP_OK, W, PHASE_WARM_WAIT, 0, true},
-        {PHASE_WARM_WAIT, EV_IN_SERVICE, W, PHASE_CREDENTIALS, RUN | ACT_ARM_BOOT_DEADLINE, true},
-        {PHASE_CREDENTIALS, EV_STEP_OK, W, PHASE_TOKEN, RUN, true},
-        {PHASE_TOKEN, EV_STEP_OK, W, PHASE_AGENT_CONFIG, RUN, true},
-        {PHASE_AGENT_CONFIG, EV_STEP_OK, W, PHASE_RUNNING,
-         ACT_START_AGENT | ACT_DISARM_BOOT_DEADLINE, true},
+        {PHASE_AGENT_INSTALL, EV_STEP_OK, W | H, PHASE_LAUNCH_HOOK, RUN, true},
+        {PHASE_LAUNCH_HOOK, EV_STEP_OK, W | H, PHASE_WARM_WAIT, 0, true},
+        /* out of the pool (the loop clears MC_WARM): the in-service order, hook first */
+        {PHASE_WARM_WAIT, EV_IN_SERVICE, H, PHASE_CREDENTIALS, RUN | ACT_ARM_BOOT_DEADLINE, true},
         {PHASE_WARM_WAIT, EV_STEP_OK, W, PHASE_WARM_WAIT, 0, false},
+        /* used, in the pool: abandon the hook and exit quietly; without a hook just exit */
+        {PHASE_CREDENTIALS, EV_STEP_OK, W | U | H, PHASE_LAUNCH_HOOK, RUN, true},
+        {PHASE_LAUNCH_HOOK, EV_STEP_OK, W | U | H, PHASE_EXITED, ACT_QUIT | ACT_QUIET, true},
+        {PHASE_CREDENTIALS, EV_STEP_OK, W | U, PHASE_EXITED, ACT_QUIT | ACT_QUIET, true},
         /* SIGTERM while warm = the ASG stops the warmed instance: exit quietly, no ASG call */
         {PHASE_WARM_WAIT, EV_SIGTERM, W, PHASE_EXITED, AB | ACT_QUIT | ACT_QUIET, true},
+        {PHASE_WARM_WAIT, EV_SIGTERM, W | H, PHASE_EXITED, AB | ACT_QUIT | ACT_QUIET, true},
+        {PHASE_CREDENTIALS, EV_SIGTERM, W, PHASE_EXITED, AB | ACT_QUIT | ACT_QUIET, true},
         {PHASE_PACKAGES, EV_SIGTERM, W, PHASE_EXITED, AB | ACT_QUIT | ACT_QUIET, true},
         {PHASE_AGENT_INSTALL, EV_SIGTERM, W, PHASE_EXITED, AB | ACT_QUIT | ACT_QUIET, true},
+        {PHASE_LAUNCH_HOOK, EV_SIGTERM, W | H, PHASE_EXITED, AB | ACT_QUIT | ACT_QUIET, true},
         /* ... but not once it is in service, nor on a cold boot */
-        {PHASE_TOKEN, EV_SIGTERM, W, PHASE_LEAVING_ASG, AB | RUN, true},
+        {PHASE_TOKEN, EV_SIGTERM, H, PHASE_LEAVING_ASG, AB | RUN, true},
         {PHASE_PACKAGES, EV_SIGTERM, 0, PHASE_LEAVING_ASG, AB | RUN, true},
-        {PHASE_WARM_WAIT, EV_DRAIN_REQUEST, W, PHASE_LEAVING_ASG, AB | RUN, true},
+        /* an ending in the pool: the hook abandoned (the leave step), or just power-off */
+        {PHASE_WARM_WAIT, EV_DRAIN_REQUEST, W | H, PHASE_LEAVING_ASG, AB | RUN, true},
+        {PHASE_WARM_WAIT, EV_DRAIN_REQUEST, W, PHASE_POWERING_OFF, AB | RUN, true},
         {PHASE_WARM_WAIT, EV_NOTICE_AWS_TERMINATING, W, PHASE_POWERING_OFF, AB | RUN, true},
         {PHASE_WARM_WAIT, EV_STEP_FAILED, W, PHASE_FAILED, ACT_PROCEED, true},
+        {PHASE_FAILED, EV_PROCEED, W | H, PHASE_LEAVING_ASG, RUN, true},
+        {PHASE_FAILED, EV_PROCEED, W, PHASE_POWERING_OFF, RUN, true},
         /* any fatal error -> failed -> exit path */
         {PHASE_METADATA, EV_STEP_FAILED, 0, PHASE_FAILED, ACT_PROCEED, true},
         {PHASE_CREDENTIALS, EV_STEP_FAILED, 0, PHASE_FAILED, ACT_PROCEED, true},
@@ -76,7 +100,7 @@ static const struct tcase cases[] = {
         {PHASE_FAILED, EV_SIGTERM, 0, PHASE_FAILED, 0, false},
         /* the boot deadline */
         {PHASE_METADATA, EV_BOOT_DEADLINE, 0, PHASE_FAILED, AB | ACT_PROCEED, true},
-        {PHASE_TOKEN, EV_BOOT_DEADLINE, W, PHASE_FAILED, AB | ACT_PROCEED, true},
+        {PHASE_TOKEN, EV_BOOT_DEADLINE, 0, PHASE_FAILED, AB | ACT_PROCEED, true},
         {PHASE_PACKAGES, EV_BOOT_DEADLINE, 0, PHASE_FAILED, AB | ACT_PROCEED, true},
         {PHASE_AGENT_CONFIG, EV_BOOT_DEADLINE, 0, PHASE_FAILED, AB | ACT_PROCEED, true},
         {PHASE_RUNNING, EV_BOOT_DEADLINE, 0, PHASE_RUNNING, 0, false},
@@ -141,7 +165,7 @@ static void test_total(void **state)
 {
 	unsigned p, e, ctx;
 
-	for (ctx = 0; ctx < 16; ctx++) {
+	for (ctx = 0; ctx < 64; ctx++) {
 		for (p = 0; p < PHASE_COUNT; p++) {
 			for (e = 0; e < EV_COUNT; e++) {
 				struct machine_step s = machine_next(p, e, ctx);
@@ -189,8 +213,11 @@ static void walk(unsigned ctx, const enum machine_event *evs, size_t n, const en
 				k++;
 			}
 			cur = s.next;
+			/* What the main loop does: in the pool from EV_WARM, out at InService. */
 			if (ev == EV_WARM)
 				ctx |= MC_WARM;
+			if (ev == EV_IN_SERVICE)
+				ctx &= ~MC_WARM;
 			if (!(s.actions & ACT_PROCEED))
 				break;
 			ev = EV_PROCEED;
@@ -224,31 +251,69 @@ static void test_paths(void **state)
 		walk(0, ev, ARRAY_SIZE(ev), ph, ARRAY_SIZE(ph), &acts);
 	}
 	{ /* warm pool: Warmed:Stopped, SIGTERM in warm-wait -> quiet exit */
-		const enum machine_event ev[] = {EV_START, EV_WARM, EV_STEP_OK, EV_STEP_OK,
-		                                 EV_SIGTERM};
-		const enum phase ph[] = {PHASE_METADATA, PHASE_PACKAGES, PHASE_AGENT_INSTALL,
-		                         PHASE_WARM_WAIT, PHASE_EXITED};
+		const enum machine_event ev[] = {EV_START,   EV_WARM,    EV_STEP_OK, EV_STEP_OK,
+		                                 EV_STEP_OK, EV_STEP_OK, EV_SIGTERM};
+		const enum phase ph[] = {PHASE_METADATA,      PHASE_CREDENTIALS, PHASE_PACKAGES,
+		                         PHASE_AGENT_INSTALL, PHASE_LAUNCH_HOOK, PHASE_WARM_WAIT,
+		                         PHASE_EXITED};
 
-		walk(0, ev, ARRAY_SIZE(ev), ph, ARRAY_SIZE(ph), &acts);
+		walk(MC_HOOK, ev, ARRAY_SIZE(ev), ph, ARRAY_SIZE(ph), &acts);
 		assert_true(acts & ACT_QUIET);
 		assert_false(acts & ACT_START_AGENT);
+		assert_true(acts & ACT_DISARM_BOOT_DEADLINE);
 	}
-	{ /* warm pool, then InService: the rest of the flow and running */
-		const enum machine_event ev[] = {
-		        EV_START,         EV_WARM,       EV_STEP_OK,
-		        EV_STEP_OK,       EV_IN_SERVICE, EV_STEP_OK,
-		        EV_STEP_OK,       EV_STEP_OK,    EV_NOTICE_AWS_TERMINATING,
-		        EV_DRAIN_TIMEOUT, EV_AGENT_EXIT, EV_STEP_OK};
-		const enum phase ph[] = {PHASE_METADATA,     PHASE_PACKAGES,    PHASE_AGENT_INSTALL,
-		                         PHASE_WARM_WAIT,    PHASE_CREDENTIALS, PHASE_TOKEN,
-		                         PHASE_AGENT_CONFIG, PHASE_RUNNING,     PHASE_DRAINING,
+	{ /* resumed from the pool on a later boot: an in-service boot with the hook first */
+		const enum machine_event ev[] = {EV_START,      EV_STEP_OK,  EV_STEP_OK, EV_STEP_OK,
+		                                 EV_STEP_OK,    EV_STEP_OK,  EV_STEP_OK, EV_STEP_OK,
+		                                 EV_AGENT_EXIT, EV_LEFT_ASG, EV_STEP_OK};
+		const enum phase ph[] = {PHASE_METADATA,     PHASE_CREDENTIALS, PHASE_LAUNCH_HOOK,
+		                         PHASE_TOKEN,        PHASE_PACKAGES,    PHASE_AGENT_INSTALL,
+		                         PHASE_AGENT_CONFIG, PHASE_RUNNING,     PHASE_LEAVING_ASG,
 		                         PHASE_POWERING_OFF};
+
+		walk(MC_HOOK, ev, ARRAY_SIZE(ev), ph, ARRAY_SIZE(ph), &acts);
+		assert_true(acts & ACT_START_AGENT);
+		assert_false(acts & ACT_QUIET);
+	}
+	{ /* warm pool, then InService in the same boot: the hook again, the rest, running */
+		const enum machine_event ev[] = {EV_START,         EV_WARM,
+		                                 EV_STEP_OK,       EV_STEP_OK,
+		                                 EV_STEP_OK,       EV_STEP_OK,
+		                                 EV_IN_SERVICE,    EV_STEP_OK,
+		                                 EV_STEP_OK,       EV_STEP_OK,
+		                                 EV_STEP_OK,       EV_STEP_OK,
+		                                 EV_STEP_OK,       EV_NOTICE_AWS_TERMINATING,
+		                                 EV_DRAIN_TIMEOUT, EV_AGENT_EXIT,
+		                                 EV_STEP_OK};
+		const enum phase ph[] = {
+		        PHASE_METADATA,      PHASE_CREDENTIALS,   PHASE_PACKAGES,
+		        PHASE_AGENT_INSTALL, PHASE_LAUNCH_HOOK,   PHASE_WARM_WAIT,
+		        PHASE_CREDENTIALS,   PHASE_LAUNCH_HOOK,   PHASE_TOKEN,
+		        PHASE_PACKAGES,      PHASE_AGENT_INSTALL, PHASE_AGENT_CONFIG,
+		        PHASE_RUNNING,       PHASE_DRAINING,      PHASE_POWERING_OFF};
 
 		/* The loop sets MC_AWS_ENDING on the notice; without it the exit path would
 		 * leave the ASG, so pass it for the whole walk (it changes nothing earlier). */
-		walk(MC_AWS_ENDING, ev, ARRAY_SIZE(ev), ph, ARRAY_SIZE(ph), &acts);
+		walk(MC_AWS_ENDING | MC_HOOK, ev, ARRAY_SIZE(ev), ph, ARRAY_SIZE(ph), &acts);
 		assert_true(acts & ACT_KILL_AGENT);
 		assert_true(acts & ACT_START_AGENT);
+	}
+	{ /* used, back in the pool (ReuseOnScaleIn): the hook abandoned, a quiet exit */
+		const enum machine_event ev[] = {EV_START, EV_WARM, EV_STEP_OK, EV_STEP_OK};
+		const enum phase ph[] = {PHASE_METADATA, PHASE_CREDENTIALS, PHASE_LAUNCH_HOOK,
+		                         PHASE_EXITED};
+
+		walk(MC_HOOK | MC_USED, ev, ARRAY_SIZE(ev), ph, ARRAY_SIZE(ph), &acts);
+		assert_true(acts & ACT_QUIET);
+		assert_false(acts & ACT_START_AGENT);
+	}
+	{ /* used, in service: the exit path, never an agent */
+		const enum machine_event ev[] = {EV_START, EV_USED, EV_LEFT_ASG, EV_STEP_OK};
+		const enum phase ph[] = {PHASE_METADATA, PHASE_LEAVING_ASG, PHASE_POWERING_OFF};
+
+		walk(MC_HOOK | MC_USED, ev, ARRAY_SIZE(ev), ph, ARRAY_SIZE(ph), &acts);
+		assert_false(acts & ACT_START_AGENT);
+		assert_false(acts & ACT_QUIET);
 	}
 	{ /* boot deadline while a step hangs */
 		const enum machine_event ev[] = {EV_START,         EV_STEP_OK,  EV_STEP_OK,

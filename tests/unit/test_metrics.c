@@ -62,6 +62,8 @@ static void test_render(void **state)
 	pools[0].api_errors[API_ERR_THROTTLED] = 4;
 	pools[0].launch_failures = 6;
 	pools[0].backoff_s = 118;
+	pools[0].have_warm = true;
+	pools[0].warm_size = 2;
 	pools[1].name = "we\"ird\\name";
 	pools[1].holds = 1;
 	memset(&s, 0, sizeof(s));
@@ -82,6 +84,7 @@ static void test_render(void **state)
 	        "runner_scaler_holds_total counter",
 	        "runner_scaler_launch_failures_total counter",
 	        "runner_scaler_pool_backoff_seconds gauge",
+	        "runner_scaler_warm_pool_size gauge",
 	        "runner_scaler_api_errors_total counter",
 	        "runner_scaler_cycle_duration_seconds gauge",
 	        "runner_scaler_leader gauge",
@@ -107,6 +110,9 @@ static void test_render(void **state)
 	        strstr(b.data, "\nrunner_scaler_launch_failures_total{pool=\"linux-large\"} 6\n"));
 	assert_non_null(
 	        strstr(b.data, "\nrunner_scaler_pool_backoff_seconds{pool=\"linux-large\"} 118\n"));
+	/* Only for a pool whose warm pool is managed and was read. */
+	assert_non_null(strstr(b.data, "\nrunner_scaler_warm_pool_size{pool=\"linux-large\"} 2\n"));
+	assert_null(strstr(b.data, "runner_scaler_warm_pool_size{pool=\"we"));
 	/* Both for every pool: 0 when nothing failed and no back-off runs. */
 	assert_non_null(strstr(
 	        b.data, "\nrunner_scaler_launch_failures_total{pool=\"we\\\"ird\\\\name\"} 0\n"));

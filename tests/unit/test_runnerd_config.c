@@ -83,6 +83,8 @@ static void test_defaults(void **state)
 	assert_int_equal(c.lifecycle->boot_deadline_ms, 600000);
 	assert_int_equal(c.lifecycle->drain_timeout_ms, (5 * 60 + 15) * 60000ull);
 	assert_int_equal(c.lifecycle->notice_interval_ms, 5000);
+	assert_string_equal(c.lifecycle->launch_hook, "");
+	assert_string_equal(c.lifecycle->state_dir, "/var/lib/runnerd");
 	assert_string_equal(c.control->socket, "/run/runnerd/control.sock");
 	assert_string_equal(c.control->group, "adm");
 	assert_string_equal(rd_flavour_name(c.agent->flavour), "circleci-runner");
@@ -153,6 +155,19 @@ static const struct bad bads[] = {
         {"[lifecycle]\nboot_deadline = soon\n", "bad.conf:2: boot_deadline"},
         {"[lifecycle]\ndrain_timeout = 0s\n", "bad.conf:2: drain_timeout"},
         {"[lifecycle]\nnotice_interval = 10ms\n", "bad.conf:2: notice_interval"},
+        /* warm pools: a hook name as AWS spells them, a state directory of runnerd's own */
+        {"[lifecycle]\nlaunch_hook = my hook\n", "bad.conf:2: launch_hook"},
+        {"[lifecycle]\nlaunch_hook = h;x\n", "bad.conf:2: launch_hook"},
+        {"[lifecycle]\nlaunch_hook = "
+         "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+         "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+         "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh"
+         "\n",
+         "bad.conf:2: launch_hook"},
+        {"[lifecycle]\nstate_dir = var/lib/runnerd\n", "bad.conf:2: state_dir"},
+        {"[lifecycle]\nstate_dir = /var/lib/runnerd/\n", "bad.conf:2: state_dir"},
+        {"[lifecycle]\nstate_dir = /tmp\n", "bad.conf:2: state_dir: /tmp is shared"},
+        {"[lifecycle]\nstate_dir =\n", "bad.conf:2: state_dir"},
         {"[agent]\nmax_run_time = 0\n", "bad.conf:2: max_run_time"},
         {"[agent]\nidle_timeout = -1m\n", "bad.conf:2: idle_timeout"},
         {"[packages]\nretries = 0\n", "bad.conf:2: retries"},
@@ -259,6 +274,7 @@ static void test_agent_keys_good(void **state)
 	        "[agent]\ntask_agent_directory = /tmp/libexec/circleci\n",
 	        "[agent]\ntask_agent_directory = /opt/circleci/task-agent\n",
 	        "[agent]\nssh_advertise_addr = %P:65535\nlog_level = debug\n",
+	        "[lifecycle]\nlaunch_hook = runner-launch/v2_x\nstate_dir = /srv/runnerd-state\n",
 	        "[agent]\npackage = circleci-runner=3.1.4\n"
 	        "apt_source = https://packagecloud.io/circleci/runner/any any main\n"
 	        "apt_keyring = https://packagecloud.io/circleci/runner/gpgkey\n"

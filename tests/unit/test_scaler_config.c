@@ -48,6 +48,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c.pools[0]->headroom, 0);
 	assert_int_equal(c.pools[0]->max_step, 0);
 	assert_int_equal(c.pools[0]->launch_failures, 3);
+	assert_int_equal(c.pools[0]->warm_pool, -1); /* not managed */
 	assert_int_equal(c.election->mode, ELECTION_MODE_NONE);
 	assert_string_equal(c.election->name, "runner-scaler");
 	assert_int_equal(c.election->lease_ms, 15000);
@@ -76,6 +77,7 @@ static void test_every_key(void **state)
 	                           "headroom = 2\n"
 	                           "max_step = 4\n"
 	                           "launch_failures = 0\n"
+	                           "warm_pool = 4\n"
 	                           "[pool arm]\n"
 	                           "resource_class = myorg/arm\n"
 	                           "asg = cci-arm\n"
@@ -108,6 +110,8 @@ static void test_every_key(void **state)
 	assert_int_equal(c.pools[0]->max_step, 4);
 	assert_int_equal(c.pools[0]->launch_failures, 0); /* detection off */
 	assert_int_equal(c.pools[1]->launch_failures, 3);
+	assert_int_equal(c.pools[0]->warm_pool, 4);
+	assert_int_equal(c.pools[1]->warm_pool, -1);
 	assert_string_equal(c.pools[1]->name, "arm");
 	assert_int_equal(c.election->mode, ELECTION_MODE_DYNAMODB);
 	assert_string_equal(c.election->table, "runnerd-leases");
@@ -148,6 +152,11 @@ static const struct bad bads[] = {
         {CCI POOL "launch_failures = -1\n", "launch_failures"},
         {CCI POOL "launch_failures = 101\n", "launch_failures"},
         {CCI POOL "launch_failures = some\n", "launch_failures"},
+        {CCI POOL "warm_pool = -1\n", "warm_pool: want a number of instances"},
+        {CCI POOL "warm_pool = two\n", "warm_pool"},
+        {CCI POOL "warm_pool = 100001\n", "warm_pool"},
+        {CCI POOL "warm_pool = 99999999999999999999999\n", "warm_pool"},
+        {CCI POOL "warm_pool = 1 \t# x\n", "warm_pool"},
         {CCI "[pool a]\nresource_class = nonamespace\nasg = x\nmax = 5\n", "NAMESPACE/NAME"},
         {CCI POOL "bogus = 1\n", "bogus"},
         {CCI POOL "[nosuch]\n", "nosuch"},
@@ -219,15 +228,20 @@ static void test_print_reparses(void **state)
 	char *errors = NULL, *one, *two;
 
 	unsetenv("CIRCLECI_RUNNER_API_URL");
-	assert_int_equal(load("[scaler]\ninterval = 90s\nlisten = [::1]:9464\n"
-	                      "[circleci]\ntoken_source = file\ntoken_id = /etc/tok\n" POOL
-	                      "[pool b.x@1]\nresource_class = org/b\nasg = b\nmax = 2\n"
-	                      "[election]\nmode = dynamodb\ntable = tbl\n",
-	                      &c, &errors),
-	                 0);
+	assert_int_equal(
+	        load("[scaler]\ninterval = 90s\nlisten = [::1]:9464\n"
+	             "[circleci]\ntoken_source = file\ntoken_id = /etc/tok\n" POOL
+	             "[pool b.x@1]\nresource_class = org/b\nasg = b\nmax = 2\nwarm_pool = 0\n"
+	             "[election]\nmode = dynamodb\ntable = tbl\n",
+	             &c, &errors),
+	        0);
 	one = print_to_string(&c);
 	assert_non_null(strstr(one, "interval = 1m30s"));
 	assert_non_null(strstr(one, "resource_class = org/a"));
+	/* Unset stays unset (not managed), 0 stays a pool of none. */
+	assert_non_null(strstr(one, "[pool a]\n"));
+	assert_non_null(strstr(one, "warm_pool =\n"));
+	assert_non_null(strstr(one, "warm_pool = 0\n"));
 	assert_int_equal(load(one, &d, &errors), 0);
 	two = print_to_string(&d);
 	assert_string_equal(one, two);

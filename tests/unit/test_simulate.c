@@ -1,5 +1,7 @@
-/* runner-scaler simulate: the trace parser from tables (broken input included), the boot-time
- * spec, and the simulator's invariants over random traces, seeds and both policies. */
+/* runner-scaler simulate: the trace parser from tables (broken input included), the boot- and
+ * resume-time specs, the warm pool's bookkeeping from tables, tiny traces whose figures were
+ * worked out by hand (warm pools included), and the simulator's invariants over random traces,
+ * seeds, both policies and warm pools. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +14,7 @@
 #include <cmocka.h>
 
 #include "buf.h"
+#include "sim_warm.h"
 #include "simulate.h"
 #include "util.h"
 
@@ -189,6 +192,42 @@ static void test_boot_spec(void **state)
 	}
 }
 
+static void test_resume_spec(void **state)
+{
+	static const struct {
+		const char *s;
+		int rc;
+		int64_t lo, hi;
+	} rows[] = {
+	        {"30-40", 0, S(30), S(40)},
+	        {"36", 0, S(36), S(36)},
+	        {"0", 0, 0, 0},
+	        {"35.5-36.25", 0, 35500, 36250},
+	        {"3600", 0, S(3600), S(3600)},
+	        {"40-30", -EINVAL, 0, 0},
+	        {"", -EINVAL, 0, 0},
+	        {"-", -EINVAL, 0, 0},
+	        {"30-", -EINVAL, 0, 0},
+	        {"-40", -EINVAL, 0, 0},
+	        {"30-40-50", -EINVAL, 0, 0},
+	        {"3601", -EINVAL, 0, 0},
+	        {"30 - 40", -EINVAL, 0, 0},
+	        {"36s", -EINVAL, 0, 0},
+	        {"1e1", -EINVAL, 0, 0},
+	        {"abc", -EINVAL, 0, 0},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++) {
+		int64_t lo = -7, hi = -7;
+		int r = sim_parse_resume(rows[i].s, &lo, &hi);
+
+		if (r != rows[i].rc || (r == 0 && (lo != rows[i].lo || hi != rows[i].hi)))
+			fail_msg("'%s': r=%d %lld-%lld", rows[i].s, r, (long long)lo,
+			         (long long)hi);
+	}
+	assert_int_equal(sim_parse_resume(NULL, NULL, NULL), -EINVAL);
+}
+
 static void test_fail_window_spec(void **state)
 {
 	static const struct {
@@ -216,6 +255,156 @@ static void test_fail_window_spec(void **state)
 		if (r != rows[i].rc || (r == 0 && (from != rows[i].from || to != rows[i].to)))
 			fail_msg("'%s': r=%d %lld-%lld", rows[i].s, r, (long long)from,
 			         (long long)to);
+	}
+}
+
+/* ---- the warm pool's bookkeeping ---------------------------------------------------------- */
+
+enum warm_op {
+	W_END,
+	W_TAKE,    /* at t: expect the result in arg (1 taken, 0 cold) */
+	W_STOPPED, /* at t: the refill launched at arg is stopped */
+	W_FINISH,  /* at t */
+};
+
+struct warm_step {
+	enum warm_op op;
+	int64_t t, arg;
+};
+
+/* Each row: a pool of size N from t = 0, the steps, then what it must hold. The figures were
+ * worked out by hand from the rules in sim_warm.h (stopped-instance time is the number stopped
+ * integrated over time; a refill runs from its launch, the take, until it is stopped). */
+static const struct {
+	const char *name;
+	int64_t size;
+	struct warm_step steps[10];
+	int64_t stopped, warming, stopped_ms, running_ms;
+	uint64_t taken, refills;
+} warm_rows[] = {
+        {"no pool: every take is cold",
+         0,
+         {{W_TAKE, 5, 0}, {W_TAKE, 6, 0}, {W_FINISH, 100, 0}},
+         0,
+         0,
+         0,
+         0,
+         0,
+         0},
+        {"a negative size is no pool", -3, {{W_TAKE, 5, 0}, {W_FINISH, 100, 0}}, 0, 0, 0, 0, 0, 0},
+        {"an idle pool is stopped time only", 2, {{W_FINISH, 100, 0}}, 2, 0, 200, 0, 0, 0},
+        {"take, then cold while the refill warms, then stopped",
+         1,
+         {{W_TAKE, 10, 1}, {W_TAKE, 20, 0}, {W_STOPPED, 80, 10}, {W_FINISH, 100, 0}},
+         1,
+         0,
+         10 + 20,
+         70,
+         1,
+         1},
+        {"a refill still warming at the end runs until then",
+         1,
+         {{W_TAKE, 10, 1}, {W_FINISH, 50, 0}},
+         0,
+         1,
+         10,
+         40,
+         1,
+         1},
+        {"finishing twice counts nothing twice",
+         1,
+         {{W_TAKE, 10, 1}, {W_FINISH, 50, 0}, {W_FINISH, 50, 0}},
+         0,
+         1,
+         10,
+         40,
+         1,
+         1},
+        {"finishing later counts the time between",
+         1,
+         {{W_TAKE, 10, 1}, {W_FINISH, 50, 0}, {W_FINISH, 60, 0}},
+         0,
+         1,
+         10,
+         50,
+         1,
+         1},
+        {"two takes and a third from a refill",
+         2,
+         {{W_TAKE, 10, 1},
+          {W_TAKE, 30, 1},
+          {W_TAKE, 40, 0},
+          {W_STOPPED, 70, 10},
+          {W_TAKE, 90, 1},
+          {W_STOPPED, 100, 30},
+          {W_FINISH, 200, 0}},
+         /* stopped: 2 x 10 + 1 x 20 + 0 x 40 + 1 x 20 + 0 x 10 + 1 x 100 */
+         1,
+         1,
+         160,
+         60 + 70 + 110,
+         3,
+         3},
+        {"a stop with nothing warming is ignored",
+         1,
+         {{W_STOPPED, 10, 0}, {W_FINISH, 20, 0}},
+         1,
+         0,
+         20,
+         0,
+         0,
+         0},
+        {"the pool never holds more than N",
+         1,
+         {{W_TAKE, 0, 1},
+          {W_STOPPED, 5, 0},
+          {W_STOPPED, 6, 0},
+          {W_TAKE, 7, 1},
+          {W_TAKE, 8, 0},
+          {W_FINISH, 10, 0}},
+         0,
+         1,
+         2,
+         5 + 3,
+         2,
+         2},
+};
+
+static void test_warm_pool_bookkeeping(void **state)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(warm_rows); i++) {
+		struct sim_warm w;
+
+		sim_warm_init(&w, warm_rows[i].size, 0);
+		for (const struct warm_step *st = warm_rows[i].steps; st->op != W_END; st++) {
+			switch (st->op) {
+			case W_TAKE:
+				if (sim_warm_take(&w, st->t) != (st->arg != 0))
+					fail_msg("'%s': take at %lld: want %s", warm_rows[i].name,
+					         (long long)st->t, st->arg ? "taken" : "cold");
+				break;
+			case W_STOPPED:
+				sim_warm_stopped(&w, st->t, st->arg);
+				break;
+			case W_FINISH:
+				sim_warm_finish(&w, st->t);
+				break;
+			case W_END:
+				break;
+			}
+			/* Never more than N, stopped and warming together. */
+			assert_true(w.stopped + w.warming <= w.size);
+			assert_true(w.stopped >= 0 && w.warming >= 0);
+		}
+		if (w.stopped != warm_rows[i].stopped || w.warming != warm_rows[i].warming ||
+		    w.stopped_ms != warm_rows[i].stopped_ms ||
+		    w.running_ms != warm_rows[i].running_ms || w.taken != warm_rows[i].taken ||
+		    w.refills != warm_rows[i].refills)
+			fail_msg("'%s': stopped %lld warming %lld stopped_ms %lld running_ms %lld "
+			         "taken %llu refills %llu",
+			         warm_rows[i].name, (long long)w.stopped, (long long)w.warming,
+			         (long long)w.stopped_ms, (long long)w.running_ms,
+			         (unsigned long long)w.taken, (unsigned long long)w.refills);
 	}
 }
 
@@ -283,15 +472,19 @@ static void test_invariants(void **state)
 
 		random_trace(seed, 150, 3600, 1 + (unsigned)(seed % 3), &t);
 		for (size_t mi = 0; mi < ARRAY_SIZE(maxes); mi++) {
-			for (int pol = 0; pol < 2; pol++) {
+			for (int pol = 0; pol < 4; pol++) {
+				int64_t warm = pol >= 2 ? (int64_t)seed : 0; /* a pool of 1..6 */
 				struct sim_pool pools[SIM_CLASSES_MAX];
 				struct sim_model m;
 				struct sim_result r;
 
-				sim_model_defaults(&m,
-				                   pol ? SIM_POLICY_TUTORIAL : SIM_POLICY_RUNNERD);
+				sim_model_defaults(&m, pol % 2 ? SIM_POLICY_TUTORIAL
+				                               : SIM_POLICY_RUNNERD);
 				m.seed = seed;
+				m.warm_report = warm > 0;
 				pools_for(&t, maxes[mi], pools);
+				for (size_t i = 0; i < t.nclasses; i++)
+					pools[i].warm_pool = warm;
 				run_ok(&m, pools, t.nclasses, &t, true, &r);
 				assert_int_equal(r.total.jobs, t.n);
 				for (size_t j = 0; j < t.n; j++) {
@@ -303,14 +496,21 @@ static void test_invariants(void **state)
 				}
 				for (size_t p = 0; p < r.npools; p++) {
 					assert_true(r.pools[p].peak_in_group <= maxes[mi]);
+					/* Never reused: every instance taken was refilled,
+					 * the pool never above N, stopped time bounded by it. */
+					assert_int_equal(r.pools[p].warm_taken,
+					                 r.pools[p].warm_refills);
+					assert_true(r.pools[p].warm_taken <= r.pools[p].launches);
+					assert_true(r.pools[p].warm_stopped_ms <= warm * r.end_ms);
 					for (size_t k = 0; k < r.series[p].n; k++) {
+						assert_true(r.series[p].s[k].warm <= warm);
 						assert_true(r.series[p].s[k].up <= maxes[mi]);
 						assert_true(r.series[p].s[k].desired <= maxes[mi]);
 						assert_true(r.series[p].s[k].busy <=
 						            r.series[p].s[k].up);
 					}
 				}
-				assert_true(r.total.busy_ms + r.total.boot_ms <=
+				assert_true(r.total.busy_ms + r.total.boot_ms + r.total.warm_ms <=
 				            r.total.instance_ms);
 				sim_result_free(&r);
 			}
@@ -444,6 +644,222 @@ static void test_one_job_tutorial_replacement(void **state)
 	run_ok(&m, &p, 1, &t, false, &r);
 	assert_int_equal(r.total.launches, 1);
 	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+static void steady_trace(struct sim_trace *t);
+
+/* The fixed times of the warm pool tests: boot 50 s, resume 35 s, a refill 50 + 17 = 67 s. */
+static void warm_model(struct sim_model *m, enum sim_policy pol)
+{
+	sim_model_defaults(m, pol);
+	m->boot_min_ms = m->boot_max_ms = S(50);
+	m->resume_min_ms = m->resume_max_ms = S(35);
+	m->warm_report = true;
+	assert_int_equal(m->warm_stop_ms, S(17)); /* the default the figures below assume */
+}
+
+/* runnerd, one job, a pool of 1: the poll at 0 takes the stopped instance, which resumes in
+ * 35 s and runs the job until 135; its refill, launched at 0, runs 67 s and is stopped at 67;
+ * the run ends at 135 with it stopped 68 s. With a pool of 3 the two never taken are stopped
+ * all along: 2 x 135 s more. */
+static void test_warm_one_job(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 5, .warm_pool = 1};
+	struct sim_model m;
+	struct sim_result r;
+
+	one_job(&t);
+	warm_model(&m, SIM_POLICY_RUNNERD);
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.jobs[0].claimed_ms, S(35));
+	assert_int_equal(r.end_ms, S(135));
+	assert_int_equal(r.total.launches, 1);
+	assert_int_equal(r.total.warm_taken, 1);
+	assert_int_equal(r.total.warm_refills, 1);
+	assert_int_equal(r.total.warm_pool, 1);
+	assert_int_equal(r.total.busy_ms, S(100));
+	assert_int_equal(r.total.boot_ms, S(35));
+	assert_int_equal(r.total.warm_ms, S(67));
+	assert_int_equal(r.total.instance_ms, S(135) + S(67));
+	assert_int_equal(r.total.warm_stopped_ms, S(135 - 67));
+	sim_result_free(&r);
+
+	/* A 10 s job ends at 45, before its refill is stopped at 67: the run waits for the
+	 * refill, whose whole warm-up is counted. */
+	sim_trace_free(&t);
+	assert_int_equal(sim_trace_parse("0,10\n", 5, &t, NULL, 0), 0);
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.end_ms, S(67));
+	assert_int_equal(r.total.warm_ms, S(67));
+	assert_int_equal(r.total.instance_ms, S(45) + S(67));
+	assert_int_equal(r.total.warm_stopped_ms, 0);
+	sim_result_free(&r);
+	sim_trace_free(&t);
+
+	one_job(&t);
+	p.warm_pool = 3;
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.jobs[0].claimed_ms, S(35));
+	assert_int_equal(r.total.warm_taken, 1);
+	assert_int_equal(r.total.instance_ms, S(135) + S(67));
+	assert_int_equal(r.total.warm_stopped_ms, S(135 - 67) + 2 * S(135));
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+/* runnerd, a pool of 1, jobs at 0, 10 and 70 s, 100 s each:
+ *   0   job 0; the poll takes the stopped instance A (resumes until 35); refill R launched
+ *  10   job 1; desired 2; the pool has nothing stopped (R warms): a cold launch C (until 60)
+ *  35   A claims job 0 (wait 35);  60: C claims job 1 (wait 50)
+ *  67   R stopped;  70: job 2, desired 3: R taken (stopped 3 s), resumes until 105; refill R2
+ * 105   R claims job 2 (wait 35);  135, 160, 205: the jobs end, each instance leaves
+ * 137   R2 stopped, until the end at 205 (68 s)
+ * Running: A 135, C 150, R 135 (from its resume), warm-ups 67 + 67. */
+static void test_warm_pool_empties_and_refills(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 5, .warm_pool = 1};
+	struct sim_model m;
+	struct sim_result r;
+	char err[128];
+	const char *text = "0,100\n10,100\n70,100\n";
+
+	assert_int_equal(sim_trace_parse(text, strlen(text), &t, err, sizeof(err)), 0);
+	warm_model(&m, SIM_POLICY_RUNNERD);
+	run_ok(&m, &p, 1, &t, true, &r);
+	assert_int_equal(r.jobs[0].claimed_ms, S(35));
+	assert_int_equal(r.jobs[1].claimed_ms, S(60));
+	assert_int_equal(r.jobs[2].claimed_ms, S(105));
+	assert_int_equal(r.end_ms, S(205));
+	assert_int_equal(r.total.launches, 3);
+	assert_int_equal(r.total.warm_taken, 2);
+	assert_int_equal(r.total.warm_refills, 2);
+	assert_int_equal(r.total.busy_ms, S(300));
+	assert_int_equal(r.total.boot_ms, S(35) + S(50) + S(35));
+	assert_int_equal(r.total.warm_ms, S(67) + S(67));
+	assert_int_equal(r.total.instance_ms, S(135) + S(150) + S(135) + S(134));
+	assert_int_equal(r.total.warm_stopped_ms, S(3) + S(68));
+	assert_int_equal(r.total.wait_max_ms, S(50));
+	/* The plot's series (a step at one instant kept where it ended): none stopped from 0
+	 * while R warms, 1 from 67 s, none again from 70 s until R2 is stopped at 137. */
+	for (size_t k = 0; k < r.series[0].n; k++) {
+		const struct sim_sample *x = &r.series[0].s[k];
+
+		assert_int_equal(x->warm, x->t_ms >= S(67) && x->t_ms < S(70) ? 1
+		                          : x->t_ms >= S(137)                 ? 1
+		                                                              : 0);
+	}
+	assert_true(r.series[0].n >= 4);
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+/* The tutorial with a pool of 1: the stopped instance is replaced (the health check at once)
+ * while desired still says 1, and the replacement comes from the pool too: R, stopped at 67,
+ * is taken at 135, resumes until 170 and idles out at 230; R2 (launched at 135) is stopped
+ * at 202. Running: 135 + 95 + 67 + 67; idle 60; stopped 68 + 28. */
+static void test_warm_tutorial_replacement_from_pool(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 5, .warm_pool = 1};
+	struct sim_model m;
+	struct sim_result r;
+
+	one_job(&t);
+	warm_model(&m, SIM_POLICY_TUTORIAL);
+	run_ok(&m, &p, 1, &t, false, &r);
+	assert_int_equal(r.jobs[0].claimed_ms, S(35));
+	assert_int_equal(r.end_ms, S(230));
+	assert_int_equal(r.total.launches, 2);
+	assert_int_equal(r.total.replacements, 1);
+	assert_int_equal(r.total.warm_taken, 2);
+	assert_int_equal(r.total.instance_ms, S(135) + S(95) + S(134));
+	assert_int_equal(r.total.instance_ms - r.total.busy_ms - r.total.boot_ms - r.total.warm_ms,
+	                 S(60));
+	assert_int_equal(r.total.warm_stopped_ms, S(68) + S(28));
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+/* A pool of 0 is no pool: the same claims and figures, whatever the seed. */
+static void test_warm_pool_zero_changes_nothing(void **state)
+{
+	for (uint64_t seed = 1; seed <= 3; seed++) {
+		struct sim_trace t;
+		struct sim_pool pools[SIM_CLASSES_MAX];
+		struct sim_model m;
+		struct sim_result a, b;
+
+		random_trace(seed, 150, 3600, 2, &t);
+		for (int pol = 0; pol < 2; pol++) {
+			sim_model_defaults(&m, pol ? SIM_POLICY_TUTORIAL : SIM_POLICY_RUNNERD);
+			m.seed = seed;
+			pools_for(&t, 5, pools);
+			run_ok(&m, pools, t.nclasses, &t, false, &a);
+			m.warm_report = true; /* --warm-pool 0 */
+			run_ok(&m, pools, t.nclasses, &t, false, &b);
+			for (size_t j = 0; j < t.n; j++)
+				assert_int_equal(a.jobs[j].claimed_ms, b.jobs[j].claimed_ms);
+			assert_int_equal(a.total.instance_ms, b.total.instance_ms);
+			assert_int_equal(a.total.launches, b.total.launches);
+			assert_int_equal(a.end_ms, b.end_ms);
+			assert_int_equal(b.total.warm_stopped_ms, 0);
+			assert_int_equal(b.total.warm_taken, 0);
+			sim_result_free(&a);
+			sim_result_free(&b);
+		}
+		sim_trace_free(&t);
+	}
+}
+
+/* Launches failing with a warm pool: instances resumed in the window fail; every job still
+ * runs once, and the back-off still bounds the failures. */
+static void test_warm_pool_failing_launches(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 10, .launch_failures = 3, .warm_pool = 4};
+	struct sim_model m;
+	struct sim_result r;
+
+	steady_trace(&t);
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	m.warm_report = true;
+	m.fail_from_ms = S(600);
+	m.fail_to_ms = S(3000);
+	run_ok(&m, &p, 1, &t, false, &r);
+	for (size_t j = 0; j < t.n; j++)
+		assert_int_equal(r.jobs[j].runs, 1);
+	assert_true(r.total.failed_launches >= 3);
+	assert_true(r.total.backoffs >= 1);
+	assert_true(r.total.warm_taken <= r.total.launches);
+	assert_int_equal(r.total.launches, r.total.failed_launches + t.n);
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
+static void test_warm_pool_bad_input(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 5, .warm_pool = -1};
+	struct sim_model m;
+	struct sim_result r;
+	char err[128] = "";
+
+	one_job(&t);
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "pool a: need 0 <= warm_pool <= 10000"));
+	p.warm_pool = SIM_WARM_POOL_MAX + 1;
+	assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EINVAL);
+	p.warm_pool = 1;
+	m.resume_min_ms = S(40);
+	m.resume_max_ms = S(30);
+	assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EINVAL);
+	sim_model_defaults(&m, SIM_POLICY_RUNNERD);
+	m.warm_stop_ms = -1;
+	assert_int_equal(sim_run(&m, &p, 1, &t, false, &r, err, sizeof(err)), -EINVAL);
 	sim_trace_free(&t);
 }
 
@@ -678,6 +1094,65 @@ static void test_renderers_failing_launches(void **state)
 	sim_trace_free(&t);
 }
 
+/* The warm pool figures are in every report with warm_report, in none without it. */
+static void test_renderers_warm_pool(void **state)
+{
+	struct sim_trace t;
+	struct sim_pool p = {.name = "a", .max = 5, .warm_pool = 1};
+	struct sim_model m;
+	struct sim_result r;
+	struct buf b;
+
+	one_job(&t);
+	warm_model(&m, SIM_POLICY_RUNNERD);
+	run_ok(&m, &p, 1, &t, true, &r);
+	buf_init(&b, 0);
+	assert_int_equal(sim_render_json(&m, &p, &r, NULL, &b), 0);
+	for (const char *const *k =
+	             (const char *const[]){
+	                     "\"resume_min_s\":35.000,\"resume_max_s\":35.000,\"warm_stop_s\":17."
+	                     "000,",
+	                     "\"instance_seconds\":202.000,", "\"idle_instance_seconds\":0.000,",
+	                     "\"overhead_seconds_per_job\":102.000,", "\"warm_pool\":1,",
+	                     "\"warm_pool_launches\":1,", "\"warm_pool_refills\":1,",
+	                     "\"warm_pool_running_seconds\":67.000,",
+	                     "\"warm_pool_stopped_seconds\":68.000,",
+	                     "\"warm_pool_stopped_seconds_per_job\":68.000", NULL};
+	     *k; k++)
+		if (!strstr(b.data, *k))
+			fail_msg("no %s in %s", *k, b.data);
+	buf_reset(&b);
+	assert_int_equal(sim_render_text(&m, &p, &r, NULL, &b), 0);
+	for (const char *const *k =
+	             (const char *const[]){
+	                     "warm pool of 1, stopped; resume 35-35 s",
+	                     "idle 0, warm-up 67; per job: idle 0.0, boot + idle + warm-up 102.0",
+	                     "warm pool 1: 1 launches from it, 1 refills running 67 s (67.0 per "
+	                     "job); stopped 68 instance-seconds (EBS only; 68.0 per job)",
+	                     NULL};
+	     *k; k++)
+		if (!strstr(b.data, *k))
+			fail_msg("no %s in %s", *k, b.data);
+	buf_reset(&b);
+	assert_int_equal(sim_render_svg(&m, &p, &r, NULL, &b), 0);
+	assert_non_null(strstr(b.data, ">warm pool</text>"));
+	assert_non_null(strstr(b.data, "warm pool 1: 68.0 stopped instance-s per job"));
+	buf_reset(&b);
+	m.warm_report = false;
+	assert_int_equal(sim_render_json(&m, &p, &r, NULL, &b), 0);
+	assert_null(strstr(b.data, "warm"));
+	assert_null(strstr(b.data, "resume"));
+	buf_reset(&b);
+	assert_int_equal(sim_render_text(&m, &p, &r, NULL, &b), 0);
+	assert_null(strstr(b.data, "warm"));
+	buf_reset(&b);
+	assert_int_equal(sim_render_svg(&m, &p, &r, NULL, &b), 0);
+	assert_null(strstr(b.data, "warm"));
+	buf_free(&b);
+	sim_result_free(&r);
+	sim_trace_free(&t);
+}
+
 static void test_renderers(void **state)
 {
 	struct sim_trace t;
@@ -722,6 +1197,8 @@ int main(void)
 	        cmocka_unit_test(test_trace_oversized),
 	        cmocka_unit_test(test_boot_spec),
 	        cmocka_unit_test(test_fail_window_spec),
+	        cmocka_unit_test(test_resume_spec),
+	        cmocka_unit_test(test_warm_pool_bookkeeping),
 	        cmocka_unit_test(test_invariants),
 	        cmocka_unit_test(test_zero_latency_zero_wait),
 	        cmocka_unit_test(test_same_seed_same_output),
@@ -734,6 +1211,13 @@ int main(void)
 	        cmocka_unit_test(test_failing_launches_are_bounded),
 	        cmocka_unit_test(test_detection_alone_changes_nothing),
 	        cmocka_unit_test(test_renderers_failing_launches),
+	        cmocka_unit_test(test_warm_one_job),
+	        cmocka_unit_test(test_warm_pool_empties_and_refills),
+	        cmocka_unit_test(test_warm_tutorial_replacement_from_pool),
+	        cmocka_unit_test(test_warm_pool_zero_changes_nothing),
+	        cmocka_unit_test(test_warm_pool_failing_launches),
+	        cmocka_unit_test(test_warm_pool_bad_input),
+	        cmocka_unit_test(test_renderers_warm_pool),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "status.h"
@@ -16,13 +17,21 @@ static const struct {
 	enum phase p;
 	const char *name;
 } names[] = {
-        {PHASE_STARTING, "starting"},       {PHASE_METADATA, "metadata"},
-        {PHASE_CREDENTIALS, "credentials"}, {PHASE_TOKEN, "token"},
-        {PHASE_PACKAGES, "packages"},       {PHASE_AGENT_INSTALL, "agent-install"},
-        {PHASE_WARM_WAIT, "warm-wait"},     {PHASE_AGENT_CONFIG, "agent-config"},
-        {PHASE_RUNNING, "running"},         {PHASE_DRAINING, "draining"},
-        {PHASE_LEAVING_ASG, "leaving-asg"}, {PHASE_POWERING_OFF, "powering-off"},
-        {PHASE_FAILED, "failed"},           {PHASE_EXITED, "exited"},
+        {PHASE_STARTING, "starting"},
+        {PHASE_METADATA, "metadata"},
+        {PHASE_CREDENTIALS, "credentials"},
+        {PHASE_LAUNCH_HOOK, "launch-hook"},
+        {PHASE_TOKEN, "token"},
+        {PHASE_PACKAGES, "packages"},
+        {PHASE_AGENT_INSTALL, "agent-install"},
+        {PHASE_WARM_WAIT, "warm-wait"},
+        {PHASE_AGENT_CONFIG, "agent-config"},
+        {PHASE_RUNNING, "running"},
+        {PHASE_DRAINING, "draining"},
+        {PHASE_LEAVING_ASG, "leaving-asg"},
+        {PHASE_POWERING_OFF, "powering-off"},
+        {PHASE_FAILED, "failed"},
+        {PHASE_EXITED, "exited"},
 };
 
 static void test_phase_names(void **state)
@@ -163,7 +172,64 @@ static void test_json_fresh(void **state)
 	assert_null_key(agent, "started");
 	assert_null_key(agent, "uptime_seconds");
 	assert_null_key(agent, "exit_status");
+	assert_null_key(j, "warm"); /* a cold boot */
 	cJSON_Delete(j);
+}
+
+/* The warm path in the status: which path this boot took, the bake work done in the pool on
+ * an earlier boot, the last launch-hook completion; the phase timings include launch-hook. */
+static void test_json_warm(void **state)
+{
+	static const struct {
+		enum warm_path path;
+		uint64_t prepared_ms, packages_ms, agent_install_ms;
+		const char *hook;
+		const char *want_path, *want_prepared;
+		double want_seconds; /* < 0: null */
+	} cases[] = {
+	        {WARM_PREPARE, 0, 0, 0, "CONTINUE", "prepare", NULL, -1},
+	        {WARM_RESUMED, 1704088800000ull, 3000, 1250, "CONTINUE", "resumed",
+	         "2024-01-01T06:00:00.000Z", 4.25},
+	        {WARM_SAME_BOOT, 0, 0, 0, "no-action", "same-boot", NULL, -1},
+	        {WARM_USED, 0, 0, 0, "ABANDON", "used", NULL, -1},
+	        /* a record of bake work, yet a cold path: the record still shows */
+	        {WARM_NONE, 1704088800000ull, 10, 0, "", "cold", "2024-01-01T06:00:00.000Z", 0.01},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct runnerd_status st;
+		const cJSON *w, *phases;
+		cJSON *j;
+
+		new_status(&st, 1704088800000ull);
+		status_enter(&st, PHASE_LAUNCH_HOOK, 1704088800000ull);
+		st.warm.path = cases[i].path;
+		st.warm.prepared_ms = cases[i].prepared_ms;
+		st.warm.packages_ms = cases[i].packages_ms;
+		st.warm.agent_install_ms = cases[i].agent_install_ms;
+		snprintf(st.warm.hook, sizeof(st.warm.hook), "%s", cases[i].hook);
+		j = to_json(&st, 1704088801500ull);
+		w = get(j, "warm");
+		assert_true(cJSON_IsObject(w));
+		assert_str(w, "path", cases[i].want_path);
+		if (cases[i].want_prepared)
+			assert_str(w, "prepared", cases[i].want_prepared);
+		else
+			assert_null_key(w, "prepared");
+		if (cases[i].want_seconds < 0)
+			assert_null_key(w, "prepare_seconds");
+		else
+			assert_num(w, "prepare_seconds", cases[i].want_seconds);
+		if (cases[i].hook[0])
+			assert_str(w, "launch_hook", cases[i].hook);
+		else
+			assert_null_key(w, "launch_hook");
+		phases = get(j, "phases");
+		assert_num(phases, "launch-hook", 1.5);
+		cJSON_Delete(j);
+	}
+	assert_string_equal(warm_path_name(WARM_RESUMED), "resumed");
+	assert_string_equal(warm_path_name((enum warm_path)99), "unknown");
 }
 
 static void test_json_running_agent(void **state)
@@ -354,6 +420,7 @@ int main(void)
 	        cmocka_unit_test(test_enter_accounts_time),
 	        cmocka_unit_test(test_enter_without_start_time),
 	        cmocka_unit_test(test_json_fresh),
+	        cmocka_unit_test(test_json_warm),
 	        cmocka_unit_test(test_json_running_agent),
 	        cmocka_unit_test(test_json_escaping),
 	        cmocka_unit_test(test_json_unterminated_fields),
