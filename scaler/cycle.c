@@ -116,6 +116,37 @@ enum api_error_kind cycle_classify(int rc, long status, const char *aws_code)
 	return API_ERR_OTHER;
 }
 
+enum suspend_retry cycle_suspend_retry(int rc, long status, const char *aws_code)
+{
+	static const char *const permission[] = {
+	        "AccessDenied",
+	        "AccessDeniedException",
+	        "UnauthorizedOperation",
+	};
+	static const char *const passing[] = {
+	        /* credentials that expired in flight: the next ones are fetched before expiry */
+	        "ExpiredToken",
+	        "ExpiredTokenException",
+	        "RequestExpired",
+	};
+	enum api_error_kind kind;
+
+	if (rc < 0)
+		return SUSPEND_RETRY_SOON; /* no answer: a timeout, a reset, no memory */
+	if (aws_code && aws_code[0]) {
+		if (in_list(aws_code, permission, ARRAY_SIZE(permission)))
+			return SUSPEND_RETRY_PERMISSION;
+		if (in_list(aws_code, passing, ARRAY_SIZE(passing)))
+			return SUSPEND_RETRY_SOON;
+	} else if (status == 403) {
+		return SUSPEND_RETRY_PERMISSION;
+	}
+	kind = cycle_classify(0, status, aws_code);
+	if (kind == API_ERR_THROTTLED || kind == API_ERR_HTTP_5XX)
+		return SUSPEND_RETRY_SOON;
+	return SUSPEND_RETRY_LATER;
+}
+
 uint64_t cycle_backoff_ms(unsigned failures, uint64_t interval_ms, long retry_after_s, uint32_t rnd)
 {
 	uint64_t cap = interval_ms > BACKOFF_CAP_MS ? interval_ms : BACKOFF_CAP_MS;
@@ -938,7 +969,9 @@ static void on_launches(struct scaler *s, struct slot *sl, int rc)
 			report(s, LOG_WARNING,
 			       "WARNING: pool %s: %u launches in a row left the group "
 			       "without their runner ever connecting (%s): not raising "
-			       "desired capacity for %" PRIu64 " s. Check what an instance "
+			       "desired capacity for %" PRIu64 " s, and lowering it to the runners "
+			       "that connected, so that the group stops replacing the failing "
+			       "instances. Check what an instance "
 			       "needs to start its runner: the launch template, AMI, subnet, "
 			       "the runner token's secret and the instance role's access to "
 			       "it, the agent's download URL",
@@ -1001,6 +1034,7 @@ static void observe_launches(struct scaler *s, size_t pi, const struct asg_group
 	r = launches_observe(&p->launches, g->instances, g->ninstances, now, gap);
 	if (r < 0)
 		return; /* out of memory: nothing observed, nothing judged this cycle */
+	p->tracked = true;
 	if (r > 0)
 		report(s, LOG_INFO,
 		       "pool %s: group not read for %" PRIu64 " s: the instances seen before are "
@@ -1010,13 +1044,17 @@ static void observe_launches(struct scaler *s, size_t pi, const struct asg_group
 		(void)queue_push(s, XFER_LAUNCHES, pi);
 }
 
-static void aws_failure(struct slot *sl, int rc, const char *call, char *text, size_t n,
-                        enum api_error_kind *kind)
+/* A failed AWS call: its kind, and text naming the call and the AWS error. code (NULL: not
+ * wanted) gets the AWS error code, "" when there is none (transport, unparsable). */
+static void aws_failure_code(struct slot *sl, int rc, const char *call, char *text, size_t n,
+                             enum api_error_kind *kind, char *code, size_t code_n)
 {
 	struct aws_error err;
 	long status = sl->resp.status;
 
 	memset(&err, 0, sizeof(err));
+	if (code && code_n)
+		code[0] = '\0';
 	if (rc < 0) {
 		*kind = cycle_classify(rc, 0, NULL);
 		str_printf(text, n, "%s: %s", call, transport_word(rc));
@@ -1028,12 +1066,20 @@ static void aws_failure(struct slot *sl, int rc, const char *call, char *text, s
 		*kind = cycle_classify(0, status, err.code);
 		str_printf(text, n, "%s: %s: %.120s (HTTP %ld)", call, err.code, err.message,
 		           status);
+		if (code && code_n)
+			str_copy(code, err.code, code_n);
 		return;
 	}
 	*kind = status >= 200 && status <= 299 ? API_ERR_MALFORMED
 	                                       : cycle_classify(0, status, NULL);
 	str_printf(text, n, "%s: %s (HTTP %ld)", call,
 	           *kind == API_ERR_MALFORMED ? "malformed response" : "unparsable error", status);
+}
+
+static void aws_failure(struct slot *sl, int rc, const char *call, char *text, size_t n,
+                        enum api_error_kind *kind)
+{
+	aws_failure_code(sl, rc, call, text, n, kind, NULL, 0);
 }
 
 /* Room for want batches, and as many deferred entries. 0 or -ENOMEM. */
@@ -1189,39 +1235,87 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 	describe_failed(s, ci, kind, sl->resp.retry_after_s, text);
 }
 
+/* A SuspendProcesses that failed (text names the call and the AWS error): when to try again
+ * and what to say (cycle_suspend_retry). Never holds the scaling. */
+static void suspend_failed(struct scaler *s, struct pool_state *p, enum suspend_retry how,
+                           long retry_after_s, const char *text)
+{
+	uint64_t now = now_mono_ms(), wait;
+
+	switch (how) {
+	case SUSPEND_RETRY_SOON:
+		/* Throttling, a 5xx, a timeout: gone by the next cycle most often; backing off
+		 * like a failing pool so that a throttled account is not pressed further. */
+		wait = cycle_backoff_ms(++p->az_failures, s->cfg.scaler->interval_ms, retry_after_s,
+		                        random_u32());
+		p->az_next_try = now + wait;
+		if (p->az_said_ms && now - p->az_said_ms < CYCLE_AZ_RETRY_MS) {
+			report(s, LOG_DEBUG,
+			       "pool %s: could not suspend AZRebalance on %s (%s): trying again in "
+			       "%" PRIu64 " ms",
+			       p->cfg->name, p->cfg->asg, text, wait);
+			return;
+		}
+		p->az_said_ms = now;
+		report(s, LOG_WARNING,
+		       "WARNING: pool %s: could not suspend AZRebalance on %s (%s): a passing "
+		       "failure, tried again from the next cycle (said at most once an hour)",
+		       p->cfg->name, p->cfg->asg, text);
+		return;
+	case SUSPEND_RETRY_PERMISSION:
+	case SUSPEND_RETRY_LATER:
+	default:
+		/* Not fixed in seconds: an hour, said once until it works. */
+		p->az_next_try = now + CYCLE_AZ_RETRY_MS;
+		if (p->az_warned)
+			return;
+		p->az_warned = true;
+		if (how == SUSPEND_RETRY_PERMISSION)
+			report(s, LOG_WARNING,
+			       "WARNING: pool %s: could not suspend AZRebalance on %s (%s): zone "
+			       "rebalancing may start and end runners; grant the role "
+			       "autoscaling:SuspendProcesses on the group, or set az_rebalance = "
+			       "leave (tried again hourly)",
+			       p->cfg->name, p->cfg->asg, text);
+		else
+			report(s, LOG_WARNING,
+			       "WARNING: pool %s: could not suspend AZRebalance on %s (%s): zone "
+			       "rebalancing may start and end runners; tried again hourly "
+			       "(az_rebalance = leave turns this off)",
+			       p->cfg->name, p->cfg->asg, text);
+		return;
+	}
+}
+
 /* Zone rebalancing launches an instance in one zone and ends one in another to even them out:
  * for runners that exit after their job it is churn, launches that boot for nothing. Once per
- * group that shows it not suspended; a failure (most often the role lacks
- * autoscaling:SuspendProcesses) is said once and tried again an hour later, never holding the
- * scaling. */
+ * group that shows it not suspended. A refusal (the role lacks autoscaling:SuspendProcesses)
+ * or another lasting error is said once and tried again an hour later; a passing failure
+ * (throttling, a 5xx, a timeout) is tried again from the next cycle. Never holds the scaling. */
 static void on_suspend(struct scaler *s, struct slot *sl, int rc)
 {
 	struct pool_state *p = &s->pools[sl->job.index];
 	long status = sl->resp.status;
 	enum api_error_kind kind;
-	char text[CYCLE_ERR_MAX];
+	char text[CYCLE_ERR_MAX], code[96];
 
 	if (sl->fenced)
 		return;
 	if (rc == 0 && status >= 200 && status <= 299) {
 		p->az_rebalance_suspended = true;
 		p->az_warned = false;
+		p->az_failures = 0;
+		p->az_said_ms = 0;
 		report(s, LOG_INFO,
 		       "pool %s: suspended AZRebalance on %s: zone rebalancing would start and "
 		       "end runners to even out zones",
 		       p->cfg->name, p->cfg->asg);
 		return;
 	}
-	aws_failure(sl, rc, "autoscaling:SuspendProcesses", text, sizeof(text), &kind);
+	aws_failure_code(sl, rc, "autoscaling:SuspendProcesses", text, sizeof(text), &kind, code,
+	                 sizeof(code));
 	p->api_errors[kind]++;
-	p->az_next_try = now_mono_ms() + CYCLE_AZ_RETRY_MS;
-	if (!p->az_warned)
-		report(s, LOG_WARNING,
-		       "WARNING: pool %s: could not suspend AZRebalance on %s (%s): zone "
-		       "rebalancing may start and end runners; grant the role "
-		       "autoscaling:SuspendProcesses on the group, or set az_rebalance = leave",
-		       p->cfg->name, p->cfg->asg, text);
-	p->az_warned = true;
+	suspend_failed(s, p, cycle_suspend_retry(rc, status, code), sl->resp.retry_after_s, text);
 }
 
 static void on_set(struct scaler *s, struct slot *sl, int rc)
@@ -1270,11 +1364,16 @@ static void job_failed(struct scaler *s, struct job job, int rc)
 			          cycle_classify(rc, 0, NULL), -1,
 			          "autoscaling:DescribeAutoScalingGroups: %s", transport_word(rc));
 		break;
-	case XFER_SUSPEND:
+	case XFER_SUSPEND: {
+		char text[CYCLE_ERR_MAX];
+
 		p = &s->pools[job.index];
 		p->api_errors[cycle_classify(rc, 0, NULL)]++;
-		p->az_next_try = now_mono_ms() + CYCLE_AZ_RETRY_MS;
+		str_printf(text, sizeof(text), "autoscaling:SuspendProcesses: %s",
+		           transport_word(rc));
+		suspend_failed(s, p, cycle_suspend_retry(rc, 0, NULL), -1, text);
 		break;
+	}
 	case XFER_SET:
 		p = &s->pools[job.index];
 		p->write = WRITE_FAILED;
@@ -1410,6 +1509,19 @@ static void begin_write(struct scaler *s)
 		if (p->cfg->launch_failures > 0) {
 			in.launch_backoff_ms = (int64_t)launches_backoff_left_ms(&p->launches, now);
 			in.failed_launches = p->launches.streak;
+			/* What a back-off lowers desired to at most (with the mins): the runners
+			 * that connected as this cycle's reads show them, and the instances
+			 * whose runner may have connected unseen (no list read behind this
+			 * describe). A group not tracked this cycle tells nothing: nothing
+			 * below the current value. */
+			if (p->tracked) {
+				in.launch_connected =
+				        (int64_t)launches_count(&p->launches, LAUNCH_CONNECTED);
+				in.launch_unknown = (int64_t)launches_unknown(
+				        &p->launches, p->have_list && p->list_status == 200);
+			} else {
+				in.launch_unknown = p->asg_desired > 0 ? p->asg_desired : 0;
+			}
 		}
 		policy_decide(&in, &p->decision);
 		/* The start-up check of the class, once per pool: only a class that shows no work
@@ -1604,7 +1716,7 @@ int scaler_cycle_start(struct scaler *s, uint64_t now_mono)
 		p->due = p->next_try <= now_mono;
 		p->have_unclaimed = p->have_running = p->asg_ok = false;
 		p->failed = p->auth_failed = false;
-		p->observed = p->have_list = false;
+		p->observed = p->tracked = p->have_list = false;
 		p->list_status = 0;
 		p->list_count = 0;
 		p->unclaimed = p->running = p->asg_desired = p->asg_min = p->asg_max = -1;

@@ -43,8 +43,9 @@
 #define CYCLE_MAX_INFLIGHT   128
 #define CYCLE_DESCRIBE_BATCH 50
 #define CYCLE_ERR_MAX        192
-/* After a failed SuspendProcesses, the next try (an hour: a missing permission is not fixed
- * in seconds, and the scaling does not wait on it). */
+/* After a SuspendProcesses refused (or failed otherwise for good), the next try: an hour, a
+ * missing permission is not fixed in seconds, and the scaling does not wait on it. A passing
+ * failure is tried again from the next cycle and said at most once in this time. */
 #define CYCLE_AZ_RETRY_MS (60 * 60 * 1000ULL)
 /* A batch's groups may add up to this many bytes of answer (ASG_DESCRIBE_MAX_BYTES). */
 #define CYCLE_BATCH_BYTES ASG_DESCRIBE_MAX_BYTES
@@ -88,15 +89,19 @@ struct pool_state {
 	uint64_t launch_failures_total;
 	bool list_too_large; /* said once until a runner list fits again */
 	/* zone rebalancing: suspended as the last describe showed (or as this scaler made it);
-	 * after a failed SuspendProcesses, not before az_next_try, and said once */
+	 * after a failed SuspendProcesses, not before az_next_try; a lasting failure said once
+	 * (az_warned), passing ones (az_failures in a row) at most hourly (az_said_ms) */
 	bool az_rebalance_suspended, az_warned;
 	uint64_t az_next_try;
+	unsigned az_failures;
+	uint64_t az_said_ms; /* monotonic ms of the last warning of a passing failure; 0 never */
 	/* this cycle */
 	bool due;
 	bool have_unclaimed, have_running, asg_ok, failed, auth_failed;
 	int64_t unclaimed, running, asg_desired, asg_min, asg_max;
 	long retry_after_s;
 	bool observed;      /* launches_observe() ran on this cycle's describe */
+	bool tracked;       /* and succeeded: the tracker shows this cycle's group */
 	bool have_list;     /* the runner list was read this cycle (for launches) */
 	long list_status;   /* its HTTP status (200, 404) */
 	int64_t list_count; /* and how many runners it listed */
@@ -105,7 +110,7 @@ struct pool_state {
 	enum write_result write;
 	/* the last finished cycle's outcome, for metrics */
 	enum policy_action final_action;
-	char final_reason[CYCLE_ERR_MAX + 160];
+	char final_reason[CYCLE_ERR_MAX + 192];
 	struct metrics_pool m;
 	struct warm_pool_state warm; /* [pool NAME] warm_pool (warm_pool.h) */
 };
@@ -222,6 +227,15 @@ int scaler_metrics(const struct scaler *s, bool leader, struct metrics_snapshot 
 /* A failed call's kind: rc from http_finish (< 0: transport), else the HTTP status. For AWS,
  * code is the error code (or NULL). */
 enum api_error_kind cycle_classify(int rc, long status, const char *aws_code);
+enum suspend_retry {
+	SUSPEND_RETRY_SOON,       /* throttling, 5xx, no answer: from the next cycle, backing off */
+	SUSPEND_RETRY_PERMISSION, /* AccessDenied, UnauthorizedOperation: an hour; grant it */
+	SUSPEND_RETRY_LATER,      /* any other error: an hour, the error named */
+};
+/* When a failed SuspendProcesses is tried again: rc from http_finish (< 0: no answer), else
+ * the HTTP status and the AWS error code (or NULL). */
+enum suspend_retry cycle_suspend_retry(int rc, long status, const char *aws_code);
+
 /* Backoff after the failures-th consecutive failed cycle (failures >= 1). */
 uint64_t cycle_backoff_ms(unsigned failures, uint64_t interval_ms, long retry_after_s,
                           uint32_t rnd);

@@ -22,7 +22,8 @@ void launches_reset(struct launch_tracker *t)
 
 void launches_forget_instances(struct launch_tracker *t)
 {
-	t->untracked += t->n;
+	/* the connected ones were judged already (a success) */
+	t->forgotten += t->n - launches_count(t, LAUNCH_CONNECTED);
 	free(t->v);
 	t->v = NULL;
 	t->n = t->cap = 0;
@@ -71,7 +72,7 @@ static bool on_leave(struct launch_tracker *t, struct launch_inst *e, uint64_t n
 	case LAUNCH_UNCONFIRMED:
 		/* A scale-in may have picked it: not judged. */
 		if (e->unprotected && t->lowered_at && t->lowered_at + 1 >= e->first_seen) {
-			t->untracked++;
+			t->forgotten++;
 			return false;
 		}
 		e->state = LAUNCH_LEFT;
@@ -79,7 +80,7 @@ static bool on_leave(struct launch_tracker *t, struct launch_inst *e, uint64_t n
 		return true;
 	case LAUNCH_LEFT:
 		if (now_ms >= e->left_ms && now_ms - e->left_ms > LAUNCH_VERDICT_MAX_AGE_MS) {
-			t->untracked++;
+			t->forgotten++;
 			return false;
 		}
 		return true;
@@ -94,7 +95,7 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 {
 	const struct asg_instance **obs = NULL;
 	struct launch_inst *nv = NULL;
-	size_t no = 0, room, alloc, i = 0, j = 0, k = 0, added = 0;
+	size_t no = 0, room, alloc, i = 0, j = 0, k = 0, added = 0, untracked = 0;
 	int gap = 0;
 
 	if (max_gap_ms && t->observations && now_ms > t->observed_ms &&
@@ -145,7 +146,9 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 			if (leaving_state(o->lifecycle_state) || detached_state(o->lifecycle_state))
 				continue;
 			if (added >= room) {
-				t->untracked++;
+				/* Counted per read, not added up: the same instances come back
+				 * listed at every read while the tracker stays full. */
+				untracked++;
 				continue;
 			}
 			memset(&e, 0, sizeof(e));
@@ -182,6 +185,7 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 	t->n = k;
 	t->cap = alloc;
 	t->observed_ms = now_ms;
+	t->untracked_now = untracked;
 	return gap;
 }
 
@@ -205,6 +209,11 @@ size_t launches_count(const struct launch_tracker *t, enum launch_state st)
 void launches_lowered(struct launch_tracker *t)
 {
 	t->lowered_at = t->observations;
+}
+
+size_t launches_unknown(const struct launch_tracker *t, bool list_read)
+{
+	return t->untracked_now + (list_read ? 0 : launches_count(t, LAUNCH_UNCONFIRMED));
 }
 
 size_t launches_ids_in_name(const char *name, char (*ids)[LAUNCH_ID_MAX], size_t max)

@@ -73,7 +73,11 @@ struct launch_tracker {
 	unsigned level;      /* back-offs since the last runner connected: the next one's length */
 	uint64_t backoff_until; /* monotonic ms; 0: none yet */
 	uint64_t failed_total;
-	uint64_t untracked; /* instances not tracked (LAUNCH_TRACK_MAX) or forgotten unjudged */
+	/* instances dropped unjudged (a gap, a scale-in, no verdict), each counted once */
+	uint64_t forgotten;
+	/* instances the latest read listed alive but not tracked (LAUNCH_TRACK_MAX): recounted at
+	 * each read, since nothing remembers which they were */
+	size_t untracked_now;
 	/* the latest failures of the streak, oldest first, for the warning */
 	char ids[LAUNCH_IDS_KEPT][LAUNCH_ID_MAX];
 	size_t nids;
@@ -112,6 +116,12 @@ bool launches_need_list(const struct launch_tracker *t);
 size_t launches_count(const struct launch_tracker *t, enum launch_state st);
 /* The scaler lowered the group's desired capacity after the latest observation. */
 void launches_lowered(struct launch_tracker *t);
+/* The live instances a launch back-off cannot tell from runners (policy.h, launch_unknown),
+ * as of the latest observation: those listed but not tracked (untracked_now: nothing is known
+ * of them) and, unless list_read (a runner list was read and judged after that observation),
+ * those not confirmed yet, whose runner may have connected since the previous list read. The
+ * connected ones are launches_count(t, LAUNCH_CONNECTED). */
+size_t launches_unknown(const struct launch_tracker *t, bool list_read);
 
 /* The instance ids a runner name contains: at each "i-", the 8 and, when there are that many,
  * the 17 hex digits that follow. Up to max into ids; returns how many were found. */

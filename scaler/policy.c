@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "util.h"
+
 #define POLICY_SANE_MAX ((int64_t)1 << 40) /* counts beyond this are not data, they are bugs */
 
 const char *policy_action_name(enum policy_action a)
@@ -32,6 +34,61 @@ static bool sane(int64_t v)
 	return v >= 0 && v <= POLICY_SANE_MAX;
 }
 
+/* Launches keep failing (launches.h): no raise, not even to min, until the back-off ends. Not
+ * raising is not enough: an instance that fails without lowering desired (an image that never
+ * boots, a runner that powers off without leaving) is replaced by the group itself, at its
+ * full width. So desired goes down to what must stay, max(lower, the runners that connected
+ * and the instances not known to be failing): runners are protected from scale-in, so a lower
+ * desired ends none of them, it only stops the replacements. wanted is the decision without
+ * the back-off (max_step applied); lower is max(pool min, ASG MinSize) within MaxSize; why,
+ * the usual reason. */
+static void backoff(const struct policy_input *in, struct policy_output *out, int64_t wanted,
+                    int64_t lower, const char *why)
+{
+	int64_t cur = in->asg_desired, keep, target, left_s, c = in->launch_connected;
+	int64_t u = in->launch_unknown;
+	bool stepped = false;
+	char conn[96], what[96];
+
+	left_s = in->launch_backoff_ms / 1000 + (in->launch_backoff_ms % 1000 != 0);
+	keep = c + u > lower ? c + u : lower;
+	target = wanted < cur ? wanted : cur;
+	if (target > keep) {
+		target = keep;
+		/* max_step paces the way down, never past the usual decision (the bounds) */
+		if (in->max_step > 0 && cur - target > in->max_step) {
+			target = cur - in->max_step < wanted ? cur - in->max_step : wanted;
+			stepped = true;
+		}
+	}
+	out->desired = target;
+	out->action = target != cur ? POLICY_SET : POLICY_NOOP;
+	str_printf(conn, sizeof(conn), "%" PRId64 " runner%s connected", c, c == 1 ? "" : "s");
+	if (u > 0)
+		str_printf(conn + strlen(conn), sizeof(conn) - strlen(conn),
+		           ", %" PRId64 " instance%s not judged", u, u == 1 ? "" : "s");
+	if (target == wanted) {
+		/* The back-off changed nothing: the decision as usual. */
+		str_printf(out->reason, sizeof(out->reason),
+		           "%s%s (launch back-off: %" PRId64 " s left, %s)",
+		           target == cur ? "unchanged: " : "", why, left_s, conn);
+		return;
+	}
+	if (wanted > cur && target < cur)
+		str_printf(what, sizeof(what),
+		           "not raised to %" PRId64 ", lowered to %" PRId64 "%s", wanted, target,
+		           stepped ? " by max_step" : "");
+	else if (wanted > cur)
+		str_printf(what, sizeof(what), "not raised to %" PRId64, wanted);
+	else
+		str_printf(what, sizeof(what), "lowered to %" PRId64 "%s", target,
+		           stepped ? " by max_step" : "");
+	str_printf(out->reason, sizeof(out->reason),
+	           "launch back-off: %" PRId64 " failed launches in a row, %" PRId64
+	           " s left: %s (%s)",
+	           in->failed_launches, left_s, what, conn);
+}
+
 void policy_decide(const struct policy_input *in, struct policy_output *out)
 {
 	int64_t demand, lower, upper, target, cur = in->asg_desired;
@@ -57,7 +114,7 @@ void policy_decide(const struct policy_input *in, struct policy_output *out)
 	}
 	if (!sane(in->pool_min) || !sane(in->pool_max) || !sane(in->headroom) ||
 	    !sane(in->max_step) || in->pool_min > in->pool_max || in->launch_backoff_ms < 0 ||
-	    in->failed_launches < 0) {
+	    in->failed_launches < 0 || !sane(in->launch_connected) || !sane(in->launch_unknown)) {
 		hold(out, cur, "pool config inconsistent");
 		return;
 	}
@@ -108,25 +165,8 @@ void policy_decide(const struct policy_input *in, struct policy_output *out)
 		}
 	}
 
-	/* Launches keep failing: no raise (not even to min) until the back-off ends; lowering
-	 * still goes through. */
 	if (in->launch_backoff_ms > 0) {
-		int64_t left_s = in->launch_backoff_ms / 1000 + (in->launch_backoff_ms % 1000 != 0);
-
-		if (target > cur) {
-			out->action = POLICY_NOOP;
-			out->desired = cur;
-			snprintf(out->reason, sizeof(out->reason),
-			         "launch back-off: %" PRId64 " failed launches in a row, %" PRId64
-			         " s left: not raised to %" PRId64,
-			         in->failed_launches, left_s, target);
-			return;
-		}
-		out->action = target < cur ? POLICY_SET : POLICY_NOOP;
-		out->desired = target;
-		snprintf(out->reason, sizeof(out->reason),
-		         "%s%s (launch back-off: %" PRId64 " s left)",
-		         target == cur ? "unchanged: " : "", why, left_s);
+		backoff(in, out, target, lower, why);
 		return;
 	}
 

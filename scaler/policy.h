@@ -4,8 +4,10 @@
  *                   max(pool min, ASG MinSize), min(pool max, ASG MaxSize))
  *   max_step > 0 limits the move from the ASG's current desired per cycle (the bounds win);
  *   anything missing or implausible -> hold: never scale in on data it could not read;
- *   during a launch back-off (launches.h) the result is never above the current value: the
- *   pool may lower its desired capacity, never raise it;
+ *   during a launch back-off (launches.h) the result is never above the current value, and
+ *   at most max(ASG MinSize, pool min, the live instances whose runner connected or may have),
+ *   max_step still pacing the move: the failing launches are not replaced, while every runner
+ *   that connected is counted (runners are protected from scale-in: a lower desired ends none);
  *   set only when the result differs from the ASG's current DesiredCapacity. */
 #ifndef RUNNERD_POLICY_H
 #define RUNNERD_POLICY_H
@@ -27,12 +29,16 @@ struct policy_input {
 	int64_t pool_min, pool_max, headroom, max_step;
 	/* launch back-off: ms left (> 0 while it lasts) and the failed launches in a row */
 	int64_t launch_backoff_ms, failed_launches;
+	/* during one: the live instances whose runner connected, and those the caller could not
+	 * tell apart from them (a runner list it could not read): desired is not lowered below
+	 * the two together */
+	int64_t launch_connected, launch_unknown;
 };
 
 struct policy_output {
 	enum policy_action action;
 	int64_t desired; /* the value to hold at: for hold and noop the current value */
-	char reason[128];
+	char reason[160];
 };
 
 void policy_decide(const struct policy_input *in, struct policy_output *out);

@@ -410,6 +410,10 @@ static void detect_launches(struct sim *s, uint32_t pool, struct policy_input *i
 	p->gone.n = 0;
 	in->launch_backoff_ms = (int64_t)launches_backoff_left_ms(&p->launches, (uint64_t)s->now);
 	in->failed_launches = p->launches.streak;
+	/* The list was read whenever an instance was unconfirmed: what is still unconfirmed had
+	 * no runner, as the daemon sees it right behind its describe. */
+	in->launch_connected = (int64_t)launches_count(&p->launches, LAUNCH_CONNECTED);
+	in->launch_unknown = (int64_t)launches_unknown(&p->launches, true);
 }
 
 static void decide(struct sim *s, uint32_t pool)

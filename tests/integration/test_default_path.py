@@ -514,7 +514,7 @@ def test_scaler_launch_failures_on_the_default_path(world, build, tmp_path):
     assert len(warn) == 1 and all(i in warn[0] for i in ids), text
     assert "not raising desired capacity for 60 s" in warn[0]
     assert re.search(r'reason="launch back-off: 3 failed launches in a row, \d+ s left: '
-                     r'not raised to 3"', text), text
+                     r'not raised to 3 \(0 runners connected\)"', text), text
     assert not aws_calls(fake, "autoscaling", "SetDesiredCapacity")
 
 

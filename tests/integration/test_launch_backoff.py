@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, REPO
-from test_scaler import (RC, TOKEN, daemons, desired_of, last_seq, pool,  # noqa: F401
+from test_scaler import (RC, RC2, TOKEN, daemons, desired_of, last_seq, pool,  # noqa: F401
                          scaler_env, write_conf)
 
 DEMO = REPO / "tests" / "demo.py"
@@ -311,21 +311,158 @@ def test_a_runner_list_that_cannot_be_read_judges_nothing(fake, build, tmp_path,
     assert n >= 3
 
 
+PENDING_WINDOW_S = 20.0
+
+
+def launched_since(state, t, asg=ASG):
+    return [i for i in launched(state, asg) if i["launched_at"] > t]
+
+
+def fake_now(state):
+    """The fake's clock (launched_at is on it)."""
+    return time.time() + state["clock_offset_s"]
+
+
 @pytest.mark.fake_options(tick_interval=0.25)
-def test_instances_that_never_leave_pending_count(fake, build, tmp_path, daemons):
-    """A bad AMI: instances never get past Pending and are replaced by the group itself (no
-    decrement). They are failed launches all the same; in the back-off the scaler does not
-    raise (the group keeps its desired capacity)."""
+def test_instances_that_never_leave_pending_are_not_replaced_forever(fake, build, tmp_path,
+                                                                     daemons):
+    """A bad AMI: instances never get past Pending and EC2 ends them without lowering desired
+    capacity, so the group itself replaces them at its full width: not raising desired is not
+    enough (measured before the fix: 156 launches in 20 s after the warning, desired still 4).
+    In the back-off the scaler lowers desired to the runners that connected (none here), so
+    the replacements stop; more demand raises nothing. A healthy pool beside it (b: its
+    instances boot) scales to its demand as usual."""
     failing_group(fake, mode="pending", mx=4)
-    fake.add_jobs(RC, 2)
+    fake.set_asg("asg-b", 0, 3, 0, protect_new=True)
+    fake.add_jobs(RC, 4)
+    fake.add_jobs(RC2, 2)
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=4),
+                                            pool(name="b", rc=RC2, asg="asg-b", max=3)],
+                      interval="200ms")
+    d = daemons(build, conf, scaler_env(fake))
+    i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
+    warn = d.lines[i]
+    assert "lowering it to the runners that connected" in warn, warn
+    at = fake.state()
+    t_warn, n_before = fake_now(at), len(launched(at))
+    d.wait_for(r'pool=a .*action=set reason="launch back-off: \d+ failed launches in a row, '
+               r'\d+ s left: lowered to 0 \(0 runners connected\)"', start=i)
+    fake.add_jobs(RC, 2)  # more demand: still no raise
+    d.wait_for(r'pool=a .*unclaimed=6 .*desired=0 action=noop reason="launch back-off: \d+ '
+               r'failed launches in a row, \d+ s left: not raised to 4 \(0 runners '
+               r'connected\)"', start=i)
+    s = watch(fake, PENDING_WINDOW_S)
+    after = launched_since(s, t_warn)
+    figures = (f"{n_before} launches before the warning, {len(after)} in the "
+               f"{PENDING_WINDOW_S:.0f} s after it (group max 4)")
+    print(f"\ninstances that never leave Pending: {figures}")
+    # Bounded: what was launched before the lowering took effect, never a loop.
+    assert n_before <= 2 * 4 and len(after) <= 2 * 4, figures
+    assert s["asgs"][ASG]["desired"] == 0 and not s["asgs"][ASG]["instances"], s["asgs"][ASG]
+    writes = [r for r in set_requests(fake) if r["params"]["AutoScalingGroupName"] == ASG]
+    lowered = next(r["seq"] for r in writes if desired_of(r) == 0)
+    assert not [r for r in writes if r["seq"] > lowered], writes  # never raised again
+    # The healthy pool: at its demand, its instances alive, not one launch judged failed.
+    assert s["asgs"]["asg-b"]["desired"] == 2, s["asgs"]["asg-b"]
+    assert len(launched(s, "asg-b")) == 2
+    judged = [x for x in d.lines if x and re.search(
+        r"pool b: .*(launches in a row|left the group without)|pool=b .*launch back-off", x)]
+    assert not judged, judged
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_the_back_off_keeps_the_runners_that_connected(fake, build, tmp_path, daemons):
+    """Two runners connected and busy (protected from scale-in, as every runner is), then the
+    launches start failing in the "pending" mode: the back-off lowers desired to 2, the two
+    runners, and no lower; they keep running their jobs and the failing replacements stop."""
+    keep = ["i-0cccccccccccccc01", "i-0cccccccccccccc02"]
+    fake.set_runner_token(TOKEN)
+    fake.set_agent_token(AGENT_TOKEN, RC)
+    fake.set_asg(ASG, 0, 6, 2, protect_new=True, fail_boot="pending", fail_boot_ticks=2,
+                 instances=[{"id": x, "state": "InService", "fail_boot": None,
+                             "protected": True} for x in keep])
+    fake.add_jobs(RC, 2, duration_s=3600)
+    for x in keep:
+        status, _ = fake.claim(RC, f"ip-10-0-0-9-{x}", AGENT_TOKEN)
+        assert status == 200
+    fake.add_jobs(RC, 3)  # demand 5: three more instances, which fail
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=6)], interval="200ms")
+    d = daemons(build, conf, scaler_env(fake))
+    i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
+    d.wait_for(r'pool=a .*running=2 .*desired=2 action=set reason="launch back-off: \d+ '
+               r'failed launches in a row, \d+ s left: (not raised to 5, )?lowered to 2 \(2 '
+               r'runners connected\)"', start=i)
+    t_low = fake_now(fake.state())
+    s = watch(fake, 6)
+    g = s["asgs"][ASG]
+    assert g["desired"] == 2, g
+    assert sorted(x["id"] for x in g["instances"]) == keep, g["instances"]
+    assert all(x["state"] == "InService" for x in g["instances"]), g["instances"]
+    assert len(launched_since(s, t_low)) <= 3, launched_since(s, t_low)
+    assert len(s["jobs"][RC]["running"]) == 2  # their jobs go on
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_the_back_off_lowers_nothing_on_a_runner_list_it_could_not_read(fake, build, tmp_path,
+                                                                        daemons):
+    """In a back-off, instances whose runner the scaler could not look up (GET /api/v3/runner
+    failing) count as runners: the hold rule, no scale-in on data it could not read. Three
+    instances that boot but never connect are put in the group (an operator raising it by
+    hand) while the list fails: desired stays at 3. Once the list answers they are judged
+    runnerless and desired goes down to the runners that connected (none)."""
+    failing_group(fake, mode="pending", mx=4)
+    fake.add_jobs(RC, 4)
     conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=4)], interval="200ms")
     d = daemons(build, conf, scaler_env(fake))
     i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
-    seq = max(r["seq"] for r in fake.requests())
-    fake.add_jobs(RC, 2)  # more demand: still no raise
-    d.wait_for(r'pool=a .*unclaimed=4 .*action=noop reason="launch back-off: \d+ failed '
-               r'launches in a row, \d+ s left: not raised to 4"', start=i)
-    assert not set_requests(fake, since=seq)
+    d.wait_for(r'pool=a .*action=set reason="launch back-off: .*lowered to 0 \(0 runners '
+               r'connected\)"', start=i)
+    fake.fault("runner:list", status=500)
+    hand = [f"i-0dddddddddddddd0{k}" for k in range(1, 4)]
+    fake.set_asg(ASG, 0, 4, 3, protect_new=True, fail_boot="pending", fail_boot_ticks=2,
+                 instances=[{"id": x, "state": "InService", "fail_boot": None,
+                             "protected": True} for x in hand])
+    seq = last_seq(fake)
+    j = d.wait_for(r'pool=a .*current=3 desired=3 action=noop reason="launch back-off: \d+ '
+                   r'failed launches in a row, \d+ s left: not raised to 4 \(0 runners '
+                   r'connected, 3 instances not judged\)"', start=d.mark())
+    for _ in range(3):  # more cycles on the same failing list: still nothing lowered
+        j = d.wait_for(r"pool=a .*current=3 desired=3 action=noop", start=j + 1)
+    assert not [r for r in set_requests(fake, since=seq)
+                if r["params"]["AutoScalingGroupName"] == ASG]
+    fake.clear_faults()
+    d.wait_for(r'pool=a .*current=3 desired=0 action=set reason="launch back-off: \d+ failed '
+               r'launches in a row, \d+ s left: not raised to 4, lowered to 0 \(0 runners '
+               r'connected\)"', start=j)
+    # Protected: lowering desired ended none of them.
+    s = fake.state()
+    assert sorted(x["id"] for x in s["asgs"][ASG]["instances"]) == hand, s["asgs"][ASG]
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
+def test_a_new_scaler_starts_without_the_back_off(fake, build, tmp_path, daemons):
+    """The tracker lives in the process (runner-scaler(8), Launch failures): a restarted
+    scaler, or a new leader, starts at 0 failed launches in a row. What that costs: one more
+    wave of launches (its first raise) before its own back-off, never a loop."""
+    failing_group(fake, mode="pending", mx=4)
+    fake.add_jobs(RC, 4)
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=4)], interval="200ms")
+    d = daemons(build, conf, scaler_env(fake))
+    d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
+    fake.wait_until(lambda st: (st["asgs"][ASG]["desired"] == 0
+                                and not st["asgs"][ASG]["instances"]) or None,
+                    timeout=10, what="the group lowered and empty")
+    d.stop()
+    t_restart = fake_now(fake.state())
+    d2 = daemons(build, conf, scaler_env(fake))
+    d2.wait_for(r"pool=a .*action=set reason=demand", timeout=10)  # no back-off: it raises
+    d2.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
+    s = fake.wait_until(lambda st: (st["asgs"][ASG]["desired"] == 0
+                                    and not st["asgs"][ASG]["instances"]) and st or None,
+                        timeout=10, what="the group lowered again")
+    n = len(launched_since(s, t_restart))
+    print(f"\nafter a restart in a back-off: {n} launches before the next one (max 4)")
+    assert 3 <= n <= 2 * 4, n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +486,7 @@ def test_reload_keeps_the_back_off(fake, build, tmp_path, daemons):
     d.signal(signal.SIGHUP)
     d.wait_for(r"pool=b ", start=i)
     d.wait_for(r'pool=a .*reason="launch back-off: \d+ failed launches in a row, \d+ s left: '
-               r'not raised to 2"', start=d.mark())
+               r'not raised to 2 \(0 runners connected\)"', start=d.mark())
     assert not set_requests(fake, since=seq)
     # Off by a reload: no back-off, the raise goes out at once.
     write_conf(conf, [pool(asg=ASG, max=2, launch_failures=0)], interval="200ms",

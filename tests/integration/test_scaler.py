@@ -288,8 +288,64 @@ def test_az_rebalance_suspended_once(cloud, build, tmp_path, daemons):
     sus = [r for r in cloud.requests(seq) if r["op"] == "SuspendProcesses"]
     assert len(sus) == 1 and sus[0]["status"] == 403, sus
     assert d.text().count("could not suspend AZRebalance on asg-c") == 1, d.text()
-    assert "autoscaling:SuspendProcesses" in d.text()
+    assert "AccessDenied" in d.text()
+    assert "grant the role autoscaling:SuspendProcesses on the group" in d.text()
     assert cloud.state()["asgs"]["asg-c"]["desired"] == 1
+
+
+@pytest.mark.parametrize("fault,times", [
+    (dict(status=400, code="Throttling", message="Rate exceeded"), 2),
+    (dict(status=503, code="ServiceUnavailable", message="Service is unavailable"), 2),
+    # libcurl sends a request again, once, when a reused connection closes without an answer
+    (dict(close=True), 4),
+    (dict(delay_s=1.5, close=True), 2),
+], ids=["throttling", "5xx", "transport", "timeout"])
+def test_az_rebalance_passing_failure_is_retried_next_cycle(cloud, build, tmp_path, daemons,
+                                                            fault, times):
+    """Throttling, a 5xx, a dropped connection or a timeout on SuspendProcesses pass in
+    seconds: tried again from the next cycle (with the pool's jittered backoff), not an hour
+    later; said once, without the permission hint."""
+    cloud.set_asg("asg-a", 0, 10, 0)
+    fid = cloud.fault("autoscaling:SuspendProcesses", times=times, **fault)
+    conf = write_conf(tmp_path / "s.conf", [pool(max=8)], interval="200ms",
+                      request_timeout="1s")
+    d = daemons(build, conf, scaler_env(cloud))
+    d.wait_for(r"pool a: suspended AZRebalance on asg-a", timeout=20)
+    assert cloud.state()["asgs"]["asg-a"]["suspended"] == ["AZRebalance"]
+    # Every fault was met before the success (a dropped request is logged when the fake
+    # drops it, which may be after the success).
+    def suspends(_st):
+        sus = [r for r in cloud.requests() if r["op"] == "SuspendProcesses"]
+        return sus if len(sus) == times + 1 else None
+
+    sus = cloud.wait_until(suspends, timeout=5, what="every SuspendProcesses logged")
+    assert [r["status"] for r in sus].count(200) == 1, sus
+    assert next(f["hits"] for f in cloud.state()["faults"] if f["id"] == fid) == times
+    warned = [x for x in d.lines if x and "could not suspend AZRebalance" in x
+              and "WARNING" in x]
+    assert len(warned) == 1, d.text()  # the failures after the first are not said again
+    assert "passing failure" in warned[0] and "grant the role" not in warned[0], warned
+    if "code" in fault:
+        assert fault["code"] in warned[0], warned
+
+
+def test_az_rebalance_other_error_names_it(cloud, build, tmp_path, daemons):
+    """An error that is neither passing nor a refusal: said once with the AWS error named (no
+    permission hint), tried again an hour later."""
+    cloud.set_asg("asg-a", 0, 10, 0)
+    cloud.fault("autoscaling:SuspendProcesses", status=400, code="ValidationError",
+                message="Group asg-a is being deleted")
+    conf = write_conf(tmp_path / "s.conf", [pool(max=8)], interval="200ms")
+    d = daemons(build, conf, scaler_env(cloud))
+    i = d.wait_for(r"could not suspend AZRebalance on asg-a", timeout=20)
+    for _ in range(3):
+        i = d.wait_for(r"pool=a ", start=i + 1)
+    sus = [r for r in cloud.requests() if r["op"] == "SuspendProcesses"]
+    assert len(sus) == 1, sus
+    assert d.text().count("could not suspend AZRebalance") == 1, d.text()
+    line = next(x for x in d.lines if x and "could not suspend AZRebalance" in x)
+    assert "ValidationError: Group asg-a is being deleted" in line, line
+    assert "grant the role" not in line and "tried again hourly" in line, line
 
 
 def test_unknown_class_warns(cloud, build, tmp_path):

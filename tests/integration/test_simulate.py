@@ -213,7 +213,10 @@ def test_warm_pool_from_scaler_conf(build, tmp_path):
 
 # sha256 of what the binary of c3587c5 (integrate, before warm pools) printed for these runs:
 # trace, policy, extra options, format (txt: the text report, json: --json, svg: --plot).
-# Without --warm-pool nothing may change, byte for byte.
+# Without --warm-pool nothing may change, byte for byte. Except the six runnerd runs with
+# --fail-launches, since the launch back-off lowers desired capacity to the runners that
+# connected (scaler-fixes): one more capacity write (and API call) per back-off, every other
+# figure of those reports the same.
 GOLDEN = dict([
     (("steady", "runnerd", "", "txt"), "984a1b240f5d1fc32347f4015b52eea4b3dd139bd1472265ae5387fd4b5e1410"),
     (("steady", "runnerd", "", "json"), "98016266698a88399d6776a52a1206303abe187d0b7c5ff83d0ddea604655c42"),
@@ -239,16 +242,16 @@ GOLDEN = dict([
     (("nightly", "runnerd", "--max 40", "json"), "e11635ada92cd3834b4fc0503739006c8e9884acc4ea4f83a26185e2595065d4"),
     (("nightly", "tutorial", "--max 40", "txt"), "4644c528763b3f7b9679b907cbfd86c54a6a7088beff2ee4e0dab5e5c3b44084"),
     (("nightly", "tutorial", "--max 40", "json"), "478029ab968216d12dc08e2ef6faee25106185f851114741191d237101146f07"),
-    (("steady", "runnerd", "--fail-launches 3600-7200", "txt"), "3b719ffd6405bd33f5f2c8e4b1f638e0348672f4b77c76003cb67873684729d1"),
-    (("steady", "runnerd", "--fail-launches 3600-7200", "json"), "53efc6237f4b48e25c16c22228aa17bdf91e852908ac994d19e84304779bd53a"),
+    (("steady", "runnerd", "--fail-launches 3600-7200", "txt"), "acc57685e81e65277a71843653b888620416d2d1f79fae0d1b1989ae4a0ea176"),
+    (("steady", "runnerd", "--fail-launches 3600-7200", "json"), "eea1beedff183f797279fb6de628f601573027a91d1a016696f11aba9b360f10"),
     (("steady", "tutorial", "--fail-launches 3600-7200", "txt"), "0395c446b0505478a6a48c89c4263e29edbfd9f4caf164204ea16132ef465af7"),
     (("steady", "tutorial", "--fail-launches 3600-7200", "json"), "ea903665e6ff5b865c680dec48f33d42d3428004359c0ee9e470860cf97dd098"),
-    (("bursty", "runnerd", "--fail-launches 3600-7200", "txt"), "abdf19980e93f87a9d4340aef0727f3d472d96fdd8d76be9ad2cc28b242cfa26"),
-    (("bursty", "runnerd", "--fail-launches 3600-7200", "json"), "cafe8a8c841821db486ffbbe38aacfbd0d812e0c763b0c3af3af8d68a5f1ff42"),
+    (("bursty", "runnerd", "--fail-launches 3600-7200", "txt"), "180911a1d2bec872ce08ec8ff4656676e77fd723c306584b378e029811050f8e"),
+    (("bursty", "runnerd", "--fail-launches 3600-7200", "json"), "3720fc5ebc14313d3e48de1fc50ce8b83c27e77f2d9baefe12a7a7c1b6768371"),
     (("bursty", "tutorial", "--fail-launches 3600-7200", "txt"), "fbec588d0f8b5b0c489038b38237c050d3988ffd7605b51ae74cf19310bf5bd6"),
     (("bursty", "tutorial", "--fail-launches 3600-7200", "json"), "14d5c356acff7bc774e60c673d97549f2ea9d6e9ea7da12368b278bd2528e736"),
-    (("nightly", "runnerd", "--fail-launches 3600-7200", "txt"), "f47eedcd630dc571fd9e97e9a9723a9a78da5c39adbe49deec78eceb3b0d9c03"),
-    (("nightly", "runnerd", "--fail-launches 3600-7200", "json"), "ca25d16ba315ec386798b461aee861ea87849ec2d7da8ba3eee6727e4660ad75"),
+    (("nightly", "runnerd", "--fail-launches 3600-7200", "txt"), "872f2b1e30690aa979f14273c50f1ed9a6d9b9071006d6f6c40eb4969098d08c"),
+    (("nightly", "runnerd", "--fail-launches 3600-7200", "json"), "76042a4da127bf45f5eff712df31ed6b2555559057fe940a9868d5a3270969fd"),
     (("nightly", "tutorial", "--fail-launches 3600-7200", "txt"), "fc9ba50fc86363f68390306c16bfa9a98d5421f5d4bc79215a48f5b7f38a683b"),
     (("nightly", "tutorial", "--fail-launches 3600-7200", "json"), "197a593e573096d167a759cd23780065b926e29039e3b71399e8a03ce6566309"),
     (("bursty", "runnerd", "", "svg"), "4b264ed760d18cea91ecd2af7f6681246c2af595c2182fb3d7f3961d33910874"),

@@ -54,6 +54,46 @@ static void test_classify(void **state)
 	assert_string_equal(api_error_kind_name(API_ERR_KINDS), "other");
 }
 
+/* A failed SuspendProcesses: passing failures again from the next cycle, a refusal or another
+ * lasting error in an hour. */
+static void test_suspend_retry(void **state)
+{
+	static const struct {
+		int rc;
+		long status;
+		const char *code;
+		enum suspend_retry how;
+	} cases[] = {
+	        {-ETIMEDOUT, 0, NULL, SUSPEND_RETRY_SOON},
+	        {-ECONNREFUSED, 0, NULL, SUSPEND_RETRY_SOON},
+	        {-ECONNRESET, 0, NULL, SUSPEND_RETRY_SOON},
+	        {-ENOMEM, 0, NULL, SUSPEND_RETRY_SOON},
+	        {0, 400, "Throttling", SUSPEND_RETRY_SOON},
+	        {0, 429, NULL, SUSPEND_RETRY_SOON},
+	        {0, 500, "InternalFailure", SUSPEND_RETRY_SOON},
+	        {0, 500, "ResourceContention", SUSPEND_RETRY_SOON},
+	        {0, 503, "ServiceUnavailable", SUSPEND_RETRY_SOON},
+	        {0, 502, NULL, SUSPEND_RETRY_SOON},
+	        {0, 400, "ExpiredToken", SUSPEND_RETRY_SOON},
+	        {0, 403, "AccessDenied", SUSPEND_RETRY_PERMISSION},
+	        {0, 400, "AccessDeniedException", SUSPEND_RETRY_PERMISSION},
+	        {0, 403, "UnauthorizedOperation", SUSPEND_RETRY_PERMISSION},
+	        {0, 403, NULL, SUSPEND_RETRY_PERMISSION},
+	        {0, 400, "ValidationError", SUSPEND_RETRY_LATER},
+	        {0, 403, "InvalidClientTokenId", SUSPEND_RETRY_LATER},
+	        {0, 403, "SignatureDoesNotMatch", SUSPEND_RETRY_LATER},
+	        {0, 404, NULL, SUSPEND_RETRY_LATER},
+	        {0, 400, "", SUSPEND_RETRY_LATER},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++)
+		if (cycle_suspend_retry(cases[i].rc, cases[i].status, cases[i].code) !=
+		    cases[i].how) {
+			print_error("case %zu\n", i);
+			fail();
+		}
+}
+
 static void test_backoff(void **state)
 {
 	/* Full jitter: uniform in [0, min(cap, interval << (failures - 1))]. */
@@ -402,6 +442,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_classify),
+	        cmocka_unit_test(test_suspend_retry),
 	        cmocka_unit_test(test_backoff),
 	        cmocka_unit_test(test_decision_text),
 	        cmocka_unit_test(test_decision_json),

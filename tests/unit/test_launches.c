@@ -423,13 +423,26 @@ static void test_bounded(void **state)
 	launches_init(&t);
 	assert_int_equal(launches_observe(&t, insts, n, 0, 0), 0);
 	assert_int_equal(t.n, LAUNCH_TRACK_MAX);
-	assert_int_equal(t.untracked, 100);
-	/* Read again: the same ones, no growth. */
+	assert_int_equal(t.untracked_now, 100);
+	/* Read again: the same ones, no growth; the 100 not tracked are still 100, not 200 (each
+	 * read counts what it lists, it does not add to the last count). */
 	assert_int_equal(launches_observe(&t, insts, n, 1000, 0), 0);
 	assert_int_equal(t.n, LAUNCH_TRACK_MAX);
+	assert_int_equal(t.untracked_now, 100);
+	assert_int_equal(launches_observe(&t, insts, n, 1500, 0), 0);
+	assert_int_equal(t.untracked_now, 100);
+	assert_int_equal(t.forgotten, 0);
+	/* A back-off keeps them: nothing is known of them. */
+	assert_int_equal(launches_unknown(&t, true), 100);
+	assert_int_equal(launches_unknown(&t, false), LAUNCH_TRACK_MAX + 100);
+	/* Fewer listed: fewer not tracked. */
+	assert_int_equal(launches_observe(&t, insts, LAUNCH_TRACK_MAX + 40, 1800, 0), 0);
+	assert_int_equal(t.untracked_now, 40);
 	/* They all leave: each waits for its verdict, still within the bound. */
 	assert_int_equal(launches_observe(&t, NULL, 0, 2000, 0), 0);
 	assert_int_equal(launches_count(&t, LAUNCH_LEFT), LAUNCH_TRACK_MAX);
+	assert_int_equal(t.untracked_now, 0);
+	assert_int_equal(launches_unknown(&t, false), 0); /* gone, waiting for their verdict */
 	launches_reset(&t);
 	assert_int_equal(t.n, 0);
 	free(insts);
@@ -458,6 +471,7 @@ static void test_gap_forgets_instances(void **state)
 	/* The third leaves while nothing reads the group for 79 s. */
 	assert_int_equal(launches_observe(&t, NULL, 0, 90000, 10000), 1);
 	assert_int_equal(t.n, 0);
+	assert_int_equal(t.forgotten, 1); /* the third, once */
 	assert_false(launches_need_list(&t));
 	launches_judge(&t, 2, 90000, &v);
 	assert_int_equal(v.failed, 0);
@@ -472,6 +486,77 @@ static void test_gap_forgets_instances(void **state)
 	launches_forget_instances(&t);
 	assert_int_equal(t.streak, 3);
 	assert_int_equal(launches_backoff_left_ms(&t, 500000), 120000);
+	launches_reset(&t);
+}
+
+/* What a launch back-off keeps: the live instances whose runner connected, and those not
+ * confirmed yet when no runner list was read after the group's read (not judged). */
+static void test_keep(void **state)
+{
+	struct asg_instance insts[4];
+	struct launch_tracker t;
+	struct launch_verdict v;
+	const char *ids[4] = {A, B, C, D};
+
+	memset(insts, 0, sizeof(insts));
+	for (int i = 0; i < 4; i++) {
+		str_copy(insts[i].id, ids[i], sizeof(insts[i].id));
+		str_copy(insts[i].lifecycle_state, "InService", sizeof(insts[i].lifecycle_state));
+	}
+	launches_init(&t);
+	assert_int_equal(launches_unknown(&t, true), 0);
+	assert_int_equal(launches_observe(&t, insts, 4, 0, 0), 0);
+	assert_int_equal(launches_unknown(&t, false), 4); /* unknown yet: all kept */
+	assert_int_equal(launches_unknown(&t, true), 0);
+	launches_runner(&t, "ip-10-0-0-1-" A);
+	launches_runner(&t, "ip-10-0-0-2-" B);
+	launches_judge(&t, 3, 0, &v);
+	assert_int_equal(launches_count(&t, LAUNCH_CONNECTED), 2);
+	assert_int_equal(launches_unknown(&t, true), 0);
+	assert_int_equal(launches_unknown(&t, false), 2); /* C and D: their runner may be up now */
+	/* C and D leave without a runner; A too, after its job: B alone stays. */
+	assert_int_equal(launches_observe(&t, &insts[1], 1, 1000, 0), 0);
+	assert_int_equal(launches_count(&t, LAUNCH_CONNECTED), 1);
+	assert_int_equal(launches_unknown(&t, false), 0); /* the two that left are not kept */
+	launches_judge(&t, 3, 1000, &v);
+	assert_int_equal(v.failed, 2);
+	assert_int_equal(launches_count(&t, LAUNCH_CONNECTED), 1);
+	/* Listed Terminating: not kept. */
+	str_copy(insts[1].lifecycle_state, "Terminating", sizeof(insts[1].lifecycle_state));
+	assert_int_equal(launches_observe(&t, &insts[1], 1, 2000, 0), 0);
+	assert_int_equal(launches_count(&t, LAUNCH_CONNECTED), 0);
+	assert_int_equal(launches_unknown(&t, false), 0);
+	launches_reset(&t);
+}
+
+/* Forgotten instances are counted once each, and only those not judged: a connected one was
+ * judged already. */
+static void test_forgotten_once(void **state)
+{
+	struct asg_instance insts[3];
+	struct launch_tracker t;
+	struct launch_verdict v;
+	const char *ids[3] = {A, B, C};
+
+	memset(insts, 0, sizeof(insts));
+	for (int i = 0; i < 3; i++) {
+		str_copy(insts[i].id, ids[i], sizeof(insts[i].id));
+		str_copy(insts[i].lifecycle_state, "InService", sizeof(insts[i].lifecycle_state));
+	}
+	launches_init(&t);
+	assert_int_equal(launches_observe(&t, insts, 3, 0, 0), 0);
+	launches_runner(&t, "ip-10-0-0-1-" A);
+	launches_judge(&t, 3, 0, &v);
+	assert_int_equal(launches_observe(&t, insts, 3, 1000, 0), 0);
+	assert_int_equal(t.forgotten, 0);
+	launches_forget_instances(&t);
+	assert_int_equal(t.forgotten, 2); /* B and C; A connected */
+	launches_forget_instances(&t);
+	assert_int_equal(t.forgotten, 2); /* nothing left to forget */
+	/* Seen again after the gap: tracked afresh, forgotten again only if dropped again. */
+	assert_int_equal(launches_observe(&t, insts, 3, 2000, 0), 0);
+	assert_int_equal(launches_observe(&t, insts, 3, 3000, 0), 0);
+	assert_int_equal(t.forgotten, 2);
 	launches_reset(&t);
 }
 
@@ -500,6 +585,8 @@ int main(void)
 	        cmocka_unit_test(test_backoff_doubles_to_30_minutes),
 	        cmocka_unit_test(test_bounded),
 	        cmocka_unit_test(test_gap_forgets_instances),
+	        cmocka_unit_test(test_keep),
+	        cmocka_unit_test(test_forgotten_once),
 	        cmocka_unit_test(test_format_ids),
 	};
 

@@ -26,10 +26,18 @@ struct row {
 #define IN(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step)                                     \
 	INB(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, 0, 0)
 
-/* the same, and the launch back-off: ms left, failed launches in a row */
+/* the same, and the launch back-off: ms left, failed launches in a row (no runner connected) */
 #define INB(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf)                            \
+	INC(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, 0)
+
+/* the same, and the live instances whose runner connected */
+#define INC(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c)                         \
+	INU(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c, 0)
+
+/* the same, and those not judged (the runner list unread) */
+#define INU(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c, nj)                     \
 	{                                                                                          \
-		cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf                         \
+		cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c, nj                  \
 	}
 
 static const struct row rows[] = {
@@ -83,23 +91,71 @@ static const struct row rows[] = {
         {"ASG negative", IN(1, 1, 0, 1, -1, 0, 3, 0, 10, 0, 0), POLICY_HOLD, -1, "inconsistent"},
         {"pool min > max", IN(1, 1, 0, 1, 1, 0, 3, 5, 2, 0, 0), POLICY_HOLD, 1, "pool config"},
         {"negative headroom", IN(1, 1, 0, 1, 1, 0, 3, 0, 2, -1, 0), POLICY_HOLD, 1, "pool config"},
-        /* the launch back-off: never raised, lowered as usual */
+        /* the launch back-off: never raised; lowered as usual, and further down to what must
+         * stay: max(ASG MinSize, pool min, the runners that connected) */
         {"back-off: no raise", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 30000, 3), POLICY_NOOP, 0,
-         "launch back-off: 3 failed launches in a row, 30 s left: not raised to 5"},
-        {"back-off: no raise from 2", INB(1, 5, 0, 1, 2, 0, 20, 0, 10, 0, 0, 30000, 4), POLICY_NOOP,
-         2, "not raised to 5"},
+         "launch back-off: 3 failed launches in a row, 30 s left: not raised to 5 (0 runners "
+         "connected)"},
+        {"back-off: no raise from 2, both connected",
+         INC(1, 5, 0, 1, 2, 0, 20, 0, 10, 0, 0, 30000, 4, 2), POLICY_NOOP, 2,
+         "30 s left: not raised to 5 (2 runners connected)"},
+        {"back-off: no raise from 2, none connected: lowered",
+         INB(1, 5, 0, 1, 2, 0, 20, 0, 10, 0, 0, 30000, 4), POLICY_SET, 0,
+         "30 s left: not raised to 5, lowered to 0 (0 runners connected)"},
         {"back-off: not even to pool min", INB(1, 0, 0, 1, 0, 0, 20, 2, 10, 0, 0, 5000, 3),
-         POLICY_NOOP, 0, "not raised to 2"},
-        {"back-off: headroom no raise", INB(1, 0, 1, 1, 1, 0, 20, 0, 10, 1, 0, 5000, 3),
-         POLICY_NOOP, 1, "not raised to 2"},
+         POLICY_NOOP, 0, "not raised to 2 (0 runners connected)"},
+        {"back-off: headroom no raise", INC(1, 0, 1, 1, 1, 0, 20, 0, 10, 1, 0, 5000, 3, 1),
+         POLICY_NOOP, 1, "not raised to 2 (1 runner connected)"},
         {"back-off: lowered", INB(1, 0, 0, 1, 4, 0, 20, 0, 10, 0, 0, 30000, 3), POLICY_SET, 0,
-         "demand (launch back-off: 30 s left)"},
+         "demand (launch back-off: 30 s left, 0 runners connected)"},
+        {"back-off: demand below the connected",
+         INC(1, 0, 0, 1, 4, 0, 20, 0, 10, 0, 0, 30000, 3, 2), POLICY_SET, 0,
+         "demand (launch back-off: 30 s left, 2 runners connected)"},
         {"back-off: lowered by max_step", INB(1, 0, 0, 1, 9, 0, 20, 0, 10, 0, 3, 30000, 3),
-         POLICY_SET, 6, "max_step (launch back-off"},
-        {"back-off: capped at pool max", INB(1, 50, 0, 1, 15, 0, 20, 0, 10, 0, 0, 30000, 3),
-         POLICY_SET, 10, "capped at pool max (launch back-off"},
-        {"back-off: unchanged", INB(1, 2, 0, 1, 2, 0, 20, 0, 10, 0, 0, 30000, 3), POLICY_NOOP, 2,
-         "unchanged: demand (launch back-off: 30 s left)"},
+         POLICY_SET, 6, "limited by max_step (launch back-off"},
+        {"back-off: capped at pool max", INC(1, 50, 0, 1, 15, 0, 20, 0, 10, 0, 0, 30000, 3, 12),
+         POLICY_SET, 10, "capped at pool max (launch back-off: 30 s left, 12 runners connected)"},
+        {"back-off: capped at pool max, fewer connected",
+         INC(1, 50, 0, 1, 15, 0, 20, 0, 10, 0, 0, 30000, 3, 4), POLICY_SET, 4,
+         "30 s left: lowered to 4 (4 runners connected)"},
+        {"back-off: unchanged", INC(1, 2, 0, 1, 2, 0, 20, 0, 10, 0, 0, 30000, 3, 2), POLICY_NOOP, 2,
+         "unchanged: demand (launch back-off: 30 s left, 2 runners connected)"},
+        /* the pending-mode loop: demand equals current, nothing connected */
+        {"back-off: the failing ones are not replaced",
+         INB(1, 4, 0, 1, 4, 0, 4, 0, 4, 0, 0, 60000, 4), POLICY_SET, 0,
+         "launch back-off: 4 failed launches in a row, 60 s left: lowered to 0 (0 runners "
+         "connected)"},
+        {"back-off: the connected stay", INC(1, 2, 2, 1, 4, 0, 6, 0, 6, 0, 0, 60000, 3, 2),
+         POLICY_SET, 2, "lowered to 2 (2 runners connected)"},
+        {"back-off: connected above current", INC(1, 6, 0, 1, 2, 0, 20, 0, 10, 0, 0, 30000, 3, 5),
+         POLICY_NOOP, 2, "not raised to 6 (5 runners connected)"},
+        {"back-off: kept at pool min", INB(1, 4, 0, 1, 4, 0, 20, 2, 10, 0, 0, 30000, 3), POLICY_SET,
+         2, "lowered to 2 (0 runners connected)"},
+        {"back-off: kept at ASG MinSize", INB(1, 4, 0, 1, 4, 3, 20, 0, 10, 0, 0, 30000, 3),
+         POLICY_SET, 3, "lowered to 3 (0 runners connected)"},
+        {"back-off: at MinSize already", INB(1, 4, 0, 1, 3, 3, 20, 0, 10, 0, 0, 30000, 3),
+         POLICY_NOOP, 3, "not raised to 4 (0 runners connected)"},
+        {"back-off: pool min above MaxSize", INB(1, 0, 0, 1, 3, 0, 3, 5, 10, 0, 0, 30000, 3),
+         POLICY_NOOP, 3, "held at MaxSize (launch back-off"},
+        {"back-off: lowering paced by max_step", INB(1, 9, 0, 1, 9, 0, 20, 0, 10, 0, 3, 30000, 3),
+         POLICY_SET, 6, "lowered to 6 by max_step (0 runners connected)"},
+        {"back-off: raise blocked, lowering paced by max_step",
+         INC(1, 12, 0, 1, 9, 0, 20, 0, 20, 0, 3, 30000, 3, 1), POLICY_SET, 6,
+         "not raised to 12, lowered to 6 by max_step (1 runner connected)"},
+        {"back-off: max_step wider than the way down",
+         INC(1, 9, 0, 1, 9, 0, 20, 0, 10, 0, 30, 30000, 3, 1), POLICY_SET, 1,
+         "lowered to 1 (1 runner connected)"},
+        /* instances not judged (the runner list could not be read) stay like runners: no
+         * scale-in on data the scaler could not read */
+        {"back-off: none judged, none lowered",
+         INU(1, 4, 0, 1, 4, 0, 4, 0, 4, 0, 0, 60000, 4, 0, 4), POLICY_NOOP, 4,
+         "unchanged: demand (launch back-off: 60 s left, 0 runners connected, 4 instances not "
+         "judged)"},
+        {"back-off: not judged and connected add up",
+         INU(1, 6, 0, 1, 5, 0, 6, 0, 6, 0, 0, 60000, 3, 2, 1), POLICY_SET, 3,
+         "not raised to 6, lowered to 3 (2 runners connected, 1 instance not judged)"},
+        {"back-off: not judged above current", INU(1, 6, 0, 1, 2, 0, 6, 0, 6, 0, 0, 60000, 3, 0, 3),
+         POLICY_NOOP, 2, "not raised to 6 (0 runners connected, 3 instances not judged)"},
         {"back-off: seconds round up", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 1, 3), POLICY_NOOP, 0,
          ", 1 s left"},
         {"back-off: seconds round up at 1001 ms", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 1001, 3),
@@ -113,6 +169,16 @@ static const struct row rows[] = {
          "pool config"},
         {"failed launches negative", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 0, -1), POLICY_HOLD, 0,
          "pool config"},
+        {"connected negative", INC(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 0, 3, -1), POLICY_HOLD, 0,
+         "pool config"},
+        {"connected ignored outside a back-off", INC(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 0, 3, 2),
+         POLICY_SET, 5, "demand"},
+        {"connected implausible", INC(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 0, 3, BIG), POLICY_HOLD, 0,
+         "pool config"},
+        {"not judged negative", INU(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 0, 3, 0, -1), POLICY_HOLD, 0,
+         "pool config"},
+        {"not judged implausible", INU(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 0, 3, 0, BIG),
+         POLICY_HOLD, 0, "pool config"},
 };
 
 static void test_table(void **state)
@@ -149,17 +215,46 @@ static void check_invariants(const struct policy_input *in)
 	assert_true(o.desired <= in->asg_max);
 	assert_true(o.desired >= in->asg_min);
 	assert_int_equal(o.action == POLICY_SET, o.desired != in->asg_desired);
-	if (in->launch_backoff_ms > 0)
+	if (in->launch_backoff_ms > 0) {
+		struct policy_input plain = *in;
+		struct policy_output usual;
+		int64_t lower = in->pool_min > in->asg_min ? in->pool_min : in->asg_min;
+		int64_t held = in->launch_connected + in->launch_unknown;
+		int64_t keep = held > lower ? held : lower;
+		int64_t floor;
+
 		assert_true(o.desired <= in->asg_desired); /* never raised in a back-off */
+		/* never below both the usual decision and what must stay (the connected runners,
+		 * the mins), max_step pacing the way down */
+		plain.launch_backoff_ms = 0;
+		policy_decide(&plain, &usual);
+		floor = usual.desired < keep ? usual.desired : keep;
+		if (floor > in->asg_desired)
+			floor = in->asg_desired;
+		if (in->max_step > 0) {
+			int64_t paced = in->asg_desired - in->max_step;
+
+			if (paced > usual.desired)
+				paced = usual.desired;
+			if (paced > floor)
+				floor = paced;
+		}
+		assert_true(o.desired >= floor);
+		/* and no higher than it must be: the failing launches are not replaced */
+		if (o.desired < in->asg_desired)
+			assert_true(o.desired <= (usual.desired > keep ? usual.desired : keep));
+	}
 }
 
 /* Invariants over a grid: never above pool max or ASG MaxSize, never below ASG MinSize, a set
- * only when the value changes, no scale-in without data, and never raised in a back-off. */
+ * only when the value changes, no scale-in without data, and in a back-off never raised, never
+ * below both the usual decision and the connected runners (or the mins). */
 static void test_invariants(void **state)
 {
 	/* unclaimed 0..5, current 0..7, MinSize 0..2, MaxSize 3/5/7, pool max 0/3/6, step 0..2,
-	 * counts read or not, in a launch back-off or not: one index walks the whole grid. */
-	for (int i = 0; i < 6 * 8 * 3 * 3 * 3 * 3 * 2 * 2; i++) {
+	 * counts read or not, in a launch back-off or not, 0..6 runners connected, 0..1 not
+	 * judged: one index walks the whole grid. */
+	for (int i = 0; i < 6 * 8 * 3 * 3 * 3 * 3 * 2 * 2 * 4 * 2; i++) {
 		int k = i;
 		struct policy_input in;
 
@@ -181,6 +276,10 @@ static void test_invariants(void **state)
 		in.launch_backoff_ms = (k % 2) * 5000;
 		in.failed_launches = 3;
 		in.pool_min = k % 2; /* a min the back-off does not raise to */
+		k /= 2;
+		in.launch_connected = 2 * (k % 4); /* 0, 2, 4, 6 runners connected */
+		k /= 4;
+		in.launch_unknown = k % 2; /* and one instance not judged, or none */
 		in.running = 1;
 		in.asg_ok = true;
 		in.headroom = 1;
