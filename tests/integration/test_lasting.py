@@ -31,14 +31,13 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import MAIN_INSTANCE_ID, REPO  # noqa: E402
+from conftest import MAIN_INSTANCE_ID  # noqa: E402
 from test_runnerd import ASG, RC, SECRET_ID, TOKEN, Runnerd, render_ini  # noqa: E402
 from test_scaler import Scaler, desired_of, ok_sets  # noqa: E402
+from test_default_path import stack_file  # noqa: E402
 
-CFN = REPO / "packaging" / "aws" / "cloudformation.yaml"
 WINDOW_S = 125  # the leader must lead and write for at least this long (>= 2 minutes)
 JOB_S = 120  # runnerd's job
 CREDENTIAL_TTL_S = 45  # < the job, and < runnerd's 5-minute refresh window
@@ -50,35 +49,11 @@ CIRCLE_SECRET = "cci-runner-lambda-secrets"
 
 # ---- the shipped scaler configuration -------------------------------------------------------
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (!Sub, !Ref, ...) as {"Sub": value}."""
-
-
-def _cfn_tag(loader, tag, node):
-    if isinstance(node, yaml.ScalarNode):
-        return {tag: loader.construct_scalar(node)}
-    if isinstance(node, yaml.SequenceNode):
-        return {tag: loader.construct_sequence(node, deep=True)}
-    return {tag: loader.construct_mapping(node, deep=True)}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
 def shipped_scaler_conf(values):
-    """/etc/runnerd/scaler.conf as the stack's scaler launch template writes it, with its
-    ${...} references filled from values."""
-    cfn = yaml.load(CFN.read_text(), Loader=_CfnLoader)
-    ud = cfn["Resources"]["ScalerLaunchTemplate"]["Properties"]["LaunchTemplateData"]
-    text = ud["UserData"]["Fn::Base64"]["Sub"]
-
-    def fill(m):
-        assert m.group(1) in values, f"no value for ${{{m.group(1)}}}"
-        return str(values[m.group(1)])
-    for f in yaml.safe_load(text)["write_files"]:
-        if f["path"] == "/etc/runnerd/scaler.conf":
-            return re.sub(r"\$\{([^!}][^}]*)\}", fill, f["content"])
-    raise AssertionError("the scaler launch template writes no scaler.conf")
+    """/etc/runnerd/scaler.conf as the stack's scaler launch template writes it, evaluated as
+    CloudFormation would with values (tests/fakes/stack.py, as the default-path tests do)."""
+    return stack_file("ScalerLaunchTemplate", "/etc/runnerd/scaler.conf",
+                      **{k: str(v) for k, v in values.items()})
 
 
 def seconds(duration):

@@ -88,10 +88,13 @@ def test_pool_instance_prepares_stops_and_resumes_into_a_job(fake, build, tmp_pa
     hooks = ops_by(fake, "CompleteLifecycleAction", iid)
     assert [(r["params"]["LifecycleActionResult"], r["status"]) for r in hooks] == \
         [("CONTINUE", 200), ("CONTINUE", 200)]
-    # Left with a decrement; a loaded machine may see a call retried after a lost reply.
+    # Left the group, asking for the decrement first. A call may be retried after a lost reply
+    # on a loaded machine, and if the scaler already lowered desired to MinSize (the job done)
+    # the group refuses the decrement and runnerd leaves without it (exit_path.c).
     ts = ops_by(fake, "TerminateInstanceInAutoScalingGroup", iid)
-    assert ts and all(t["params"]["ShouldDecrementDesiredCapacity"] == "true" for t in ts), ts
-    assert [t for t in ts if t["status"] == 200], ts
+    said = [(t["params"].get("ShouldDecrementDesiredCapacity"), t["status"]) for t in ts]
+    assert said and said[0][0] == "true", said
+    assert [s for s in said if s[1] == 200], said
     second = Path(inst["log"]).read_text()[len(log):]
     assert "packages: done in the warm pool" in second
     assert "agent-install: done in the warm pool" in second
