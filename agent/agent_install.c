@@ -3,7 +3,6 @@
 #include "agent.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <strings.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -19,20 +18,9 @@
 
 #include "http.h"
 #include "tarball.h"
+#include "util.h"
 
 #define AGENT_CONNECT_TIMEOUT_MS 10000L
-
-static void say(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !n)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, n, fmt, ap);
-	va_end(ap);
-}
 
 /* mkdir -p for the directory part of path (everything before the last '/'). Directories this
  * creates get exactly 0755 whatever the umask; existing ones are left alone. */
@@ -504,7 +492,7 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 
 	r = mkdir_parents(f->dest);
 	if (r < 0) {
-		say(why, n, "cannot create the directory of %s: %s", f->dest, strerror(-r));
+		str_printf(why, n, "cannot create the directory of %s: %s", f->dest, strerror(-r));
 		return r;
 	}
 	remove_leftovers(f->dest);
@@ -517,7 +505,8 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 	 * before it is verified, and the rename at the end is atomic on one file system. */
 	r = temp_beside(f->dest, "download", dl_tmp, sizeof(dl_tmp));
 	if (r < 0) {
-		say(why, n, "cannot create a temporary file beside %s: %s", f->dest, strerror(-r));
+		str_printf(why, n, "cannot create a temporary file beside %s: %s", f->dest,
+		           strerror(-r));
 		dl_tmp[0] = '\0';
 		goto out;
 	}
@@ -542,14 +531,15 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 		                                               : -EBADR;
 		if (r == -EAGAIN && f->retry_after_s)
 			*f->retry_after_s = resp.retry_after_s;
-		say(why, n, "HTTP status %ld", resp.status);
+		str_printf(why, n, "HTTP status %ld", resp.status);
 	} else if (r == -EFBIG) {
-		say(why, n, "larger than %llu bytes", (unsigned long long)f->max_download);
+		str_printf(why, n, "larger than %llu bytes", (unsigned long long)f->max_download);
 	} else if (r < 0) {
-		say(why, n, "%s",
-		    r == -EKEYREJECTED      ? "TLS certificate verification failed"
-		    : r == -EPROTONOSUPPORT ? "redirected to a URL that is not https (not followed)"
-		                            : strerror(-r));
+		str_printf(why, n, "%s",
+		           r == -EKEYREJECTED ? "TLS certificate verification failed"
+		           : r == -EPROTONOSUPPORT
+		                   ? "redirected to a URL that is not https (not followed)"
+		                   : strerror(-r));
 	}
 	http_response_free(&resp);
 	if (r < 0)
@@ -560,8 +550,8 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 	}
 	if (!agent_sha256_matches(digest, f->sha256_hex)) {
 		hex(digest, 32, got);
-		say(why, n, "SHA-256 of the download is %s, not the %s configured", got,
-		    f->sha256_hex);
+		str_printf(why, n, "SHA-256 of the download is %s, not the %s configured", got,
+		           f->sha256_hex);
 		r = -EBADMSG;
 		goto out;
 	}
@@ -577,7 +567,7 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 		}
 		if (rename(dl_tmp, f->dest) < 0) {
 			r = -errno;
-			say(why, n, "cannot rename into %s: %s", f->dest, strerror(-r));
+			str_printf(why, n, "cannot rename into %s: %s", f->dest, strerror(-r));
 			goto out;
 		}
 		dl_tmp[0] = '\0';
@@ -608,14 +598,14 @@ int agent_fetch(struct http_client *http, const struct agent_fetch *f, char *why
 	}
 	if (rename(bin_tmp, f->dest) < 0) {
 		r = -errno;
-		say(why, n, "cannot rename into %s: %s", f->dest, strerror(-r));
+		str_printf(why, n, "cannot rename into %s: %s", f->dest, strerror(-r));
 		goto out;
 	}
 	bin_tmp[0] = '\0';
 	r = fsync_parent_dir(f->dest);
 out:
 	if (why && n && !why[0] && r < 0)
-		say(why, n, "%s", strerror(-r));
+		str_printf(why, n, "%s", strerror(-r));
 	if (sink.fd >= 0)
 		close(sink.fd);
 	if (bin_fd >= 0)

@@ -1,8 +1,8 @@
 /* One member out of a .tar.gz, streamed through zlib (see tarball.h). */
 #include "tarball.h"
+#include "util.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,18 +13,6 @@
 #define LONGNAME_MAX 4096
 #define PAX_MAX      (64 * 1024)
 #define IN_CHUNK     (64 * 1024)
-
-static void say(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !n)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, n, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- pure parsing -------------------------------------------------------------------------- */
 
@@ -444,7 +432,7 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 	int r;
 
 	if (!member || !lim || tar_normalize_name(member, want, sizeof(want)) < 0) {
-		say(why, n, "bad member name");
+		str_printf(why, n, "bad member name");
 		return -EINVAL;
 	}
 	g = calloc(1, sizeof(*g));
@@ -452,7 +440,7 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 	pending = malloc(LONGNAME_MAX);
 	if (!g || !meta || !pending) {
 		r = -ENOMEM;
-		say(why, n, "out of memory");
+		str_printf(why, n, "out of memory");
 		goto out_free;
 	}
 	pending[0] = '\0';
@@ -461,7 +449,7 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 	/* 16 + MAX_WBITS: a gzip wrapper, checked. */
 	if (inflateInit2(&g->z, 16 + MAX_WBITS) != Z_OK) {
 		r = -ENOMEM;
-		say(why, n, "zlib: cannot initialise");
+		str_printf(why, n, "zlib: cannot initialise");
 		goto out_free;
 	}
 
@@ -474,24 +462,25 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 			break;
 		if (r < 0) {
 			if (r == -EFBIG)
-				say(why, n, "the archive unpacks to more than %llu bytes",
-				    (unsigned long long)lim->max_unpacked);
+				str_printf(why, n, "the archive unpacks to more than %llu bytes",
+				           (unsigned long long)lim->max_unpacked);
 			else if (r == -EBADMSG)
-				say(why, n, "not a gzip'd tar, or a corrupt or truncated one");
+				str_printf(why, n,
+				           "not a gzip'd tar, or a corrupt or truncated one");
 			else
-				say(why, n, "reading the download failed: %s", strerror(-r));
+				str_printf(why, n, "reading the download failed: %s", strerror(-r));
 			goto out;
 		}
 		r = tar_parse_header(block, &h);
 		if (r == 1)
 			break; /* the end-of-archive block */
 		if (r < 0) {
-			say(why, n, "a tar header is corrupt (entry %u)", entries + 1);
+			str_printf(why, n, "a tar header is corrupt (entry %u)", entries + 1);
 			goto out;
 		}
 		if (++entries > lim->max_entries) {
 			r = -EFBIG;
-			say(why, n, "more than %u entries", lim->max_entries);
+			str_printf(why, n, "more than %u entries", lim->max_entries);
 			goto out;
 		}
 		size = h.size;
@@ -499,8 +488,8 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 			r = read_meta(g, size, meta,
 			              h.kind == TAR_LONGNAME ? LONGNAME_MAX : PAX_MAX);
 			if (r < 0) {
-				say(why, n, "an extended tar header is %s",
-				    r == -EFBIG ? "too large" : "corrupt or truncated");
+				str_printf(why, n, "an extended tar header is %s",
+				           r == -EFBIG ? "too large" : "corrupt or truncated");
 				goto out;
 			}
 			if (h.kind == TAR_LONGNAME) {
@@ -512,7 +501,7 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 					have_pending_size = r == 1;
 				}
 				if (r < 0) {
-					say(why, n, "a pax extended header is malformed");
+					str_printf(why, n, "a pax extended header is malformed");
 					goto out;
 				}
 			}
@@ -529,8 +518,9 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 		pending[0] = '\0';
 		if (r == -EPERM) {
 			tar_printable(name, shown, sizeof(shown));
-			say(why, n, "unsafe member name \"%.200s\" (absolute or with \"..\")",
-			    shown);
+			str_printf(why, n,
+			           "unsafe member name \"%.200s\" (absolute or with \"..\")",
+			           shown);
 			goto out;
 		}
 		/* An old-style directory: a regular entry whose name ends in '/'. */
@@ -539,20 +529,22 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 		if (r == 0 && strcmp(norm, want) == 0) {
 			if (found) {
 				r = -EPERM;
-				say(why, n, "\"%s\" appears twice in the archive", want);
+				str_printf(why, n, "\"%s\" appears twice in the archive", want);
 				goto out;
 			}
 			if (h.kind != TAR_REGULAR) {
 				r = -EPERM;
-				say(why, n, "\"%s\" in the archive is %s, not a regular file", want,
-				    kind_name(h.kind));
+				str_printf(why, n,
+				           "\"%s\" in the archive is %s, not a regular file", want,
+				           kind_name(h.kind));
 				goto out;
 			}
 			if (size > lim->max_member) {
 				r = -EFBIG;
-				say(why, n, "\"%s\" is %llu bytes, more than the limit of %llu",
-				    want, (unsigned long long)size,
-				    (unsigned long long)lim->max_member);
+				str_printf(why, n,
+				           "\"%s\" is %llu bytes, more than the limit of %llu",
+				           want, (unsigned long long)size,
+				           (unsigned long long)lim->max_member);
 				goto out;
 			}
 			found = true;
@@ -565,10 +557,10 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 				if (r) {
 					if (r > 0)
 						r = -EBADMSG;
-					say(why, n, "\"%s\": %s", want,
-					    r == -EBADMSG ? "the archive ends inside it"
-					    : r == -EFBIG ? "the archive unpacks to too much"
-					                  : "writing it failed");
+					str_printf(why, n, "\"%s\": %s", want,
+					           r == -EBADMSG ? "the archive ends inside it"
+					           : r == -EFBIG ? "the archive unpacks to too much"
+					                         : "writing it failed");
 					goto out;
 				}
 				size -= chunk;
@@ -588,10 +580,10 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 			if (r > 0)
 				r = -EBADMSG;
 			if (r == -EFBIG)
-				say(why, n, "the archive unpacks to more than %llu bytes",
-				    (unsigned long long)lim->max_unpacked);
+				str_printf(why, n, "the archive unpacks to more than %llu bytes",
+				           (unsigned long long)lim->max_unpacked);
 			else
-				say(why, n, "the archive ends inside an entry");
+				str_printf(why, n, "the archive ends inside an entry");
 			goto out;
 		}
 	}
@@ -599,7 +591,7 @@ int tarball_extract(int in_fd, const char *member, int out_fd, const struct tar_
 		r = 0;
 	} else {
 		r = -ENOENT;
-		say(why, n, "no member \"%s\" in the archive", want);
+		str_printf(why, n, "no member \"%s\" in the archive", want);
 	}
 out:
 	inflateEnd(&g->z);

@@ -39,6 +39,8 @@ void str_printf(char *dst, size_t n, const char *fmt, ...)
 {
 	va_list ap;
 
+	if (!dst || !n) /* a caller that wants no text */
+		return;
 	va_start(ap, fmt);
 	vsnprintf(dst, n, fmt, ap);
 	va_end(ap);

@@ -13,7 +13,8 @@ uint64_t now_mono_ms(void);
 uint64_t now_wall_ms(void);
 /* strlcpy semantics: returns strlen(src); truncates; dst always NUL-terminated when n > 0. */
 size_t str_copy(char *dst, const char *src, size_t n);
-/* snprintf that may truncate, on purpose: texts for log lines and messages. */
+/* snprintf that may truncate, on purpose: texts for log lines and messages; dst NULL or n 0:
+ * nothing (an optional reason buffer). */
 void str_printf(char *dst, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Parse an RFC 3339 / ISO 8601 UTC time such as 2024-01-01T06:00:00Z (fraction allowed). */
 int parse_iso8601(const char *s, time_t *out);

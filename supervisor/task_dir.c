@@ -1,28 +1,16 @@
 /* The task agent's directory, made ready or refused (task_dir.h). */
 #include "task_dir.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
-
-static void say(char *why, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t n, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !n)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, n, fmt, ap);
-	va_end(ap);
-}
 
 /* Is the component at fd (named path, for messages) one runnerd may walk through or use? last:
  * it is dir itself. */
@@ -34,34 +22,37 @@ static int judge(int fd, const char *path, bool last, char *why, size_t n)
 	if (fstat(fd, &st) < 0) {
 		int r = -errno;
 
-		say(why, n, "%s: %s", path, strerror(errno));
+		str_printf(why, n, "%s: %s", path, strerror(errno));
 		return r;
 	}
 	mode = st.st_mode & 07777;
 	if (!S_ISDIR(st.st_mode)) {
-		say(why, n, "%s is not a directory", path);
+		str_printf(why, n, "%s is not a directory", path);
 		return -ENOTDIR;
 	}
 	/* root's, or runnerd's own when it runs as another user (a test, a rootless setup). */
 	if (st.st_uid != 0 && st.st_uid != geteuid()) {
-		say(why, n,
-		    "%s belongs to uid %u, not root: that user could replace the task agent "
-		    "(chown root, or name a directory of root's)",
-		    path, (unsigned)st.st_uid);
+		str_printf(why, n,
+		           "%s belongs to uid %u, not root: that user could replace the task agent "
+		           "(chown root, or name a directory of root's)",
+		           path, (unsigned)st.st_uid);
 		return -EPERM;
 	}
 	if ((mode & (S_IWGRP | S_IWOTH)) && (last || !(mode & S_ISVTX))) {
-		say(why, n,
-		    "%s is writable by %s (mode %04o): another user could replace the task agent "
-		    "(chmod 0755 it)",
-		    path, last ? "group or others" : "others than its owner", (unsigned)mode);
+		str_printf(why, n,
+		           "%s is writable by %s (mode %04o): another user could replace the task "
+		           "agent "
+		           "(chmod 0755 it)",
+		           path, last ? "group or others" : "others than its owner",
+		           (unsigned)mode);
 		return -EPERM;
 	}
 	if (!last && !(mode & S_IXOTH)) {
-		say(why, n,
-		    "%s is not searchable by all users (mode %04o): the job user could not reach "
-		    "the task agent",
-		    path, (unsigned)mode);
+		str_printf(why, n,
+		           "%s is not searchable by all users (mode %04o): the job user could not "
+		           "reach "
+		           "the task agent",
+		           path, (unsigned)mode);
 		return -EACCES;
 	}
 	return 0;
@@ -116,12 +107,12 @@ int task_dir_prepare(const char *dir, char *why, size_t n)
 			 * only root can write). */
 			if (fchmodat(fd, comp, 0755, 0) < 0) {
 				r = -errno;
-				say(why, n, "%s: chmod: %s", path, strerror(errno));
+				str_printf(why, n, "%s: chmod: %s", path, strerror(errno));
 				break;
 			}
 		} else if (errno != EEXIST) {
 			r = -errno;
-			say(why, n, "%s: mkdir: %s", path, strerror(errno));
+			str_printf(why, n, "%s: mkdir: %s", path, strerror(errno));
 			break;
 		}
 		next = openat(fd, comp,
@@ -132,9 +123,10 @@ int task_dir_prepare(const char *dir, char *why, size_t n)
 			    (errno == ENOTDIR && fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 			     S_ISLNK(st.st_mode))) {
 				r = -ELOOP;
-				say(why, n, "%s is a symbolic link: name the real path", path);
+				str_printf(why, n, "%s is a symbolic link: name the real path",
+				           path);
 			} else {
-				say(why, n, "%s: %s", path, strerror(-r));
+				str_printf(why, n, "%s: %s", path, strerror(-r));
 			}
 			break;
 		}
@@ -145,14 +137,14 @@ int task_dir_prepare(const char *dir, char *why, size_t n)
 	if (r == 0 && fstat(fd, &st) == 0 && (st.st_mode & 0555) != 0555 &&
 	    fchmod(fd, (st.st_mode & 07777) | 0555) < 0) {
 		r = -errno;
-		say(why, n, "%s: chmod: %s", dir, strerror(errno));
+		str_printf(why, n, "%s: chmod: %s", dir, strerror(errno));
 	}
 	if (r == 0 && fstatvfs(fd, &vfs) == 0 && (vfs.f_flag & ST_NOEXEC)) {
 		r = -ENOEXEC;
-		say(why, n,
-		    "%s is on a file system mounted noexec: the job user could not run the "
-		    "task agent",
-		    dir);
+		str_printf(why, n,
+		           "%s is on a file system mounted noexec: the job user could not run the "
+		           "task agent",
+		           dir);
 	}
 	close(fd);
 	return r;
