@@ -519,7 +519,9 @@ def test_what_was_not_watched_is_not_judged(fake, build, tmp_path, daemons):
         for iid in ids:  # they leave, without a runner, as runnerd does after a failed boot
             asg.terminate_instance_in_auto_scaling_group(InstanceId=iid,
                                                          ShouldDecrementDesiredCapacity=False)
-        fake.wait_until(lambda st: not st["asgs"][ASG]["instances"] or None, timeout=10,
+        # Both gone (the group may already have launched their replacements, desired 2).
+        fake.wait_until(lambda st: not [i for i in st["asgs"][ASG]["instances"]
+                                        if i["id"] in ids] or None, timeout=10,
                         what="both gone")
         if not watched:
             # The condition under test is the pause itself: longer than 2 x (interval +
