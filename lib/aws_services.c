@@ -356,6 +356,7 @@ static void group_free(struct asg_group *g)
 static int parse_group(const struct xml_node *m, struct asg_group *g)
 {
 	const struct xml_node *insts, *c;
+	const char *prot;
 	size_t n = 0, i = 0;
 	int r;
 
@@ -367,6 +368,8 @@ static int parse_group(const struct xml_node *m, struct asg_group *g)
 	    parse_count(xml_text(m, "MaxSize"), &g->max_size) < 0 ||
 	    parse_count(xml_text(m, "DesiredCapacity"), &g->desired) < 0)
 		return -EBADMSG;
+	prot = xml_text(m, "NewInstancesProtectedFromScaleIn");
+	g->new_instances_protected = prot && strcmp(prot, "true") == 0;
 	/* <SuspendedProcesses><member><ProcessName>AZRebalance</ProcessName>... */
 	insts = xml_child(m, "SuspendedProcesses");
 	for (c = insts ? insts->child : NULL; c; c = c->next) {

@@ -36,7 +36,8 @@ struct asg_instance {
 struct asg_group {
 	char name[256];
 	int64_t min_size, max_size, desired;
-	bool az_rebalance_suspended; /* SuspendedProcesses lists AZRebalance */
+	bool az_rebalance_suspended;  /* SuspendedProcesses lists AZRebalance */
+	bool new_instances_protected; /* NewInstancesProtectedFromScaleIn is true (absent: no) */
 	struct asg_instance *instances;
 	size_t ninstances;
 };

@@ -964,18 +964,25 @@ static void on_launches(struct scaler *s, struct slot *sl, int rc)
 			       "pool %s: the runner of %s connected: launch back-off ended",
 			       p->cfg->name, v.connected_id);
 		if (v.backoff_started) {
+			bool unprotected = !p->asg_protect_new || p->launches.unprotected_now > 0;
+
 			launches_format_ids((const char(*)[LAUNCH_ID_MAX])p->launches.ids,
 			                    p->launches.nids, p->launches.streak, ids, sizeof(ids));
 			report(s, LOG_WARNING,
 			       "WARNING: pool %s: %u launches in a row left the group "
 			       "without their runner ever connecting (%s): not raising "
-			       "desired capacity for %" PRIu64 " s, and lowering it to the runners "
-			       "that connected, so that the group stops replacing the failing "
-			       "instances. Check what an instance "
+			       "desired capacity for %" PRIu64 " s, %s. Check what an instance "
 			       "needs to start its runner: the launch template, AMI, subnet, "
 			       "the runner token's secret and the instance role's access to "
 			       "it, the agent's download URL",
-			       p->cfg->name, p->launches.streak, ids, v.backoff_ms / 1000);
+			       p->cfg->name, p->launches.streak, ids, v.backoff_ms / 1000,
+			       unprotected
+			               ? "and not lowering it below the usual value: the "
+			                 "group's instances are not protected from scale-in, so "
+			                 "a lower value could end a busy runner (turn on "
+			                 "NewInstancesProtectedFromScaleIn)"
+			               : "and lowering it to the runners that connected, so "
+			                 "that the group stops replacing the failing instances");
 		} else if (v.failed) {
 			/* Before a back-off a warning; within one (the group relaunching by itself,
 			 * or launches made before it began) only information. */
@@ -1198,6 +1205,7 @@ static void on_describe(struct scaler *s, struct slot *sl, int rc)
 					p->seen_desired = groups[g].desired;
 					p->az_rebalance_suspended =
 					        groups[g].az_rebalance_suspended;
+					p->asg_protect_new = groups[g].new_instances_protected;
 					observe_launches(s, c->pools[i], &groups[g]);
 					break;
 				}
@@ -1522,6 +1530,10 @@ static void begin_write(struct scaler *s)
 			} else {
 				in.launch_unknown = p->asg_desired > 0 ? p->asg_desired : 0;
 			}
+			/* The group picks what a lower value ends: without scale-in protection
+			 * that may be a busy runner (nothing below the usual decision then). */
+			in.launch_unprotected = !p->asg_protect_new || !p->tracked ||
+			                        p->launches.unprotected_now > 0;
 		}
 		policy_decide(&in, &p->decision);
 		/* The start-up check of the class, once per pool: only a class that shows no work

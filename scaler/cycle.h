@@ -99,6 +99,7 @@ struct pool_state {
 	bool due;
 	bool have_unclaimed, have_running, asg_ok, failed, auth_failed;
 	int64_t unclaimed, running, asg_desired, asg_min, asg_max;
+	bool asg_protect_new; /* the describe: NewInstancesProtectedFromScaleIn */
 	long retry_after_s;
 	bool observed;      /* launches_observe() ran on this cycle's describe */
 	bool tracked;       /* and succeeded: the tracker shows this cycle's group */
@@ -110,7 +111,7 @@ struct pool_state {
 	enum write_result write;
 	/* the last finished cycle's outcome, for metrics */
 	enum policy_action final_action;
-	char final_reason[CYCLE_ERR_MAX + 192];
+	char final_reason[CYCLE_ERR_MAX + 224];
 	struct metrics_pool m;
 	struct warm_pool_state warm; /* [pool NAME] warm_pool (warm_pool.h) */
 };

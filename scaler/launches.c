@@ -96,6 +96,7 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 	const struct asg_instance **obs = NULL;
 	struct launch_inst *nv = NULL;
 	size_t no = 0, room, alloc, i = 0, j = 0, k = 0, added = 0, untracked = 0;
+	size_t unprotected = 0;
 	int gap = 0;
 
 	if (max_gap_ms && t->observations && now_ms > t->observed_ms &&
@@ -109,9 +110,13 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 		if (!obs)
 			return -ENOMEM;
 	}
-	for (size_t x = 0; x < n; x++)
+	for (size_t x = 0; x < n; x++) {
+		if (!inst[x].protected_from_scale_in && !leaving_state(inst[x].lifecycle_state) &&
+		    !detached_state(inst[x].lifecycle_state))
+			unprotected++;
 		if (launches_valid_id(inst[x].id))
 			obs[no++] = &inst[x];
+	}
 	if (no > 1)
 		qsort(obs, no, sizeof(*obs), cmp_obs);
 	room = LAUNCH_TRACK_MAX > t->n ? LAUNCH_TRACK_MAX - t->n : 0;
@@ -186,6 +191,7 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 	t->cap = alloc;
 	t->observed_ms = now_ms;
 	t->untracked_now = untracked;
+	t->unprotected_now = unprotected;
 	return gap;
 }
 

@@ -78,6 +78,9 @@ struct launch_tracker {
 	/* instances the latest read listed alive but not tracked (LAUNCH_TRACK_MAX): recounted at
 	 * each read, since nothing remembers which they were */
 	size_t untracked_now;
+	/* live instances the latest read listed (tracked or not) that are not protected from
+	 * scale-in: a lower desired capacity may end any of them, the group picks which */
+	size_t unprotected_now;
 	/* the latest failures of the streak, oldest first, for the warning */
 	char ids[LAUNCH_IDS_KEPT][LAUNCH_ID_MAX];
 	size_t nids;

@@ -48,11 +48,15 @@ static void backoff(const struct policy_input *in, struct policy_output *out, in
 	int64_t cur = in->asg_desired, keep, target, left_s, c = in->launch_connected;
 	int64_t u = in->launch_unknown;
 	bool stepped = false;
-	char conn[96], what[96];
+	char conn[128], what[96];
 
 	left_s = in->launch_backoff_ms / 1000 + (in->launch_backoff_ms % 1000 != 0);
 	keep = c + u > lower ? c + u : lower;
 	target = wanted < cur ? wanted : cur;
+	/* Without scale-in protection the group picks what a lower value ends: maybe a busy
+	 * runner, not a failing instance. Nothing below the usual decision then. */
+	if (in->launch_unprotected && keep < target)
+		keep = target;
 	if (target > keep) {
 		target = keep;
 		/* max_step paces the way down, never past the usual decision (the bounds) */
@@ -67,6 +71,9 @@ static void backoff(const struct policy_input *in, struct policy_output *out, in
 	if (u > 0)
 		str_printf(conn + strlen(conn), sizeof(conn) - strlen(conn),
 		           ", %" PRId64 " instance%s not judged", u, u == 1 ? "" : "s");
+	if (in->launch_unprotected)
+		str_printf(conn + strlen(conn), sizeof(conn) - strlen(conn),
+		           ", not protected from scale-in");
 	if (target == wanted) {
 		/* The back-off changed nothing: the decision as usual. */
 		str_printf(out->reason, sizeof(out->reason),

@@ -7,7 +7,8 @@
  *   during a launch back-off (launches.h) the result is never above the current value, and
  *   at most max(ASG MinSize, pool min, the live instances whose runner connected or may have),
  *   max_step still pacing the move: the failing launches are not replaced, while every runner
- *   that connected is counted (runners are protected from scale-in: a lower desired ends none);
+ *   that connected is counted (runners are protected from scale-in: a lower desired ends none;
+ *   in a group whose instances are not all protected, nothing below the usual value);
  *   set only when the result differs from the ASG's current DesiredCapacity. */
 #ifndef RUNNERD_POLICY_H
 #define RUNNERD_POLICY_H
@@ -33,12 +34,16 @@ struct policy_input {
 	 * tell apart from them (a runner list it could not read): desired is not lowered below
 	 * the two together */
 	int64_t launch_connected, launch_unknown;
+	/* and whether the group may end an instance that is not protected from scale-in (one
+	 * listed unprotected, or new ones launched so): it picks what a lower value ends, a busy
+	 * runner as soon as a failing one, so the back-off lowers nothing below the usual value */
+	bool launch_unprotected;
 };
 
 struct policy_output {
 	enum policy_action action;
 	int64_t desired; /* the value to hold at: for hold and noop the current value */
-	char reason[160];
+	char reason[192];
 };
 
 void policy_decide(const struct policy_input *in, struct policy_output *out);

@@ -487,7 +487,7 @@ def test_scaler_launch_failures_on_the_default_path(world, build, tmp_path):
     fake = world.fake
     group = f"{STACK}-runners"
     fake.set_asg(group, min=0, max=10, desired=3, instances=3, fail_boot="leave",
-                 fail_boot_ticks=1)
+                 fail_boot_ticks=1, protect_new=True)  # as the stack makes it
     ids = [i["id"] for i in fake.instances(group)]
     inst = scaler_instance(world, build)
     log = tmp_path / "scaler.log"

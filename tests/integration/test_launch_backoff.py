@@ -403,6 +403,39 @@ def test_the_back_off_keeps_the_runners_that_connected(fake, build, tmp_path, da
 
 
 @pytest.mark.fake_options(tick_interval=0.25)
+def test_the_back_off_lowers_no_group_without_scale_in_protection(fake, build, tmp_path, daemons):
+    """The same two busy runners in a group without scale-in protection (the docs require it;
+    nothing enforces it): the group, not the scaler, picks what a lower desired ends, here
+    the oldest first, the busy runners. So the back-off lowers nothing below the usual
+    decision there: no raise, and the runners keep their jobs. The warning says why."""
+    keep = ["i-0cccccccccccccc01", "i-0cccccccccccccc02"]
+    fake.set_runner_token(TOKEN)
+    fake.set_agent_token(AGENT_TOKEN, RC)
+    fake.set_asg(ASG, 0, 6, 2, protect_new=False, fail_boot="pending", fail_boot_ticks=2,
+                 instances=[{"id": x, "state": "InService", "fail_boot": None,
+                             "protected": False} for x in keep])
+    fake.add_jobs(RC, 2, duration_s=3600)
+    for x in keep:
+        status, _ = fake.claim(RC, f"ip-10-0-0-9-{x}", AGENT_TOKEN)
+        assert status == 200
+    fake.add_jobs(RC, 3)  # demand 5: three more instances, which fail
+    conf = write_conf(tmp_path / "s.conf", [pool(asg=ASG, max=6)], interval="200ms")
+    d = daemons(build, conf, scaler_env(fake))
+    i = d.wait_for(r"WARNING: pool a: \d+ launches in a row left", timeout=30)
+    warn = d.lines[i]
+    d.wait_for(r"pool=a .*launch back-off", start=i)
+    s = watch(fake, 6)
+    g = s["asgs"][ASG]
+    alive = [x["id"] for x in g["instances"] if x["state"] == "InService"]
+    assert sorted(set(keep) & set(alive)) == keep, g["instances"]
+    assert len(s["jobs"][RC]["running"]) == 2  # their jobs go on
+    assert g["desired"] == 5, g
+    lowered = [x for x in d.lines if x and re.search(r"pool=a .*lowered to", x)]
+    assert not lowered, lowered
+    assert "not protected from scale-in" in warn, warn
+
+
+@pytest.mark.fake_options(tick_interval=0.25)
 def test_the_back_off_lowers_nothing_on_a_runner_list_it_could_not_read(fake, build, tmp_path,
                                                                         daemons):
     """In a back-off, instances whose runner the scaler could not look up (GET /api/v3/runner

@@ -225,10 +225,34 @@ static void test_asg_parse_describe_full(void **state)
 	assert_true(g[0].instances[1].protected_from_scale_in);
 	assert_true(g[0].az_rebalance_suspended);
 	assert_string_equal(g[1].name, "second");
-	assert_false(g[1].az_rebalance_suspended); /* no SuspendedProcesses at all */
+	assert_false(g[1].az_rebalance_suspended);  /* no SuspendedProcesses at all */
+	assert_false(g[0].new_instances_protected); /* "false" */
+	assert_false(g[1].new_instances_protected); /* absent: not known to be protected */
 	assert_int_equal(g[1].max_size, 20);
 	assert_int_equal(g[1].ninstances, 0);
 	assert_null(g[1].instances);
+	asg_groups_free(g, n);
+}
+
+/* NewInstancesProtectedFromScaleIn: a launch back-off lowers past the usual value only in a
+ * group whose new instances are protected from scale-in. */
+static void test_asg_parse_describe_protect_new(void **state)
+{
+	static const char xml[] =
+	        DESCRIBE_HEAD "<AutoScalingGroups><member><AutoScalingGroupName>g"
+	                      "</AutoScalingGroupName><MinSize>0</MinSize><MaxSize>2</MaxSize>"
+	                      "<DesiredCapacity>0</DesiredCapacity><Instances/>"
+	                      "<NewInstancesProtectedFromScaleIn>true"
+	                      "</NewInstancesProtectedFromScaleIn></member>"
+	                      "</AutoScalingGroups>\n" DESCRIBE_TAIL;
+	struct asg_group *g = NULL;
+	size_t n = 0;
+	char token[8];
+
+	(void)state;
+	assert_int_equal(asg_parse_describe(xml, strlen(xml), &g, &n, token, sizeof(token)), 0);
+	assert_int_equal(n, 1);
+	assert_true(g[0].new_instances_protected);
 	asg_groups_free(g, n);
 }
 
@@ -1275,6 +1299,7 @@ int main(void)
 	        cmocka_unit_test(test_sm_parse_secret_bounds),
 	        cmocka_unit_test(test_ssm_parse_parameter_table),
 	        cmocka_unit_test(test_asg_parse_describe_full),
+	        cmocka_unit_test(test_asg_parse_describe_protect_new),
 	        cmocka_unit_test(test_asg_parse_describe_table),
 	        cmocka_unit_test(test_asg_parse_describe_token),
 	        cmocka_unit_test(test_asg_parse_describe_many_instances),

@@ -529,6 +529,38 @@ static void test_keep(void **state)
 	launches_reset(&t);
 }
 
+/* The live instances a lower desired capacity may end (the group picks which): those listed
+ * not protected from scale-in, tracked or not, whatever their id; not those leaving. */
+static void test_unprotected_now(void **state)
+{
+	struct asg_instance insts[5];
+	struct launch_tracker t;
+	const char *ids[5] = {A, B, C, D, "not-an-id"};
+
+	memset(insts, 0, sizeof(insts));
+	for (int i = 0; i < 5; i++) {
+		str_copy(insts[i].id, ids[i], sizeof(insts[i].id));
+		str_copy(insts[i].lifecycle_state, "InService", sizeof(insts[i].lifecycle_state));
+		insts[i].protected_from_scale_in = true;
+	}
+	launches_init(&t);
+	assert_int_equal(launches_observe(&t, insts, 5, 0, 0), 0);
+	assert_int_equal(t.unprotected_now, 0);
+	insts[1].protected_from_scale_in = false;
+	insts[4].protected_from_scale_in = false; /* not tracked, still in the group */
+	assert_int_equal(launches_observe(&t, insts, 5, 1000, 0), 0);
+	assert_int_equal(t.unprotected_now, 2);
+	str_copy(insts[1].lifecycle_state, "Terminating", sizeof(insts[1].lifecycle_state));
+	str_copy(insts[4].lifecycle_state, "Detaching", sizeof(insts[4].lifecycle_state));
+	insts[2].protected_from_scale_in = false;
+	str_copy(insts[2].lifecycle_state, "Pending", sizeof(insts[2].lifecycle_state));
+	assert_int_equal(launches_observe(&t, insts, 5, 2000, 0), 0);
+	assert_int_equal(t.unprotected_now, 1); /* C booting; B and the other on their way out */
+	assert_int_equal(launches_observe(&t, NULL, 0, 3000, 0), 0);
+	assert_int_equal(t.unprotected_now, 0);
+	launches_reset(&t);
+}
+
 /* Forgotten instances are counted once each, and only those not judged: a connected one was
  * judged already. */
 static void test_forgotten_once(void **state)
@@ -586,6 +618,7 @@ int main(void)
 	        cmocka_unit_test(test_bounded),
 	        cmocka_unit_test(test_gap_forgets_instances),
 	        cmocka_unit_test(test_keep),
+	        cmocka_unit_test(test_unprotected_now),
 	        cmocka_unit_test(test_forgotten_once),
 	        cmocka_unit_test(test_format_ids),
 	};

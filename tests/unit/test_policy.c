@@ -36,8 +36,12 @@ struct row {
 
 /* the same, and those not judged (the runner list unread) */
 #define INU(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c, nj)                     \
+	INP(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c, nj, 0)
+
+/* the same, and whether the group may end instances not protected from scale-in */
+#define INP(cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c, nj, unp)                \
 	{                                                                                          \
-		cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c, nj                  \
+		cok, u, r, aok, d, amin, amax, pmin, pmax, h, step, bo, nf, c, nj, unp             \
 	}
 
 static const struct row rows[] = {
@@ -156,6 +160,17 @@ static const struct row rows[] = {
          "not raised to 6, lowered to 3 (2 runners connected, 1 instance not judged)"},
         {"back-off: not judged above current", INU(1, 6, 0, 1, 2, 0, 6, 0, 6, 0, 0, 60000, 3, 0, 3),
          POLICY_NOOP, 2, "not raised to 6 (0 runners connected, 3 instances not judged)"},
+        /* without scale-in protection the group picks the victims (maybe a busy runner):
+         * nothing below the usual decision, no raise either */
+        {"back-off: unprotected, not lowered to the connected",
+         INP(1, 2, 2, 1, 4, 0, 6, 0, 6, 0, 0, 60000, 3, 2, 0, 1), POLICY_NOOP, 4,
+         "unchanged: demand (launch back-off: 60 s left, 2 runners connected, not protected "
+         "from scale-in)"},
+        {"back-off: unprotected, not raised",
+         INP(1, 5, 2, 1, 4, 0, 9, 0, 9, 0, 0, 60000, 3, 2, 0, 1), POLICY_NOOP, 4,
+         "not raised to 7 (2 runners connected, not protected from scale-in)"},
+        {"back-off: unprotected, the usual lowering goes through",
+         INP(1, 0, 1, 1, 4, 0, 6, 0, 6, 0, 0, 60000, 3, 1, 0, 1), POLICY_SET, 1, "demand"},
         {"back-off: seconds round up", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 1, 3), POLICY_NOOP, 0,
          ", 1 s left"},
         {"back-off: seconds round up at 1001 ms", INB(1, 5, 0, 1, 0, 0, 20, 0, 10, 0, 0, 1001, 3),
@@ -228,6 +243,8 @@ static void check_invariants(const struct policy_input *in)
 		 * the mins), max_step pacing the way down */
 		plain.launch_backoff_ms = 0;
 		policy_decide(&plain, &usual);
+		if (in->launch_unprotected && keep < usual.desired)
+			keep = usual.desired; /* the group picks the victims: the usual value */
 		floor = usual.desired < keep ? usual.desired : keep;
 		if (floor > in->asg_desired)
 			floor = in->asg_desired;
@@ -254,7 +271,7 @@ static void test_invariants(void **state)
 	/* unclaimed 0..5, current 0..7, MinSize 0..2, MaxSize 3/5/7, pool max 0/3/6, step 0..2,
 	 * counts read or not, in a launch back-off or not, 0..6 runners connected, 0..1 not
 	 * judged: one index walks the whole grid. */
-	for (int i = 0; i < 6 * 8 * 3 * 3 * 3 * 3 * 2 * 2 * 4 * 2; i++) {
+	for (int i = 0; i < 6 * 8 * 3 * 3 * 3 * 3 * 2 * 2 * 4 * 2 * 2; i++) {
 		int k = i;
 		struct policy_input in;
 
@@ -280,6 +297,8 @@ static void test_invariants(void **state)
 		in.launch_connected = 2 * (k % 4); /* 0, 2, 4, 6 runners connected */
 		k /= 4;
 		in.launch_unknown = k % 2; /* and one instance not judged, or none */
+		k /= 2;
+		in.launch_unprotected = k % 2; /* the group's instances protected or not */
 		in.running = 1;
 		in.asg_ok = true;
 		in.headroom = 1;
