@@ -111,11 +111,15 @@ int launches_observe(struct launch_tracker *t, const struct asg_instance *inst, 
 			return -ENOMEM;
 	}
 	for (size_t x = 0; x < n; x++) {
-		if (!inst[x].protected_from_scale_in && !leaving_state(inst[x].lifecycle_state) &&
-		    !detached_state(inst[x].lifecycle_state))
+		bool alive = !leaving_state(inst[x].lifecycle_state) &&
+		             !detached_state(inst[x].lifecycle_state);
+
+		if (alive && !inst[x].protected_from_scale_in)
 			unprotected++;
 		if (launches_valid_id(inst[x].id))
 			obs[no++] = &inst[x];
+		else if (alive)
+			untracked++; /* nothing can be known of it: like one over the bound */
 	}
 	if (no > 1)
 		qsort(obs, no, sizeof(*obs), cmp_obs);

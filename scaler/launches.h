@@ -75,8 +75,8 @@ struct launch_tracker {
 	uint64_t failed_total;
 	/* instances dropped unjudged (a gap, a scale-in, no verdict), each counted once */
 	uint64_t forgotten;
-	/* instances the latest read listed alive but not tracked (LAUNCH_TRACK_MAX): recounted at
-	 * each read, since nothing remembers which they were */
+	/* instances the latest read listed alive but not tracked (LAUNCH_TRACK_MAX, or an id it
+	 * cannot take): recounted at each read, since nothing remembers which they were */
 	size_t untracked_now;
 	/* live instances the latest read listed (tracked or not) that are not protected from
 	 * scale-in: a lower desired capacity may end any of them, the group picks which */

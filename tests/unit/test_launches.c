@@ -561,6 +561,30 @@ static void test_unprotected_now(void **state)
 	launches_reset(&t);
 }
 
+/* An instance listed alive under an id the tracker cannot take (not "i-" and 8 or 17 hex
+ * digits) is not judged, and a back-off keeps it like one it could not track. */
+static void test_unreadable_id_is_unknown(void **state)
+{
+	struct asg_instance insts[3];
+	struct launch_tracker t;
+
+	memset(insts, 0, sizeof(insts));
+	str_copy(insts[0].id, A, sizeof(insts[0].id));
+	str_copy(insts[1].id, "i-0123456789ABCDEF0", sizeof(insts[1].id));
+	str_copy(insts[2].id, "i-0123", sizeof(insts[2].id));
+	for (int i = 0; i < 3; i++)
+		str_copy(insts[i].lifecycle_state, "InService", sizeof(insts[i].lifecycle_state));
+	launches_init(&t);
+	assert_int_equal(launches_observe(&t, insts, 3, 0, 0), 0);
+	assert_int_equal(t.n, 1);
+	assert_int_equal(t.untracked_now, 2);
+	assert_int_equal(launches_unknown(&t, true), 2);
+	str_copy(insts[2].lifecycle_state, "Terminating", sizeof(insts[2].lifecycle_state));
+	assert_int_equal(launches_observe(&t, insts, 3, 1000, 0), 0);
+	assert_int_equal(t.untracked_now, 1); /* the one leaving is not kept */
+	launches_reset(&t);
+}
+
 /* Forgotten instances are counted once each, and only those not judged: a connected one was
  * judged already. */
 static void test_forgotten_once(void **state)
@@ -619,6 +643,7 @@ int main(void)
 	        cmocka_unit_test(test_gap_forgets_instances),
 	        cmocka_unit_test(test_keep),
 	        cmocka_unit_test(test_unprotected_now),
+	        cmocka_unit_test(test_unreadable_id_is_unknown),
 	        cmocka_unit_test(test_forgotten_once),
 	        cmocka_unit_test(test_format_ids),
 	};
