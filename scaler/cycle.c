@@ -128,6 +128,14 @@ enum suspend_retry cycle_suspend_retry(int rc, long status, const char *aws_code
 	        "ExpiredToken",
 	        "ExpiredTokenException",
 	        "RequestExpired",
+	        /* the group busy with something else (ResourceInUse, 400, is one of the two
+	         * faults SuspendProcesses models; ResourceContention is a 5xx) */
+	        "ResourceInUse",
+	        "ScalingActivityInProgress",
+	        /* botocore's transient codes */
+	        "RequestTimeout",
+	        "RequestTimeoutException",
+	        "PriorRequestNotComplete",
 	};
 	enum api_error_kind kind;
 

@@ -296,10 +296,13 @@ def test_az_rebalance_suspended_once(cloud, build, tmp_path, daemons):
 @pytest.mark.parametrize("fault,times", [
     (dict(status=400, code="Throttling", message="Rate exceeded"), 2),
     (dict(status=503, code="ServiceUnavailable", message="Service is unavailable"), 2),
+    # one of the two faults SuspendProcesses models: the group busy for now
+    (dict(status=400, code="ResourceInUse",
+          message="The operation can't be performed because the resource is in use."), 2),
     # libcurl sends a request again, once, when a reused connection closes without an answer
     (dict(close=True), 4),
     (dict(delay_s=1.5, close=True), 2),
-], ids=["throttling", "5xx", "transport", "timeout"])
+], ids=["throttling", "5xx", "in-use", "transport", "timeout"])
 def test_az_rebalance_passing_failure_is_retried_next_cycle(cloud, build, tmp_path, daemons,
                                                             fault, times):
     """Throttling, a 5xx, a dropped connection or a timeout on SuspendProcesses pass in

@@ -75,6 +75,12 @@ static void test_suspend_retry(void **state)
 	        {0, 503, "ServiceUnavailable", SUSPEND_RETRY_SOON},
 	        {0, 502, NULL, SUSPEND_RETRY_SOON},
 	        {0, 400, "ExpiredToken", SUSPEND_RETRY_SOON},
+	        /* SuspendProcesses' modeled faults are ResourceContention (500) and ResourceInUse
+	         * (400): both a group busy with something else for now */
+	        {0, 400, "ResourceInUse", SUSPEND_RETRY_SOON},
+	        {0, 400, "ScalingActivityInProgress", SUSPEND_RETRY_SOON},
+	        {0, 400, "RequestTimeout", SUSPEND_RETRY_SOON},
+	        {0, 400, "PriorRequestNotComplete", SUSPEND_RETRY_SOON},
 	        {0, 403, "AccessDenied", SUSPEND_RETRY_PERMISSION},
 	        {0, 400, "AccessDeniedException", SUSPEND_RETRY_PERMISSION},
 	        {0, 403, "UnauthorizedOperation", SUSPEND_RETRY_PERMISSION},
