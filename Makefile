@@ -69,17 +69,19 @@ deps:
 	@scripts/install-deps
 
 # The README's test command: installs what is missing, builds, runs every suite.
-# The qemu boot (e2e) runs beside the integration, ASan and valgrind suites: its guests and the
-# suites' waits share the cores (about 19 minutes on 2 cores, against 23 one after another);
-# each suite's output comes whole when it ends (--output-sync).
+# Two lines at once after the builds: the qemu boot (e2e) then valgrind, beside the integration
+# suite then its ASan run; the guests and the suites' waits share the cores (one after another
+# it took 23 minutes on 2 cores). Each suite's output comes whole when it ends (--output-sync).
 check: deps
-	$(MAKE) -j2 all tools $(UNIT_BINS) fuzz-build
+	$(MAKE) -j2 all tools $(UNIT_BINS) fuzz-build asan-build
 	$(MAKE) unit fuzz-replay
-	$(MAKE) -j2 --output-sync=target e2e check-suites
+	$(MAKE) -j2 --output-sync=target check-boot check-suites
 
-.PHONY: check-suites
+.PHONY: check-boot check-suites
+check-boot: e2e
+	$(MAKE) --no-print-directory memcheck
 check-suites: integration
-	$(MAKE) --no-print-directory asan memcheck
+	$(MAKE) --no-print-directory asan
 
 unit: $(UNIT_BINS)
 	@scripts/run-unit $(UNIT_BINS)
@@ -212,9 +214,10 @@ ASAN_SKIP := --ignore=tests/integration/test_fake_contract.py \
 	--ignore=tests/integration/test_cfn_resource_spec.py \
 	--ignore=tests/integration/test_iam_actions.py
 
-.PHONY: asan memcheck
-asan:
+.PHONY: asan asan-build memcheck
+asan-build:
 	$(ASAN_MAKE) all tools $(ASAN_UNIT_BINS)
+asan: asan-build
 	@scripts/run-sanitized asan $(ASAN_B)/sanitizer-logs/unit $(ASAN_B) -- \
 		scripts/run-unit $(ASAN_UNIT_BINS)
 	@scripts/run-sanitized asan $(ASAN_B)/sanitizer-logs/integration $(ASAN_B) -- \
