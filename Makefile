@@ -216,7 +216,7 @@ ASAN_SKIP := --ignore=tests/integration/test_fake_contract.py \
 
 .PHONY: asan asan-build memcheck
 asan-build:
-	$(ASAN_MAKE) all tools $(ASAN_UNIT_BINS)
+	+$(ASAN_MAKE) all tools $(ASAN_UNIT_BINS)
 asan: asan-build
 	@scripts/run-sanitized asan $(ASAN_B)/sanitizer-logs/unit $(ASAN_B) -- \
 		scripts/run-unit $(ASAN_UNIT_BINS)
