@@ -128,8 +128,11 @@ def start_runnerd(build, tmp_path, fake):
     group = grp.getgrgid(os.getegid()).gr_name
     # [token]: the defaults (secretsmanager, cci-runner-secrets, runner_token).
     r.conf.write_text(render_ini({
+        # The task agent's default directory (/var/lib/circleci-runner/task-agent) is the
+        # default-path tests' (in the world's overlay): here, on this machine, one of the test's.
         "agent": {"binary": str(r.wrapper), "config_path": str(r.config_path), "user": user,
-                  "working_directory": str(rd_dir / "work")},
+                  "working_directory": str(rd_dir / "work"),
+                  "task_agent_directory": str(r.task_agent_dir)},
         "lifecycle": {"poweroff_command": f"echo off > {r.marker}"},
         "control": {"socket": str(r.socket), "group": group}}))
     shown = subprocess.run([str(build / "runnerd"), "check-config", "-c", str(r.conf)],
