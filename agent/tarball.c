@@ -180,86 +180,77 @@ int tar_normalize_name(const char *name, char *out, size_t n)
 	return used ? 0 : -EINVAL;
 }
 
+/* The pax record at rec[*pos]: "LEN KEY=VALUE\n", LEN counting the whole record. 1 with key and
+ * value (neither NUL-terminated) and *pos past it, 0 at the end, -EBADMSG for a broken one. */
+static int pax_next(const char *rec, size_t len, size_t *pos, const char **key, size_t *klen,
+                    const char **val, size_t *vlen)
+{
+	size_t rlen = 0, i = *pos;
+	const char *eq, *end;
+
+	if (*pos >= len)
+		return 0;
+	while (i < len && rec[i] >= '0' && rec[i] <= '9') {
+		rlen = rlen * 10 + (size_t)(rec[i] - '0');
+		if (rlen > len)
+			return -EBADMSG;
+		i++;
+	}
+	if (i == *pos || i >= len || rec[i] != ' ' || rlen < (i - *pos) + 3 || *pos + rlen > len ||
+	    rec[*pos + rlen - 1] != '\n')
+		return -EBADMSG;
+	*key = rec + i + 1;
+	end = rec + *pos + rlen - 1; /* the '\n' */
+	eq = memchr(*key, '=', (size_t)(end - *key));
+	if (!eq)
+		return -EBADMSG;
+	*klen = (size_t)(eq - *key);
+	*val = eq + 1;
+	*vlen = (size_t)(end - eq - 1);
+	*pos += rlen;
+	return 1;
+}
+
 int tar_pax_path(const char *rec, size_t len, char *out, size_t n)
 {
-	size_t pos = 0;
-	int found = 0;
+	size_t pos = 0, klen, vlen;
+	const char *key, *val;
+	int found = 0, r;
 
-	/* Records: "LEN KEY=VALUE\n", LEN counting the whole record. */
-	while (pos < len) {
-		size_t rlen = 0, i = pos, klen;
-		const char *key, *eq, *end;
-
-		while (i < len && rec[i] >= '0' && rec[i] <= '9') {
-			rlen = rlen * 10 + (size_t)(rec[i] - '0');
-			if (rlen > len)
-				return -EBADMSG;
-			i++;
-		}
-		if (i == pos || i >= len || rec[i] != ' ' || rlen < (i - pos) + 3 ||
-		    pos + rlen > len || rec[pos + rlen - 1] != '\n')
+	while ((r = pax_next(rec, len, &pos, &key, &klen, &val, &vlen)) > 0) {
+		if (klen != 4 || memcmp(key, "path", 4) != 0)
+			continue;
+		if (vlen >= n || memchr(val, '\0', vlen))
 			return -EBADMSG;
-		key = rec + i + 1;
-		end = rec + pos + rlen - 1; /* the '\n' */
-		eq = memchr(key, '=', (size_t)(end - key));
-		if (!eq)
-			return -EBADMSG;
-		klen = (size_t)(eq - key);
-		if (klen == 4 && memcmp(key, "path", 4) == 0) {
-			size_t vlen = (size_t)(end - eq - 1);
-
-			if (vlen >= n || memchr(eq + 1, '\0', vlen))
-				return -EBADMSG;
-			memcpy(out, eq + 1, vlen);
-			out[vlen] = '\0';
-			found = 1;
-		}
-		pos += rlen;
+		memcpy(out, val, vlen);
+		out[vlen] = '\0';
+		found = 1;
 	}
-	return found;
+	return r < 0 ? r : found;
 }
 
 int tar_pax_size(const char *rec, size_t len, uint64_t *size)
 {
-	size_t pos = 0;
-	int found = 0;
+	size_t pos = 0, klen, vlen;
+	const char *key, *val;
+	int found = 0, r;
 
-	while (pos < len) {
-		size_t rlen = 0, i = pos, klen;
-		const char *key, *eq, *end;
+	while ((r = pax_next(rec, len, &pos, &key, &klen, &val, &vlen)) > 0) {
+		uint64_t v = 0;
 
-		while (i < len && rec[i] >= '0' && rec[i] <= '9') {
-			rlen = rlen * 10 + (size_t)(rec[i] - '0');
-			if (rlen > len)
-				return -EBADMSG;
-			i++;
-		}
-		if (i == pos || i >= len || rec[i] != ' ' || rlen < (i - pos) + 3 ||
-		    pos + rlen > len || rec[pos + rlen - 1] != '\n')
+		if (klen != 4 || memcmp(key, "size", 4) != 0)
+			continue;
+		if (vlen == 0)
 			return -EBADMSG;
-		key = rec + i + 1;
-		end = rec + pos + rlen - 1;
-		eq = memchr(key, '=', (size_t)(end - key));
-		if (!eq)
-			return -EBADMSG;
-		klen = (size_t)(eq - key);
-		if (klen == 4 && memcmp(key, "size", 4) == 0) {
-			uint64_t v = 0;
-			const char *d = eq + 1;
-
-			if (d == end)
+		for (size_t i = 0; i < vlen; i++) {
+			if (val[i] < '0' || val[i] > '9' || v > (UINT64_MAX - 9) / 10)
 				return -EBADMSG;
-			for (; d < end; d++) {
-				if (*d < '0' || *d > '9' || v > (UINT64_MAX - 9) / 10)
-					return -EBADMSG;
-				v = v * 10 + (uint64_t)(*d - '0');
-			}
-			*size = v;
-			found = 1;
+			v = v * 10 + (uint64_t)(val[i] - '0');
 		}
-		pos += rlen;
+		*size = v;
+		found = 1;
 	}
-	return found;
+	return r < 0 ? r : found;
 }
 
 void tar_printable(const char *in, char *out, size_t n)
