@@ -546,6 +546,9 @@ def test_what_was_not_watched_is_not_judged(fake, build, tmp_path, daemons):
         d = daemons(build, conf, scaler_env(fake))
         fake.wait_until(lambda st: [r for r in fake.requests(seq) if r.get("op") == "list"],
                         timeout=10, what="the scaler reading the runner list for them")
+        # A decision line: a cycle ended, so the group's describe was taken in (the first
+        # cycle's list read may go out beside its describe, before the instances are tracked).
+        d.wait_for(r"pool=a ", timeout=10)
         if not watched:
             d.signal(signal.SIGSTOP)
             stopped = time.monotonic()
